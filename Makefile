@@ -1,0 +1,28 @@
+# Two commands for a new user: `make demo` (the main job) and `make test` (the suite).
+# Each creates .venv and installs zsexp with its dependencies on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.zsexp-installed
+
+.PHONY: install demo test lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/zsexp train zscrgan --dataset synthetic-tiny --out runs/demo-zscrgan
+	$(BIN)/zsexp train cmgan --dataset synthetic-tiny --out runs/demo-cmgan
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check zsexp tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "xlsa17"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """Every test gets its own ZSEXP_HOME and no inherited tracking URI."""
+    monkeypatch.setenv("ZSEXP_HOME", str(tmp_path / "zsexp_home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from zsexp.data import load_dataset
+
+    return load_dataset("synthetic-tiny")

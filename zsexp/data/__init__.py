@@ -1,0 +1,46 @@
+"""Datasets: one validated type (:class:`ZSLData`) from synthetic, xlsa17 and ``.npz`` sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zsexp.data.conse import conse, conse_image_representations, seen_class_probabilities
+from zsexp.data.npz import load_npz, save_npz
+from zsexp.data.schema import ZSLData, validate
+from zsexp.data.synthetic import SPECS, make_synthetic
+from zsexp.data.xlsa17 import load_xlsa17
+from zsexp.errors import ZsexpError
+
+__all__ = ["ZSLData", "validate", "load_dataset", "list_datasets", "make_synthetic", "load_npz", "save_npz",
+           "load_xlsa17", "conse", "conse_image_representations", "seen_class_probabilities"]
+
+_CACHE: dict[tuple[str, int], ZSLData] = {}
+
+
+def list_datasets() -> list[dict]:
+    out = []
+    for name, spec in SPECS.items():
+        n_cls = spec.n_train + spec.n_val + spec.n_test
+        out.append({"name": name, "classes": n_cls,
+                    "split": f"{spec.n_train}/{spec.n_val}/{spec.n_test}",
+                    "dims": f"{spec.image_dim}/{spec.text_dim}"})
+    return out
+
+
+def load_dataset(name_or_path: str, seed: int = 0) -> ZSLData:
+    """A built-in synthetic name, an xlsa17 directory, or a ``.npz`` file."""
+    if name_or_path in SPECS:
+        key = (name_or_path, seed)
+        if key not in _CACHE:
+            _CACHE[key] = make_synthetic(name_or_path, seed=seed)
+        return _CACHE[key]
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return load_xlsa17(path)
+    if path.suffix == ".npz":
+        return load_npz(path)
+    if not path.exists():
+        raise ZsexpError(f"dataset {name_or_path!r} not found: not a built-in name ({', '.join(SPECS)}), "
+                         f"nor an existing xlsa17 directory or .npz file")
+    raise ZsexpError(f"dataset {name_or_path!r}: unsupported file type {path.suffix!r}; "
+                     f"give an xlsa17 directory or a .npz file")

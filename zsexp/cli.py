@@ -49,6 +49,41 @@ def cmd_data_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- train / evaluate
+def cmd_train(args: argparse.Namespace) -> int:
+    from zsexp.train import train_run
+
+    out = args.out or f"runs/{args.model}-{args.dataset.replace('/', '_')}-seed{args.seed}"
+    train_run(args.model, args.dataset, config_file=args.config, sets=args.set, seed=args.seed,
+              data_seed=args.data_seed, out_dir=out, device=args.device, fit_split=args.fit)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from zsexp.train import evaluate_checkpoint
+
+    res = evaluate_checkpoint(args.checkpoint, split=args.split, dataset=args.dataset, device=args.device)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"{res['model']} on {res['dataset']} [{res['split']}]")
+        for key, val in res["metrics"].items():
+            print(f"  {key:<16}{val:8.2f}")
+    return 0
+
+
+def _model_help() -> str:
+    import dataclasses
+
+    from zsexp.models import MODELS
+
+    lines = []
+    for name, spec in MODELS.items():
+        keys = ", ".join(f.name for f in dataclasses.fields(spec.config_cls))
+        lines.append(f"{name} config keys: {keys}")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -74,6 +109,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_data_describe)
     p_data.set_defaults(func=lambda a: (p_data.print_help(), 2)[1])
+
+    p = sub.add_parser(
+        "train", help="train one model on one dataset (progress, metrics.json, checkpoints)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train one model: rounds of E-M iterations (ZSCRGAN) or alternating steps (CM-GAN), "
+                    "validation after each, best/last checkpoints, then test metrics of the "
+                    "best-on-validation model.  Config precedence: paper defaults < dataset defaults < "
+                    "--config YAML < --set.",
+        epilog=_model_help())
+    p.add_argument("model", choices=["zscrgan", "cmgan"])
+    p.add_argument("--dataset", default="synthetic-tiny", help="built-in name, xlsa17 directory or .npz file")
+    p.add_argument("--config", help="YAML file of config keys")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="model seed (default 0)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of a synthetic dataset (default 0)")
+    p.add_argument("--fit", choices=["train", "trainval"], default="train",
+                   help="classes to fit on: train (val held out for tuning) or trainval (final model)")
+    p.add_argument("--out", help="output directory (default runs/MODEL-DATASET-seedS)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="reload a checkpoint and evaluate it",
+                       description="Reload a checkpoint written by `zsexp train` and evaluate a split.")
+    p.add_argument("checkpoint")
+    p.add_argument("--split", default="test", choices=["val", "test"])
+    p.add_argument("--dataset", help="dataset to evaluate on (default: the one it was trained on)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
 
     return parser
 

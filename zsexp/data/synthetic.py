@@ -57,15 +57,15 @@ SPECS: dict[str, SyntheticSpec] = {
         images_per_seen_class=30, images_per_unseen_class=30, latent_dim=12, n_super=4,
         super_spread=0.7, image_spread=0.8, feature_noise=0.2, seen_probs=True,
         defaults={"zscrgan": {"g_hidden": [128, 128], "d_hidden": 128, "latent_dim": 32, "noise_dim": 16,
-                              "csem_dim": 64, "batch_size": 32, "em_iterations": 12},
-                  "cmgan": {"hidden": 64, "d_hidden": 64, "iters_per_step": 150, "batch_size": 64,
-                            "conse_k": 5}}),
+                              "batch_size": 32, "em_iterations": 30},
+                  "cmgan": {"hidden": 64, "d_hidden": 64, "iters_per_step": 300, "batch_size": 64,
+                            "lr": 1e-3, "lr_d": 1e-3, "conse_k": 5}}),
     "synthetic-cub": SyntheticSpec(
         n_train=100, n_val=50, n_test=50, image_dim=2048, text_dim=1024,
         images_per_seen_class=60, images_per_unseen_class=60, latent_dim=32, n_super=12,
         super_spread=0.5, image_spread=1.1, feature_noise=0.3,
         defaults={"zscrgan": {"g_hidden": [512, 1024], "d_hidden": 512, "latent_dim": 256,
-                              "noise_dim": 64, "csem_dim": 512, "batch_size": 64, "em_iterations": 20},
+                              "noise_dim": 64, "batch_size": 64, "em_iterations": 20},
                   "cmgan": {"hidden": 256, "d_hidden": 256, "conse_k": 10}}),
     "synthetic-imagenet": SyntheticSpec(
         n_train=250, n_val=50, n_test=2000, image_dim=128, text_dim=300,
@@ -73,7 +73,7 @@ SPECS: dict[str, SyntheticSpec] = {
         super_spread=0.7, image_spread=0.8, feature_noise=0.2,
         per_image_text=False, seen_probs=True, test_seen_fraction=0.2,
         defaults={"zscrgan": {"g_hidden": [256, 256], "d_hidden": 256, "latent_dim": 64, "noise_dim": 32,
-                              "csem_dim": 128, "batch_size": 64, "em_iterations": 12},
+                              "batch_size": 64, "em_iterations": 12},
                   "cmgan": {"hidden": 300, "d_hidden": 256, "conse_k": 10}}),
 }
 

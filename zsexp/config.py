@@ -1,0 +1,140 @@
+"""Typed configs: dataclass fields carry their allowed range or choices; YAML and ``--set`` go through here.
+
+A field declares its constraint with ``param(default, low=..., high=..., choices=..., help=...)``.
+:func:`build_config` starts from the dataclass defaults, applies overrides in order, and rejects
+unknown keys, wrong types and out-of-range values naming the source, key and allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+
+from zsexp.errors import ZsexpError
+
+T = TypeVar("T")
+
+
+def param(default: Any, *, low: float | None = None, high: float | None = None,
+          choices: Iterable[Any] | None = None, help: str = "") -> Any:
+    meta = {"low": low, "high": high, "choices": tuple(choices) if choices is not None else None, "help": help}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def describe_field(f: dataclasses.Field) -> str:
+    m = f.metadata
+    if m.get("choices"):
+        return "one of " + ", ".join(repr(c) for c in m["choices"])
+    lo, hi = m.get("low"), m.get("high")
+    if lo is not None or hi is not None:
+        return f"in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+    return "any value of its type"
+
+
+def _coerce(value: Any, typ: Any, key: str, source: str) -> Any:
+    origin = get_origin(typ)
+    if origin is list:
+        (inner,) = get_args(typ) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ZsexpError(f"{source}: `{key}` must be a list, got {value!r}")
+        return [_coerce(v, inner, key, source) for v in value]
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ZsexpError(f"{source}: `{key}` must be true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ZsexpError(f"{source}: `{key}` must be an integer, got {value!r}")
+        return int(value)
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ZsexpError(f"{source}: `{key}` must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ZsexpError(f"{source}: `{key}` must be finite, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ZsexpError(f"{source}: `{key}` must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _check(f: dataclasses.Field, value: Any, key: str, source: str) -> None:
+    m = f.metadata
+    items = value if isinstance(value, list) else [value]
+    for v in items:
+        if m.get("choices") and v not in m["choices"]:
+            raise ZsexpError(f"{source}: `{key}` must be {describe_field(f)}, got {v!r}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if m.get("low") is not None and v < m["low"] or m.get("high") is not None and v > m["high"]:
+                raise ZsexpError(f"{source}: `{key}` must be {describe_field(f)}, got {v!r}")
+
+
+def build_config(cls: type[T], *overrides: tuple[str, Mapping[str, Any]]) -> T:
+    """``cls`` defaults, then each ``(source, mapping)`` in order; every value validated."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for source, mapping in overrides:
+        if mapping is None:
+            continue
+        if not isinstance(mapping, Mapping):
+            raise ZsexpError(f"{source}: expected a mapping of key: value, got {type(mapping).__name__}")
+        unknown = sorted(set(mapping) - set(fields))
+        if unknown:
+            raise ZsexpError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; "
+                             f"allowed: {', '.join(sorted(fields))}")
+        for key, raw in mapping.items():
+            value = _coerce(raw, hints[key], key, source)
+            _check(fields[key], value, key, source)
+            values[key] = value
+    cfg = cls(**values)
+    post = getattr(cfg, "check", None)
+    if post:
+        post()
+    return cfg
+
+
+def parse_set(items: Iterable[str], source: str = "--set") -> dict[str, Any]:
+    """``["alpha=0.5", "g_hidden=[64, 64]"]`` -> dict; values parsed as YAML scalars/lists."""
+    out: dict[str, Any] = {}
+    for item in items or ():
+        if "=" not in item:
+            raise ZsexpError(f"{source}: expected key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ZsexpError(f"{source}: cannot parse value of `{key}`: {raw!r} ({exc})") from exc
+    return out
+
+
+def load_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ZsexpError(f"config file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ZsexpError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def flat_params(cfg: Any) -> dict[str, str]:
+    """Config as flat string params (MLflow-friendly: lists joined by 'x')."""
+    out = {}
+    for key, value in dataclasses.asdict(cfg).items():
+        out[key] = "x".join(str(v) for v in value) if isinstance(value, list) else str(value)
+    return out

@@ -1,0 +1,465 @@
+"""CM-GAN (Cross-Modal CycleGAN for transductive zero-shot learning).
+
+Code (paper): ``t0`` (T0, label embeddings), ``v0`` (V0, CONSE image representations, eq. 1),
+``v_hat``/``t_hat`` (v̂ = T̂_{k-1}(v), t̂ = V̂_{k-1}(t)), ``t_map``/``v_map`` (T_k image -> text,
+V_k text -> image), ``d_t``/``d_v`` (D_T, D_V), ``kept`` (the composed T̂_k / V̂_k).
+
+Learning (§3.4): step k = 1, 2, ... alternates a supervised step (odd k: train T_k, V_k with
+L_sup, eq. 2; keep T_k, so T̂_k = T_k ∘ T̂_{k-1}) and a transductive step (even k: train with
+L_cgan, eqs. 3-6; keep V_k, so V̂_k = V_k ∘ V̂_{k-1}).  Each step trains on representations
+frozen from the previous step.  After each step the validation measure -- L_sup (eq. 2) on
+held-out seen-class images -- decides: if step k+1 does not improve on step k, step k+1 is
+discarded and training stops (§3.4 "Outcome"); otherwise training stops at ``max_steps`` K.
+Retrieval is a nearest-neighbour (cosine) search between T̂_K(v) and V̂_K(t) in the shared space.
+
+Choices where the paper is open (all switchable):
+
+* Role of classes.  ``fit_split="train"`` (tuning): seen = train classes, the transductive
+  "unseen" set = val classes and their unlabelled images; ``fit_split="trainval"`` (final
+  model): seen = train + val, unseen = the test classes and their unlabelled images, the
+  transductive protocol of the paper.  Test classes are never touched when fitting on train.
+* Maps T_k, V_k: 2-layer perceptrons.  ``map_init="residual"`` (default) adds the identity and
+  zero-initialises the output layer, so a step starts from the previous representation instead
+  of a random scramble of it; ``"plain"`` is a bare perceptron.
+* Adversarial losses (eqs. 4-5): binary cross-entropy on discriminator logits; the maps minimise
+  the non-saturating form -log D(.) rather than log(1 - D(.)).
+* Cycle loss (eq. 6): the L2 norm, **not squared**, averaged over samples (``cycle_norm``:
+  ``l2`` | ``l2_squared`` | ``l1``).
+* Negatives of eq. 2: t⁻ a uniformly drawn other seen class, v⁻ an image of such a class.
+* λ_c: one value per transductive step (``lambda_c``, paper's final model 1, 10, 1); when there
+  are more transductive steps than values, the last value repeats.
+* Ablations (Table 5) each run one step of one objective: ``conse`` (no training: V0 and T0),
+  ``cycle`` (L_c), ``gan`` (L_gan), ``cgan`` (L_gan + λ_c L_c), ``sup`` (L_sup); ``full`` alternates.
+* Sentence mode (§4.7): per-image caption embeddings are the labels; no supervision, one
+  transductive step; validation = mean cosine between the images and their predicted (nearest)
+  sentences.  Evaluation: text->image and image->text retrieval, MFR and FH@{1,5,10}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zsexp.config import param
+from zsexp.data.conse import conse_image_representations
+from zsexp.data.schema import ZSLData
+from zsexp.errors import ZsexpError
+from zsexp.metrics import zsl_metrics_from_ranks, zsl_ranks_from_embeddings
+from zsexp.models.common import check_finite, optimizer_to
+
+ABLATIONS = ("full", "conse", "cycle", "gan", "cgan", "sup")
+
+
+@dataclass
+class CMGANConfig:
+    mode: str = param("zsl", choices=("zsl", "sentence"), help="ZSL on class labels, or §4.7 sentence matching")
+    ablation: str = param("full", choices=ABLATIONS, help="Table 5 ablations")
+    gamma: float = param(0.5, low=0.0, high=2.0, help="margin of L_sup (eq. 2)")
+    lambda_c: list[float] = param([1.0, 10.0, 1.0], low=0.0, high=1000.0,
+                                  help="cycle weight per transductive step (eq. 3)")
+    max_steps: int = param(6, low=1, high=100, help="maximum number of alternating steps K")
+    early_stop: bool = param(True, help="stop when step k+1 does not improve validation L_sup")
+    iters_per_step: int = param(2000, low=1, high=10_000_000, help="optimiser iterations per step")
+    slices_per_step: int = param(1, low=1, high=1000, help="rounds a step is cut into (for early stopping)")
+    batch_size: int = param(128, low=2, high=1_000_000)
+    lr: float = param(1e-4, low=0.0, high=1.0, help="Adam lr of T_k and V_k")
+    lr_d: float = param(1e-4, low=0.0, high=1.0, help="Adam lr of D_T and D_V")
+    hidden: int = param(500, low=1, high=65536, help="hidden width of T_k and V_k")
+    d_hidden: int = param(500, low=1, high=65536, help="hidden width of D_T and D_V")
+    map_init: str = param("residual", choices=("residual", "plain"))
+    cycle_norm: str = param("l2", choices=("l2", "l2_squared", "l1"))
+    conse_k: int = param(10, low=1, high=100000, help="top-K of CONSE (eq. 1)")
+    val_fraction: float = param(0.1, low=0.01, high=0.5, help="seen images held out for validation L_sup")
+    ks: list[int] = param([1, 2, 5, 10, 20], low=1, high=1_000_000, help="Flat-Hit@k values")
+
+    def lambda_for(self, trans_index: int) -> float:
+        return self.lambda_c[min(trans_index, len(self.lambda_c) - 1)] if self.lambda_c else 0.0
+
+    def check(self) -> None:
+        if self.iters_per_step < self.slices_per_step:
+            raise ZsexpError(f"`slices_per_step` ({self.slices_per_step}) must not exceed `iters_per_step` "
+                             f"({self.iters_per_step})")
+
+
+# --------------------------------------------------------------------------- losses (pure functions)
+def supervised_loss(tv: torch.Tensor, t: torch.Tensor, t_neg: torch.Tensor,
+                    v: torch.Tensor, vt: torch.Tensor, v_neg: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Eq. 2: [γ - cos(T(v̂), t̂) + cos(T(v̂), t̂⁻)]_+ + [γ - cos(v̂, V(t̂)) + cos(v̂⁻, V(t̂))]_+.
+
+    ``tv`` = T(v̂), ``vt`` = V(t̂) with t̂ the label of v̂; ``t_neg``/``v_neg`` the negatives.
+    """
+    img_side = F.relu(gamma - F.cosine_similarity(tv, t, dim=1) + F.cosine_similarity(tv, t_neg, dim=1))
+    txt_side = F.relu(gamma - F.cosine_similarity(v, vt, dim=1) + F.cosine_similarity(v_neg, vt, dim=1))
+    return (img_side + txt_side).mean()
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """The discriminator's side of eqs. 4-5: maximise log D(real) + log(1 - D(fake))."""
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+
+def adversarial_map_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The map's side of eqs. 4-5, non-saturating: -log D(T(v̂)) (resp. -log D(V(t̂)))."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def cycle_loss(t: torch.Tensor, t_cycled: torch.Tensor, v: torch.Tensor, v_cycled: torch.Tensor,
+               norm: str = "l2") -> torch.Tensor:
+    """Eq. 6: E_t ||T(V(t̂)) - t̂|| + E_v ||V(T(v̂)) - v̂||, L2 norm not squared by default."""
+    def dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if norm == "l1":
+            return (a - b).abs().sum(dim=1)
+        sq = (a - b).pow(2).sum(dim=1)
+        return sq if norm == "l2_squared" else torch.sqrt(sq + 1e-12)
+    return dist(t_cycled, t).mean() + dist(v_cycled, v).mean()
+
+
+# --------------------------------------------------------------------------- networks
+class CrossModalMap(nn.Module):
+    """T_k or V_k: a 2-layer perceptron d -> hidden -> d (optionally plus the identity)."""
+
+    def __init__(self, dim: int, hidden: int, residual: bool):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.residual = residual
+        if residual:
+            nn.init.zeros_(self.fc2.weight)
+            nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc2(F.relu(self.fc1(x)))
+        return x + y if self.residual else y
+
+
+class Critic(nn.Module):
+    """D_T or D_V: d -> hidden (LeakyReLU) -> 1 logit."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
+
+
+# --------------------------------------------------------------------------- the model
+class CMGAN:
+    """A plain object: ``train_round()`` runs one step (or one slice of it); ``evaluate(split)``."""
+
+    family = "cmgan"
+
+    def __init__(self, cfg: CMGANConfig, data: ZSLData, device: torch.device | str = "cpu", seed: int = 0,
+                 fit_split: str = "train"):
+        if fit_split not in ("train", "trainval"):
+            raise ZsexpError(f"fit_split must be train or trainval, got {fit_split!r}")
+        self.cfg, self.data, self.device, self.seed, self.fit_split = cfg, data, torch.device(device), seed, fit_split
+        self.gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        self.step = 0                 # completed steps
+        self.iter_in_step = 0
+        self.done = cfg.ablation == "conse"
+        self.kept: list[tuple[str, nn.Module]] = []     # ("T" | "V", map) of completed steps
+        self.val_history: list[float] = []
+        self._prepare_data()
+        self._new_step()
+
+    # ------------------------------------------------------------------ data
+    def _prepare_data(self) -> None:
+        d, cfg, dev = self.data, self.cfg, self.device
+        seen = d.classes(self.fit_split)
+        self.seen_classes = seen
+        self.unseen_classes = d.val_classes if self.fit_split == "train" else d.test_classes
+        if cfg.mode == "sentence":
+            if d.text_features is None:
+                raise ZsexpError("CM-GAN sentence mode needs per-image text (text_features) in the dataset")
+            self.t0 = torch.as_tensor(d.text_features, device=dev)          # one sentence per image
+        else:
+            self.t0 = torch.as_tensor(d.class_embeddings, device=dev)       # T0: label embeddings
+        if cfg.conse_k > len(seen):
+            raise ZsexpError(f"`conse_k` ({cfg.conse_k}) exceeds the number of seen classes ({len(seen)})")
+        v0 = conse_image_representations(d, seen, cfg.conse_k, seed=self.seed)   # eq. 1
+        self.v0 = torch.as_tensor(v0, device=dev)
+        # images for the supervised step, with a held-out part for validation L_sup
+        fit_imgs = d.images(self.fit_split)
+        perm = torch.randperm(len(fit_imgs), generator=torch.Generator().manual_seed(self.seed + 1)).numpy()
+        n_val = max(1, int(round(self.cfg.val_fraction * len(fit_imgs))))
+        self.val_imgs = np.sort(fit_imgs[perm[:n_val]])
+        self.sup_imgs = np.sort(fit_imgs[perm[n_val:]])
+        unseen_split = "val" if self.fit_split == "train" else "test"
+        self.unseen_imgs = d.images(unseen_split)
+        self.labels = torch.as_tensor(d.labels)
+        self.v_hat = self.v0.clone()
+        self.t_hat = self.t0.clone()
+
+    # ------------------------------------------------------------------ step structure
+    def _step_kind(self, k: int) -> str:
+        """Kind of step k (0-based): 'sup' or 'trans'."""
+        if self.cfg.mode == "sentence":
+            return "trans"
+        ab = self.cfg.ablation
+        if ab == "sup":
+            return "sup"
+        if ab in ("cycle", "gan", "cgan"):
+            return "trans"
+        return "sup" if k % 2 == 0 else "trans"
+
+    def _max_steps(self) -> int:
+        if self.cfg.ablation == "conse":
+            return 0
+        if self.cfg.mode == "sentence" or self.cfg.ablation != "full":
+            return 1
+        return self.cfg.max_steps
+
+    def total_rounds(self) -> int:
+        return self._max_steps() * self.cfg.slices_per_step
+
+    def _new_step(self) -> None:
+        """Fresh T_k, V_k, D_T, D_V, initialised from (seed, k) so that a resumed run matches."""
+        dim, cfg, dev = self.t0.shape[1], self.cfg, self.device
+        res = cfg.map_init == "residual"
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1009 + self.step)
+            self.t_map = CrossModalMap(dim, cfg.hidden, res).to(dev)
+            self.v_map = CrossModalMap(dim, cfg.hidden, res).to(dev)
+            self.d_t = Critic(dim, cfg.d_hidden).to(dev)
+            self.d_v = Critic(dim, cfg.d_hidden).to(dev)
+        self.opt_maps = torch.optim.Adam([*self.t_map.parameters(), *self.v_map.parameters()], lr=cfg.lr,
+                                         betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam([*self.d_t.parameters(), *self.d_v.parameters()], lr=cfg.lr_d,
+                                      betas=(0.5, 0.999))
+        self.iter_in_step = 0
+
+    def _trans_index(self, k: int) -> int:
+        return sum(1 for j in range(k) if self._step_kind(j) == "trans")
+
+    # ------------------------------------------------------------------ one optimiser iteration
+    def _sample(self, pool: np.ndarray, n: int) -> torch.Tensor:
+        return torch.as_tensor(pool)[torch.randint(0, len(pool), (n,), generator=self.gen)]
+
+    def _sup_iteration(self) -> dict[str, float]:
+        b = self.cfg.batch_size
+        idx = self._sample(self.sup_imgs, b)
+        lab = self.labels[idx]
+        seen = torch.as_tensor(self.seen_classes)
+        pos = torch.searchsorted(seen, lab)
+        neg_pos = (pos + torch.randint(1, len(seen), (b,), generator=self.gen)) % len(seen)
+        t_neg_cls = seen[neg_pos]
+        # v⁻: an image whose class differs from v's (resample the few collisions)
+        v_neg = self._sample(self.sup_imgs, b)
+        for _ in range(5):
+            clash = self.labels[v_neg] == lab
+            if not clash.any():
+                break
+            v_neg[clash] = self._sample(self.sup_imgs, int(clash.sum()))
+        dev = self.device
+        v, t = self.v_hat[idx.to(dev)], self.t_hat[lab.to(dev)]
+        loss = supervised_loss(self.t_map(v), t, self.t_hat[t_neg_cls.to(dev)], v, self.v_map(t),
+                               self.v_hat[v_neg.to(dev)], self.cfg.gamma)             # eq. 2
+        self.opt_maps.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_maps.step()
+        return {"loss_sup": float(loss.detach())}
+
+    def _trans_iteration(self, lam: float) -> dict[str, float]:
+        b, dev, ab = self.cfg.batch_size, self.device, self.cfg.ablation
+        if self.cfg.mode == "sentence":   # the fit images and their captions, drawn independently (unpaired)
+            v_pool = t_pool = self.sup_imgs
+        else:
+            v_pool, t_pool = self.unseen_imgs, self.unseen_classes
+        v = self.v_hat[self._sample(v_pool, b).to(dev)]             # v ∈ U_V (unlabelled)
+        t = self.t_hat[self._sample(t_pool, b).to(dev)]             # t ∈ U_T, drawn independently
+        use_gan = ab in ("full", "gan", "cgan") or self.cfg.mode == "sentence"
+        use_cycle = ab in ("full", "cycle", "cgan") or self.cfg.mode == "sentence"
+        out = {}
+        if use_gan:                                                  # discriminators ascend eqs. 4-5
+            with torch.no_grad():
+                tv, vt = self.t_map(v), self.v_map(t)
+            loss_d = discriminator_loss(self.d_t(t), self.d_t(tv)) + discriminator_loss(self.d_v(v), self.d_v(vt))
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+            out["loss_d"] = float(loss_d.detach())
+        tv, vt = self.t_map(v), self.v_map(t)
+        loss = torch.zeros((), device=dev)
+        if use_gan:
+            l_gan = adversarial_map_loss(self.d_t(tv)) + adversarial_map_loss(self.d_v(vt))   # L^v_gan + L^t_gan
+            loss = loss + l_gan
+            out["loss_gan"] = float(l_gan.detach())
+        if use_cycle:
+            l_c = cycle_loss(t, self.t_map(vt), v, self.v_map(tv), self.cfg.cycle_norm)       # eq. 6
+            loss = loss + (lam if use_gan else 1.0) * l_c                                      # eq. 3
+            out["loss_cycle"] = float(l_c.detach())
+        self.opt_maps.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_maps.step()
+        return out
+
+    # ------------------------------------------------------------------ rounds and steps
+    def train_round(self) -> dict[str, float]:
+        """One slice of the current step; at a step's end, freeze it and apply the stopping rule."""
+        if self.done:
+            return {"step": float(self.step), "done": 1.0}
+        k = self.step
+        kind = self._step_kind(k)
+        lam = self.cfg.lambda_for(self._trans_index(k))
+        n_slices = self.cfg.slices_per_step
+        per_slice = self.cfg.iters_per_step // n_slices
+        slice_idx = self.iter_in_step // max(1, per_slice)
+        n_iter = per_slice if slice_idx < n_slices - 1 else self.cfg.iters_per_step - self.iter_in_step
+        logs: list[dict[str, float]] = []
+        for _ in range(n_iter):
+            logs.append(self._sup_iteration() if kind == "sup" else self._trans_iteration(lam))
+        self.iter_in_step += n_iter
+        out = {key: float(np.mean([log[key] for log in logs if key in log])) for key in logs[0]} if logs else {}
+        check_finite(out, f"CM-GAN step {k + 1} ({kind})")
+        out.update(step=float(k + 1), kind_sup=1.0 if kind == "sup" else 0.0)
+        if self.iter_in_step >= self.cfg.iters_per_step:
+            out.update(self._finish_step(kind))
+        return out
+
+    def _finish_step(self, kind: str) -> dict[str, float]:
+        kept_map = self.t_map if kind == "sup" else self.v_map
+        side = "T" if kind == "sup" else "V"
+        before = (self.v_hat.clone(), self.t_hat.clone())
+        self._apply(side, kept_map)
+        val = self.validation_measure()
+        improved = not self.val_history or self._better(val, self.val_history[-1])
+        if self.cfg.early_stop and not improved and self.cfg.mode == "zsl":
+            self.v_hat, self.t_hat = before                             # discard step k+1 (§3.4 Outcome)
+            self.done = True
+            return {"val_measure": val, "stopped_early": 1.0}
+        self.kept.append((side, kept_map))
+        self.val_history.append(val)
+        self.step += 1
+        if self.step >= self._max_steps():
+            self.done = True
+        else:
+            self._new_step()
+        return {"val_measure": val}
+
+    def _better(self, new: float, old: float) -> bool:
+        return new > old if self.cfg.mode == "sentence" else new < old
+
+    @torch.no_grad()
+    def _apply(self, side: str, m: nn.Module) -> None:
+        m.eval()
+        if side == "T":
+            self.v_hat = m(self.v_hat)      # T̂_k = T_k ∘ T̂_{k-1}: only the image side moves
+        else:
+            self.t_hat = m(self.t_hat)      # V̂_k = V_k ∘ V̂_{k-1}: only the label side moves
+        m.train()
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def current_representations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(v̂, t̂) as if the step in progress ended now (so a sliced step can be evaluated)."""
+        if self.done or self.iter_in_step == 0:
+            return self.v_hat, self.t_hat
+        if self._step_kind(self.step) == "sup":
+            self.t_map.eval()
+            out = self.t_map(self.v_hat), self.t_hat
+            self.t_map.train()
+            return out
+        self.v_map.eval()
+        out = self.v_hat, self.v_map(self.t_hat)
+        self.v_map.train()
+        return out
+
+    @torch.no_grad()
+    def validation_measure(self) -> float:
+        """ZSL: L_sup (eq. 2) on held-out seen images with fixed negatives (lower = better).
+        Sentence mode: mean cosine between images and their nearest predicted sentence (higher = better)."""
+        v_hat, t_hat = self.v_hat, self.t_hat
+        g = torch.Generator().manual_seed(self.seed + 99)
+        if self.cfg.mode == "sentence":
+            idx = torch.as_tensor(self.val_imgs)
+            v = F.normalize(v_hat[idx.to(self.device)], dim=1)
+            t = F.normalize(t_hat[idx.to(self.device)], dim=1)
+            return float((v @ t.T).max(dim=1).values.mean())
+        idx = torch.as_tensor(self.val_imgs)
+        lab = self.labels[idx]
+        seen = torch.as_tensor(self.seen_classes)
+        pos = torch.searchsorted(seen, lab)
+        t_neg = seen[(pos + torch.randint(1, len(seen), (len(idx),), generator=g)) % len(seen)]
+        v_neg = idx[torch.randperm(len(idx), generator=g)]
+        dev = self.device
+        v, t = v_hat[idx.to(dev)], t_hat[lab.to(dev)]
+        # the maps are already applied to v̂ and t̂, so T and V are the identity here
+        return float(supervised_loss(v, t, t_hat[t_neg.to(dev)], v, t, v_hat[v_neg.to(dev)], self.cfg.gamma))
+
+    def evaluate(self, split: str = "val", per_image: bool = False) -> dict[str, Any]:
+        """ZSL and GZSL Flat-Hit@k and MFR (%), keys ``zsl/...`` and ``gzsl/...`` (§4.2)."""
+        if self.cfg.mode == "sentence":
+            return self._evaluate_sentences(split)
+        if split not in ("val", "test"):
+            raise ZsexpError(f"CM-GAN evaluates on val or test, got {split!r}")
+        if split == "test" and self.fit_split == "train":
+            unseen, seen = self.data.test_classes, self.data.classes("trainval")
+        else:
+            unseen, seen = self.data.classes(split), self.seen_classes
+        v_hat, t_hat = self.current_representations()
+        imgs = self.data.images(split)
+        lab = self.data.labels[imgs]
+        v = v_hat[torch.as_tensor(imgs).to(self.device)]
+        res: dict[str, Any] = {}
+        for setting, cands in (("zsl", np.sort(unseen)), ("gzsl", np.sort(np.concatenate([seen, unseen])))):
+            pos = torch.as_tensor(np.searchsorted(cands, lab))
+            ranks = zsl_ranks_from_embeddings(v, t_hat[torch.as_tensor(cands).to(self.device)], pos)
+            for key, val in zsl_metrics_from_ranks(ranks, len(cands), self.cfg.ks).items():
+                res[f"{setting}/{key}"] = val
+            if per_image:
+                res[f"{setting}/ranks"] = ranks.cpu().tolist()
+        return res
+
+    def _evaluate_sentences(self, split: str) -> dict[str, Any]:
+        imgs = self.data.images(split)
+        v_hat, t_hat = self.current_representations()
+        idx = torch.as_tensor(imgs).to(self.device)
+        v, t = v_hat[idx], t_hat[idx]
+        target = torch.arange(len(imgs))
+        res = {}
+        ks = [k for k in (1, 5, 10) if k <= len(imgs)]
+        for name, q, g in (("t2i", t, v), ("i2t", v, t)):
+            ranks = zsl_ranks_from_embeddings(q, g, target)
+            for key, val in zsl_metrics_from_ranks(ranks, len(imgs), ks).items():
+                res[f"{name}/{key}"] = val
+        return res
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"family": self.family, "config": asdict(self.cfg), "seed": self.seed, "fit_split": self.fit_split,
+                "step": self.step, "iter_in_step": self.iter_in_step, "done": self.done,
+                "val_history": list(self.val_history), "rng": self.gen.get_state(),
+                "kept": [{"side": s, "state": m.state_dict()} for s, m in self.kept],
+                "current": {"t_map": self.t_map.state_dict(), "v_map": self.v_map.state_dict(),
+                            "d_t": self.d_t.state_dict(), "d_v": self.d_v.state_dict(),
+                            "opt_maps": self.opt_maps.state_dict(), "opt_d": self.opt_d.state_dict()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("family") != self.family:
+            raise ZsexpError(f"checkpoint is for model {state.get('family')!r}, not {self.family!r}")
+        dim, res = self.t0.shape[1], self.cfg.map_init == "residual"
+        self.v_hat, self.t_hat = self.v0.clone(), self.t0.clone()
+        self.kept = []
+        for item in state["kept"]:                 # rebuild the composition T̂_K, V̂_K
+            m = CrossModalMap(dim, self.cfg.hidden, res).to(self.device)
+            m.load_state_dict(item["state"])
+            self._apply(item["side"], m)
+            self.kept.append((item["side"], m))
+        self.step = int(state["step"])
+        self._new_step()
+        cur = state["current"]
+        for name in ("t_map", "v_map", "d_t", "d_v"):
+            getattr(self, name).load_state_dict(cur[name])
+        for name in ("opt_maps", "opt_d"):
+            getattr(self, name).load_state_dict(cur[name])
+            optimizer_to(getattr(self, name), self.device)
+        self.step, self.iter_in_step, self.done = int(state["step"]), int(state["iter_in_step"]), bool(state["done"])
+        self.val_history = [float(x) for x in state["val_history"]]
+        self.gen.set_state(state["rng"])

@@ -1,0 +1,88 @@
+"""Pieces both model families share: device choice, MLPs, init, divergence checks, checkpoint I/O."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from zsexp.errors import ZsexpError
+
+
+class DivergenceError(FloatingPointError):
+    """A loss became NaN/inf: the trial is failed, not silently continued."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ZsexpError("--device cuda requested but no CUDA device is available; use --device auto or cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ZsexpError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
+    return torch.device(name)
+
+
+def mlp(sizes: list[int], hidden_act: nn.Module, out_act: nn.Module | None = None) -> nn.Sequential:
+    """Linear layers between consecutive ``sizes`` with ``hidden_act`` between them."""
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(hidden_act)
+    if out_act is not None:
+        layers.append(out_act)
+    return nn.Sequential(*layers)
+
+
+def normal_init_(module: nn.Module, std: float = 0.02) -> None:
+    """Weights and biases ~ N(0, std) (ZSCRGAN §3.3.3)."""
+    for p in module.parameters():
+        nn.init.normal_(p, 0.0, std)
+
+
+def check_finite(losses: dict[str, float], where: str) -> None:
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    if bad:
+        raise DivergenceError(f"{where}: loss diverged: {bad}")
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Atomic write: a crash mid-save never corrupts the previous checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``weights_only=True``: a checkpoint can hold tensors and plain containers, never code."""
+    path = Path(path)
+    if not path.is_file():
+        raise ZsexpError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ZsexpError(f"{path}: not a readable zsexp checkpoint ({exc})") from exc
+
+
+def rng_state(gen: torch.Generator) -> torch.Tensor:
+    return gen.get_state()
+
+
+def optimizer_to(opt: torch.optim.Optimizer, device: torch.device) -> None:
+    for state in opt.state.values():
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor) and k != "step":
+                state[k] = v.to(device)

@@ -1,0 +1,500 @@
+"""ZSCRGAN (Roy et al., CIKM 2020): a conditional WGAN generating per-class representative
+embeddings, a Common Space Embedding Mapper (CSEM), trained alternately by E-M (Alg. 1), and
+text-to-image retrieval by Alg. 2.
+
+Code (paper): ``te`` (Text Encoder TE, phi -> N(mu, Sigma)), ``gen`` (G(z, c)), ``disc``
+(D(I, phi)), ``csem`` (CSEM, psi_C); ``c_r``/``c_w`` (c_tr / c_tw), ``phi_r``/``phi_w``
+(phi_tr / phi_tw), ``img_r``/``img_w`` (I_r / I_w), ``fake_r``/``fake_w`` (i_r / i_w).
+
+Choices where the paper is loose (documented, each switchable):
+
+* **The regulariser sign (eq. 12).**  Eq. 12 writes ``beta * -E[R]`` while R = -log-odds =
+  d_p - d_n (eqs. 13-15) must be *minimised* for the generated embedding to approach I_r and
+  leave I_w.  We minimise ``+beta * E[R]``, as the reference code does
+  (``|G - I_r| - |G - I_w| + 2`` added to the generator loss).
+* **Distances and margin.**  d_p, d_n are Manhattan distances summed over the image dimensions
+  (reference: ``reduce_sum(abs(.), axis=1)``), averaged over the batch.  With the linear form of
+  eq. 15 the margin lambda only shifts R by a constant and does not change any gradient (the
+  reference adds a constant 2.0); ``r_form="hinge"`` uses ``max(0, d_p - d_n)`` with
+  d_n = |I_w - i| - lambda, where lambda does act as the margin the text describes.
+* **"JS divergence" of the text encoder (eqs. 12, 17).**  JS between Gaussians has no closed form;
+  the conditioning-augmentation design it comes from (and the reference ``KL_loss``) uses
+  KL(N(mu, sigma^2) || N(0, I)) = -log sigma + (sigma^2 + mu^2 - 1) / 2, averaged over
+  elements.  The paper variant adds it for c_tr and c_tw (``alpha * (KL_r + KL_w)``); the
+  reference variant halves the sum.
+* **Critic loss (eqs. 11, 16).**  Eq. 16 read literally weighs the fake terms twice as much as
+  eq. 11; we use eq. 11 = ``(E D(G) + E D(I_w)) / 2 - E D(I_r)`` (both sources get equal weight,
+  as the text says; same as the reference).  The Lipschitz constraint of eq. 10 is weight
+  clipping of every critic parameter to ``[-clip, clip]`` after each critic step (0.01, WGAN's
+  and the reference's value).
+* **CSEM loss (eqs. 7-9, Alg. 1 l.11-14).**  i = G(z, c_tr) and G(z', c_tw) are both generated:
+  the CSEM never sees a real image in training.  Paper: the mean over the batch of
+  softplus(v_n - v_p); reference: softplus(mean v_n - mean v_p), and the reference also adds
+  this loss to the generator's (variant ``reference``).
+* **Test time (Alg. 2).**  c_hat = mu(phi_t) (``eval_c="mean"``) or a sample; z ~ N(0, I);
+  with ``eval_z_samples > 1`` the CSEM outputs of several z are averaged.  Evaluation draws
+  from its own fixed-seed generator, so it neither depends on nor disturbs training state.
+* **Ablations (Table 8).**  ``no_wrong``: no wrong class anywhere (critic without I_w, R = d_p,
+  no KL on c_tw, CSEM loss softplus(-v_p)); ``no_r``: beta = 0; ``no_triplet``: no M-step, and
+  with no trained CSEM retrieval compares G's output with the images in the image space;
+  ``no_r_triplet``: both; ``no_gan``: no G and D -- the representative embedding is replaced by
+  the real image: the CSEM (with the TE, since nothing else trains it) learns the triplet loss
+  on real I_r / I_w, and the query is the text latent mu(phi_t) itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zsexp.config import param
+from zsexp.data.schema import ZSLData
+from zsexp.errors import ZsexpError
+from zsexp.metrics import retrieval_per_query_from_embeddings
+from zsexp.models.common import check_finite, mlp, normal_init_, optimizer_to
+
+ABLATIONS = ("none", "no_wrong", "no_r", "no_triplet", "no_r_triplet", "no_gan")
+
+
+@dataclass
+class ZSCRGANConfig:
+    variant: str = param("paper", choices=("paper", "reference"),
+                         help="loss forms of the paper or of the authors' code (see module doc)")
+    latent_dim: int = param(1024, low=1, high=65536, help="TE output: mu and sigma each (paper: 1024)")
+    noise_dim: int = param(256, low=1, high=65536, help="z size (paper: unstated; reference: 256)")
+    g_hidden: list[int] = param([2048, 4096], low=1, high=65536, help="generator hidden widths")
+    d_hidden: int = param(1024, low=1, high=65536, help="discriminator hidden width")
+    leak: float = param(0.2, low=0.0, high=1.0, help="LeakyReLU slope")
+    alpha: float = param(0.5, low=0.0, high=100.0, help="weight of the text-encoder divergence (eq. 12)")
+    beta: float = param(2.0, low=0.0, high=100.0, help="weight of the log-odds regulariser R (eq. 12)")
+    lam: float = param(2.0, low=0.0, high=1e6, help="margin lambda of d_n (eq. 14)")
+    r_form: str = param("linear", choices=("linear", "hinge"), help="R as in eq. 15, or hinged at 0")
+    em_iterations: int = param(30, low=1, high=100000, help="n of Alg. 1")
+    em_schedule: str = param("linear", choices=("linear", "fixed"),
+                             help="linear: iteration it runs it updates (Alg. 1); fixed: updates_per_step")
+    updates_per_step: int = param(100, low=1, high=1000000, help="GAN/CSEM updates per iteration if fixed")
+    d_steps: int = param(5, low=1, high=100, help="critic updates per generator update (Alg. 1 l.4)")
+    lr_g: float = param(2e-4, low=0.0, high=1.0, help="RMSprop lr of G and TE")
+    lr_d: float = param(2e-4, low=0.0, high=1.0, help="RMSprop lr of D")
+    lr_csem: float = param(2e-3, low=0.0, high=1.0, help="Adam lr of the CSEM (beta1 = 0.5)")
+    batch_size: int = param(64, low=1, high=1000000)
+    clip: float = param(0.01, low=0.0, high=100.0, help="critic weight clip (eq. 10)")
+    wrong_class: str = param("random", choices=("random", "similar", "kmeans"),
+                             help="how the wrong class is chosen (§4.5.2, Fig. 3)")
+    training: str = param("em", choices=("em", "joint"), help="E-M (Alg. 1) or joint training (Fig. 2)")
+    ablation: str = param("none", choices=ABLATIONS, help="Table 8 ablations")
+    text_source: str = param("captions", choices=("captions", "class"),
+                             help="train on per-image caption embeddings when the dataset has them")
+    query: str = param("class", choices=("class", "captions"),
+                       help="query = class text (§4.2) or pooled caption queries (reference code)")
+    eval_c: str = param("mean", choices=("mean", "sample"), help="c_hat at test time")
+    eval_z_samples: int = param(1, low=1, high=1000, help="z samples averaged per query at test time")
+    eval_k: int = param(50, low=1, high=100000, help="K of Precision@K / mAP@K")
+
+    def check(self) -> None:
+        if not self.g_hidden:
+            raise ZsexpError("`g_hidden` must list at least one width")
+
+    def updates_in_iteration(self, it: int) -> int:
+        return it if self.em_schedule == "linear" else self.updates_per_step
+
+
+# --------------------------------------------------------------------------- losses (pure functions)
+def critic_loss(d_real: torch.Tensor, d_fake: torch.Tensor, d_wrong: torch.Tensor | None) -> torch.Tensor:
+    """Eq. 11 (= eq. 16 with equal weights): (E D(G) + E D(I_w)) / 2 - E D(I_r); no I_w: CWGAN."""
+    if d_wrong is None:
+        return d_fake.mean() - d_real.mean()
+    return 0.5 * (d_fake.mean() + d_wrong.mean()) - d_real.mean()
+
+
+def kl_standard_normal(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+    """Eq. 17 as KL(N(mu, sigma^2) || N(0, I)), averaged over elements (see module doc)."""
+    return (-log_sigma + 0.5 * (torch.exp(2.0 * log_sigma) + mu.pow(2) - 1.0)).mean()
+
+
+def log_odds_regulariser(fake: torch.Tensor, img_r: torch.Tensor, img_w: torch.Tensor | None,
+                         lam: float, form: str = "linear") -> torch.Tensor:
+    """Eqs. 13-15: R = -log(p / (1 - p)) = d_p - d_n, d_p = |I_r - i|_1, d_n = |I_w - i|_1 - lambda."""
+    d_p = (img_r - fake).abs().sum(dim=1)
+    if img_w is None:                       # ablation without wrong class: only pull to I_r
+        return d_p.mean()
+    d_n = (img_w - fake).abs().sum(dim=1) - lam
+    r = d_p - d_n
+    if form == "hinge":
+        r = F.relu(r)
+    return r.mean()
+
+
+def generator_loss(d_fake: torch.Tensor, kl_r: torch.Tensor, kl_w: torch.Tensor | None, r: torch.Tensor | None,
+                   alpha: float, beta: float, kl_halved: bool = False) -> torch.Tensor:
+    """Eq. 12 with R minimised: -E D(G(z, c_tr), phi_tr) + alpha (KL_r + KL_w) + beta E[R]."""
+    kl = kl_r if kl_w is None else kl_r + kl_w
+    if kl_halved:
+        kl = kl / 2.0
+    loss = -d_fake.mean() + alpha * kl
+    if r is not None:
+        loss = loss + beta * r
+    return loss
+
+
+def triplet_loss(theta_pos: torch.Tensor, theta_neg: torch.Tensor | None, anchor: torch.Tensor,
+                 form: str = "per_sample") -> torch.Tensor:
+    """Eqs. 7-9: L_T = E log(1 + exp(v_n - v_p)), v_p = cos(CSEM(i), c_tr), v_n = cos(CSEM(G(z, c_tw)), c_tr)."""
+    v_p = F.cosine_similarity(theta_pos, anchor, dim=1)
+    if theta_neg is None:
+        return F.softplus(-v_p).mean()
+    v_n = F.cosine_similarity(theta_neg, anchor, dim=1)
+    if form == "batch_mean":                # reference code
+        return F.softplus(v_n.mean() - v_p.mean())
+    return F.softplus(v_n - v_p).mean()
+
+
+# --------------------------------------------------------------------------- networks
+class TextEncoder(nn.Module):
+    """phi -> (mu, log sigma): one fully connected layer of 2 x latent_dim outputs (§3.3.3)."""
+
+    def __init__(self, text_dim: int, latent_dim: int):
+        super().__init__()
+        self.fc = nn.Linear(text_dim, 2 * latent_dim)
+        self.latent_dim = latent_dim
+
+    def forward(self, phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.fc(phi)
+        return h[:, : self.latent_dim], h[:, self.latent_dim:].clamp(-10.0, 10.0)
+
+
+def reparameterise(mu: torch.Tensor, log_sigma: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    return mu + torch.exp(log_sigma) * eps
+
+
+class Generator(nn.Module):
+    """G(z, c): [z, c] -> hidden (2048, 4096; LeakyReLU) -> image dim, ReLU output (§3.3.3)."""
+
+    def __init__(self, noise_dim: int, latent_dim: int, hidden: list[int], image_dim: int, leak: float):
+        super().__init__()
+        self.net = mlp([noise_dim + latent_dim, *hidden, image_dim], nn.LeakyReLU(leak), nn.ReLU())
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z, c], dim=1))
+
+
+class Discriminator(nn.Module):
+    """D(I, phi): [I, phi] -> 1024 (LeakyReLU) -> 1, linear output (§3.3.3)."""
+
+    def __init__(self, image_dim: int, text_dim: int, hidden: int, leak: float):
+        super().__init__()
+        self.net = mlp([image_dim + text_dim, hidden, 1], nn.LeakyReLU(leak))
+
+    def forward(self, img: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([img, phi], dim=1)).squeeze(1)
+
+
+class CSEM(nn.Module):
+    """Common Space Embedding Mapper: one layer with ReLU, image space -> latent (common) space."""
+
+    def __init__(self, image_dim: int, latent_dim: int):
+        super().__init__()
+        self.fc = nn.Linear(image_dim, latent_dim)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc(img))
+
+
+# --------------------------------------------------------------------------- the model
+class ZSCRGAN:
+    """A plain object: ``train_round()`` runs one E-M iteration; ``evaluate(split)``; full state dict."""
+
+    family = "zscrgan"
+
+    def __init__(self, cfg: ZSCRGANConfig, data: ZSLData, device: torch.device | str = "cpu", seed: int = 0,
+                 fit_split: str = "train"):
+        self.cfg, self.data, self.device, self.seed = cfg, data, torch.device(device), seed
+        self.fit_split = fit_split
+        self.iteration = 0
+        self.gen = torch.Generator().manual_seed(seed)      # all training randomness (CPU, portable)
+        torch.manual_seed(seed)                              # only used for network init below
+        dv, dt, lat = data.image_dim, data.text_dim, cfg.latent_dim
+        self._prepare_data()
+        self.te = TextEncoder(dt, lat).to(self.device)
+        self.csem = CSEM(dv, lat).to(self.device)
+        self.use_gan = cfg.ablation != "no_gan"
+        self.use_triplet = cfg.ablation not in ("no_triplet", "no_r_triplet")
+        self.use_r = cfg.ablation not in ("no_r", "no_r_triplet") and cfg.beta > 0
+        self.use_wrong = cfg.ablation != "no_wrong"
+        if self.use_gan:
+            self.g = Generator(cfg.noise_dim, lat, cfg.g_hidden, dv, cfg.leak).to(self.device)
+            self.d = Discriminator(dv, dt, cfg.d_hidden, cfg.leak).to(self.device)
+            normal_init_(self.g)
+            normal_init_(self.d)
+            self.opt_g = torch.optim.RMSprop([*self.g.parameters(), *self.te.parameters()], lr=cfg.lr_g)
+            self.opt_d = torch.optim.RMSprop(self.d.parameters(), lr=cfg.lr_d)
+            csem_params = list(self.csem.parameters())
+        else:
+            csem_params = [*self.csem.parameters(), *self.te.parameters()]
+        self.opt_csem = torch.optim.Adam(csem_params, lr=cfg.lr_csem, betas=(0.5, 0.999))
+
+    # ------------------------------------------------------------------ data
+    def _prepare_data(self) -> None:
+        data, cfg = self.data, self.cfg
+        idx = data.images(self.fit_split)
+        classes = data.classes(self.fit_split)
+        if len(classes) < 2 and cfg.ablation != "no_wrong":
+            raise ZsexpError(f"ZSCRGAN needs at least 2 seen classes for wrong classes, got {len(classes)}")
+        pos = {c: j for j, c in enumerate(classes.tolist())}
+        self.n_seen = len(classes)
+        dev = self.device
+        self.img = torch.as_tensor(data.features[idx], device=dev)
+        self.cls = torch.as_tensor([pos[c] for c in data.labels[idx].tolist()], dtype=torch.long)
+        class_text = torch.as_tensor(data.class_embeddings[classes])
+        if cfg.text_source == "captions" and data.text_features is not None:
+            self.phi = torch.as_tensor(data.text_features[idx], device=dev)
+        else:
+            self.phi = class_text[self.cls].to(dev)
+        # per seen class: padded image index table for sampling a wrong image of a class
+        counts = torch.bincount(self.cls, minlength=self.n_seen)
+        table = torch.zeros(self.n_seen, int(counts.max()), dtype=torch.long)
+        for j in range(self.n_seen):
+            members = torch.nonzero(self.cls == j).squeeze(1)
+            table[j, : members.numel()] = members
+        self.class_table, self.class_counts = table, counts
+        self.partner = self._fixed_wrong_partner(class_text) if cfg.wrong_class != "random" else None
+
+    def _fixed_wrong_partner(self, class_text: torch.Tensor) -> torch.Tensor:
+        """§4.5.2 alternatives: most text-similar class, or K-means co-occurrence partner."""
+        if self.cfg.wrong_class == "similar":
+            sim = F.normalize(class_text, dim=1) @ F.normalize(class_text, dim=1).T
+            sim.fill_diagonal_(-float("inf"))
+            return sim.argmax(dim=1)
+        # K-means (k = number of seen classes, Lloyd iterations) on the training images
+        x = self.img.cpu()
+        k = self.n_seen
+        g = torch.Generator().manual_seed(self.seed + 7)
+        centres = x[torch.randperm(x.shape[0], generator=g)[:k]].clone()
+        for _ in range(25):
+            assign = torch.cdist(x, centres).argmin(dim=1)
+            for j in range(k):
+                members = x[assign == j]
+                if members.numel():
+                    centres[j] = members.mean(0)
+        hist = torch.zeros(self.n_seen, k)
+        hist.index_put_((self.cls, assign), torch.ones(len(assign)), accumulate=True)
+        co = hist @ hist.T                   # images of class a and b sharing clusters
+        co.fill_diagonal_(-1.0)
+        return co.argmax(dim=1)
+
+    def _batch(self) -> dict[str, torch.Tensor]:
+        n, b = self.img.shape[0], self.cfg.batch_size
+        i_r = torch.randint(0, n, (b,), generator=self.gen)
+        y = self.cls[i_r]
+        if self.partner is None:    # uniformly from the *other* seen classes
+            y_w = (y + torch.randint(1, self.n_seen, (b,), generator=self.gen)) % self.n_seen
+        else:
+            y_w = self.partner[y]
+        slot = (torch.rand(b, generator=self.gen) * self.class_counts[y_w]).long()
+        i_w = self.class_table[y_w, slot]
+        dev = self.device
+        i_r, i_w = i_r.to(dev), i_w.to(dev)
+        lat, nz = self.cfg.latent_dim, self.cfg.noise_dim
+        return {"img_r": self.img[i_r], "phi_r": self.phi[i_r], "img_w": self.img[i_w], "phi_w": self.phi[i_w],
+                "eps_r": torch.randn(b, lat, generator=self.gen).to(dev),
+                "eps_w": torch.randn(b, lat, generator=self.gen).to(dev),
+                "z": torch.randn(b, nz, generator=self.gen).to(dev),
+                "z_w": torch.randn(b, nz, generator=self.gen).to(dev)}
+
+    # ------------------------------------------------------------------ training steps
+    def _csem_loss(self, bt: dict, c_r: torch.Tensor, c_w: torch.Tensor) -> torch.Tensor:
+        form = "batch_mean" if self.cfg.variant == "reference" else "per_sample"
+        if not self.use_gan:      # ablation: real image embeddings instead of generated ones
+            pos, neg = self.csem(bt["img_r"]), self.csem(bt["img_w"])
+        else:
+            pos = self.csem(self.g(bt["z"], c_r))                      # i_r = G(z, c_tr)  (Alg. 1 l.13)
+            neg = self.csem(self.g(bt["z_w"], c_w))                    # i_w = G(z', c_tw)
+        return triplet_loss(pos, neg if self.use_wrong else None, c_r, form)
+
+    def _critic_step(self) -> float:
+        bt = self._batch()
+        with torch.no_grad():
+            mu, ls = self.te(bt["phi_r"])
+            fake = self.g(bt["z"], reparameterise(mu, ls, bt["eps_r"]))
+        d_wrong = self.d(bt["img_w"], bt["phi_r"]) if self.use_wrong else None
+        loss = critic_loss(self.d(bt["img_r"], bt["phi_r"]), self.d(fake, bt["phi_r"]), d_wrong)   # eq. 11
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+        with torch.no_grad():                                          # eq. 10: ||D_w|| <= k
+            for p in self.d.parameters():
+                p.clamp_(-self.cfg.clip, self.cfg.clip)
+        return float(loss.detach())
+
+    def _generator_step(self) -> dict[str, float]:
+        cfg, bt = self.cfg, self._batch()
+        mu_r, ls_r = self.te(bt["phi_r"])
+        mu_w, ls_w = self.te(bt["phi_w"])
+        c_r = reparameterise(mu_r, ls_r, bt["eps_r"])
+        c_w = reparameterise(mu_w, ls_w, bt["eps_w"])
+        fake = self.g(bt["z"], c_r)
+        kl_r = kl_standard_normal(mu_r, ls_r)
+        kl_w = kl_standard_normal(mu_w, ls_w) if self.use_wrong else None
+        r = (log_odds_regulariser(fake, bt["img_r"], bt["img_w"] if self.use_wrong else None, cfg.lam, cfg.r_form)
+             if self.use_r else None)
+        loss = generator_loss(self.d(fake, bt["phi_r"]), kl_r, kl_w, r, cfg.alpha, cfg.beta,
+                              kl_halved=cfg.variant == "reference")                    # eq. 12
+        out = {"loss_g": float(loss.detach()), "kl": float(kl_r.detach()),
+               "r": float(r.detach()) if r is not None else 0.0}
+        joint = cfg.training == "joint" and self.use_triplet
+        if (cfg.variant == "reference" and self.use_triplet) or joint:
+            l_t = self._csem_loss(bt, c_r, c_w)
+            loss = loss + l_t
+            out["loss_t"] = float(l_t.detach())
+        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_csem.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        if joint:                     # Fig. 2 "joint": CSEM updated together with G
+            self.opt_csem.step()
+        return out
+
+    def _csem_step(self) -> float:
+        """M-step update (Alg. 1 l.11-14): G and TE frozen, only psi_C moves (no_gan: TE too)."""
+        bt = self._batch()
+        if self.use_gan:
+            with torch.no_grad():
+                mu_r, ls_r = self.te(bt["phi_r"])
+                mu_w, ls_w = self.te(bt["phi_w"])
+                c_r = reparameterise(mu_r, ls_r, bt["eps_r"])
+                c_w = reparameterise(mu_w, ls_w, bt["eps_w"])
+            loss = self._csem_loss(bt, c_r, c_w)
+        else:
+            mu_r, ls_r = self.te(bt["phi_r"])
+            c_r = reparameterise(mu_r, ls_r, bt["eps_r"])
+            loss = self._csem_loss(bt, c_r, c_r) + self.cfg.alpha * kl_standard_normal(mu_r, ls_r)
+        self.opt_csem.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_csem.step()
+        return float(loss.detach())
+
+    def train_round(self) -> dict[str, float]:
+        """One E-M iteration of Alg. 1 (it = iteration + 1)."""
+        it = self.iteration + 1
+        n = self.cfg.updates_in_iteration(it)
+        self._train_mode(True)
+        d_losses, g_losses, t_losses = [], [], []
+        if self.use_gan:
+            for _ in range(n):                                        # Alg. 1 l.3: E-step, train GAN
+                for _ in range(self.cfg.d_steps):                      # l.4-6
+                    d_losses.append(self._critic_step())
+                g_losses.append(self._generator_step())                # l.7
+        m_step = self.use_triplet and (self.cfg.training == "em" or not self.use_gan)
+        if m_step:
+            for _ in range(n):                                        # l.10-15: M-step, train CSEM
+                t_losses.append(self._csem_step())
+        self.iteration = it
+        out: dict[str, float] = {"updates": float(n)}
+        if d_losses:
+            out["loss_d"] = float(np.mean(d_losses))
+        if g_losses:
+            for key in g_losses[0]:
+                out[key] = float(np.mean([g[key] for g in g_losses if key in g]))
+        if t_losses:
+            out["loss_t"] = float(np.mean(t_losses))
+        check_finite(out, f"ZSCRGAN iteration {it}")
+        return out
+
+    def _train_mode(self, flag: bool) -> None:
+        for net in self.networks().values():
+            net.train(flag)
+
+    # ------------------------------------------------------------------ retrieval (Alg. 2)
+    @torch.no_grad()
+    def embed_queries(self, phi: torch.Tensor) -> torch.Tensor:
+        """theta_t for text embeddings phi [Q, Dt] (Alg. 2 l.4-7)."""
+        self._train_mode(False)
+        g = torch.Generator().manual_seed(10_000 + self.seed)
+        phi = phi.to(self.device)
+        mu, ls = self.te(phi)
+        if not self.use_gan:
+            return mu
+        out = torch.zeros(phi.shape[0], self.cfg.latent_dim if self.use_triplet else self.data.image_dim,
+                          device=self.device)
+        for _ in range(self.cfg.eval_z_samples):
+            c = mu if self.cfg.eval_c == "mean" else reparameterise(
+                mu, ls, torch.randn(mu.shape, generator=g).to(self.device))
+            z = torch.randn(phi.shape[0], self.cfg.noise_dim, generator=g).to(self.device)
+            i_t = self.g(z, c)                                          # l.6
+            out += self.csem(i_t) if self.use_triplet else i_t          # l.7
+        return out / self.cfg.eval_z_samples
+
+    @torch.no_grad()
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        """theta_i = CSEM(I_i) (Alg. 2 l.11)."""
+        self._train_mode(False)
+        images = images.to(self.device)
+        return self.csem(images) if self.use_triplet else images
+
+    def _queries(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        classes = self.data.classes(split)
+        if self.cfg.query == "captions":
+            if self.data.text_features is None:
+                raise ZsexpError("query=captions needs per-image text (text_features) in the dataset")
+            idx = self.data.images(split)
+            theta = self.embed_queries(torch.as_tensor(self.data.text_features[idx]))
+            labels = torch.as_tensor(self.data.labels[idx], device=theta.device)
+            pooled = torch.stack([theta[labels == c].mean(0) for c in classes.tolist()])
+            return pooled, torch.as_tensor(classes)
+        return self.embed_queries(torch.as_tensor(self.data.class_embeddings[classes])), torch.as_tensor(classes)
+
+    def evaluate(self, split: str = "val", per_query: bool = False) -> dict[str, Any]:
+        """P@K, mAP@K, Top-1 (%) with the split's class texts as queries over its images (§4.2)."""
+        theta_t, q_labels = self._queries(split)
+        idx = self.data.images(split)
+        theta_i = self.embed_images(torch.as_tensor(self.data.features[idx]))
+        k = self.cfg.eval_k
+        per = retrieval_per_query_from_embeddings(theta_t, q_labels, theta_i,
+                                                  torch.as_tensor(self.data.labels[idx]), k=k)
+        res: dict[str, Any] = {f"precision@{k}": float(per["precision"].mean()), f"map@{k}": float(per["ap"].mean()),
+                               "top1": float(per["top1"].mean())}
+        if per_query:
+            res["per_query"] = {key: v.cpu().tolist() for key, v in per.items()}
+            res["query_classes"] = q_labels.tolist()
+        return res
+
+    def chance(self, split: str = "val") -> dict[str, float]:
+        """Expected P@K of a random ranking: the mean share of relevant gallery images."""
+        labels = self.data.labels[self.data.images(split)]
+        shares = [(labels == c).mean() for c in self.data.classes(split)]
+        return {f"precision@{self.cfg.eval_k}": 100.0 * float(np.mean(shares))}
+
+    # ------------------------------------------------------------------ state
+    def networks(self) -> dict[str, nn.Module]:
+        nets = {"te": self.te, "csem": self.csem}
+        if self.use_gan:
+            nets.update(g=self.g, d=self.d)
+        return nets
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        opts = {"csem": self.opt_csem}
+        if self.use_gan:
+            opts.update(g=self.opt_g, d=self.opt_d)
+        return opts
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"family": self.family, "config": asdict(self.cfg), "seed": self.seed, "fit_split": self.fit_split,
+                "iteration": self.iteration, "rng": self.gen.get_state(),
+                "nets": {k: v.state_dict() for k, v in self.networks().items()},
+                "opts": {k: v.state_dict() for k, v in self.optimizers().items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("family") != self.family:
+            raise ZsexpError(f"checkpoint is for model {state.get('family')!r}, not {self.family!r}")
+        for k, net in self.networks().items():
+            net.load_state_dict(state["nets"][k])
+        for k, opt in self.optimizers().items():
+            opt.load_state_dict(state["opts"][k])
+            optimizer_to(opt, self.device)
+        self.gen.set_state(state["rng"])
+        self.iteration = int(state["iteration"])

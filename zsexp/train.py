@@ -1,0 +1,120 @@
+"""One training run of one model: the loop behind ``zsexp train`` (and, round by round, a sweep trial).
+
+A run trains ``rounds`` rounds, evaluates the validation classes after each, keeps the best
+(by the model's validation objective) and the last checkpoint, then evaluates the unseen test
+classes with the best-on-validation model -- test classes never choose anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zsexp.config import load_yaml, parse_set, to_dict
+from zsexp.data import ZSLData, load_dataset
+from zsexp.errors import ZsexpError
+from zsexp.models import build_model, get_spec, make_config
+from zsexp.models.common import load_checkpoint, resolve_device, save_checkpoint
+
+
+def resolve_config(family: str, data: ZSLData, config_file: str | None = None, sets: list[str] | None = None,
+                   extra: dict | None = None) -> Any:
+    overrides: list[tuple[str, Any]] = []
+    if config_file:
+        overrides.append((str(config_file), load_yaml(config_file) or {}))
+    if extra:
+        overrides.append(("overrides", extra))
+    if sets:
+        overrides.append(("--set", parse_set(sets)))
+    return make_config(family, data, *overrides)
+
+
+def is_better(new: float, old: float | None, mode: str) -> bool:
+    if old is None or (isinstance(old, float) and math.isnan(old)):
+        return True
+    return new > old if mode == "max" else new < old
+
+
+def checkpoint_state(model: Any, data: ZSLData, dataset_ref: str, data_seed: int, extra: dict | None = None) -> dict:
+    return {"model": model.state_dict(),
+            "dataset": {"ref": dataset_ref, "seed": data_seed, "fingerprint": data.fingerprint()},
+            **(extra or {})}
+
+
+def format_losses(losses: dict[str, float]) -> str:
+    keep = {k: v for k, v in losses.items() if k.startswith("loss") or k in ("r", "kl", "val_measure")}
+    return " ".join(f"{k}={v:.4g}" for k, v in keep.items())
+
+
+def train_run(family: str, dataset: str, *, config_file: str | None = None, sets: list[str] | None = None,
+              seed: int = 0, data_seed: int = 0, out_dir: str | Path = "runs/train", device: str = "auto",
+              fit_split: str = "train", log: Callable[[str], None] = print) -> dict:
+    spec = get_spec(family)
+    data = load_dataset(dataset, seed=data_seed)
+    cfg = resolve_config(family, data, config_file, sets)
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    model = build_model(family, cfg, data, device=dev, seed=seed, fit_split=fit_split)
+    rounds = spec.rounds(model)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    objective = spec.objective
+    log(f"[{family}] dataset {data.name} ({data.fingerprint()}), device {dev}, seed {seed}, {rounds} rounds; "
+        f"validation objective {objective} ({spec.mode})")
+    best, best_round, history = None, 0, []
+    t0 = time.time()
+    for r in range(1, rounds + 1):
+        losses = model.train_round()
+        val = model.evaluate("val")
+        score = val[objective]
+        history.append({"round": r, **losses, **{f"val/{k}": v for k, v in val.items()}})
+        if is_better(score, best, spec.mode):
+            best, best_round = score, r
+            save_checkpoint(checkpoint_state(model, data, dataset, data_seed, {"round": r}), out / "best.pt")
+        log(f"[{family}] round {r:>3}/{rounds}  {format_losses(losses)} | val {objective}={score:.2f} "
+            f"(best {best:.2f} @ {best_round}) | {time.time() - t0:.1f}s")
+        if getattr(model, "done", False):
+            log(f"[{family}] training finished after round {r} (stopping rule)")
+            break
+    save_checkpoint(checkpoint_state(model, data, dataset, data_seed, {"round": r}), out / "last.pt")
+    best_model = build_model(family, cfg, data, device=dev, seed=seed, fit_split=fit_split)
+    best_model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
+    result = {"model": family, "dataset": data.name, "dataset_ref": dataset, "fingerprint": data.fingerprint(),
+              "seed": seed, "data_seed": data_seed, "device": str(dev), "fit_split": fit_split,
+              "config": to_dict(cfg), "rounds": r, "best_round": best_round, "objective": objective,
+              "val": best_model.evaluate("val"), "test": best_model.evaluate("test"),
+              "checkpoint": str((out / "best.pt").resolve()), "history": history,
+              "wall_time_s": round(time.time() - t0, 2)}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    log(f"[{family}] best round {best_round}: val {objective}={result['val'][objective]:.2f}; "
+        f"test: " + ", ".join(f"{k}={v:.2f}" for k, v in result["test"].items()))
+    log(f"[{family}] wrote {out / 'metrics.json'} and checkpoints {out / 'best.pt'}, {out / 'last.pt'}")
+    return result
+
+
+def evaluate_checkpoint(path: str | Path, split: str = "test", dataset: str | None = None,
+                        device: str = "auto") -> dict:
+    state = load_checkpoint(path)
+    try:
+        mstate, dref = state["model"], state["dataset"]
+        family = mstate["family"]
+    except (KeyError, TypeError) as exc:
+        raise ZsexpError(f"{path}: not a zsexp checkpoint (missing {exc})") from exc
+    data = load_dataset(dataset or dref["ref"], seed=int(dref.get("seed", 0)))
+    if data.fingerprint() != dref["fingerprint"]:
+        raise ZsexpError(f"{path}: trained on dataset fingerprint {dref['fingerprint']} but {data.name} has "
+                         f"{data.fingerprint()}; pass the original data with --dataset")
+    spec = get_spec(family)
+    from zsexp.config import build_config
+
+    cfg = build_config(spec.config_cls, (f"{path} config", mstate["config"]))
+    model = build_model(family, cfg, data, device=resolve_device(device), seed=int(mstate["seed"]),
+                        fit_split=mstate.get("fit_split", "train"))
+    model.load_state_dict(mstate)
+    return {"model": family, "dataset": data.name, "split": split, "metrics": model.evaluate(split)}

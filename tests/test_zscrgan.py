@@ -82,13 +82,13 @@ def test_shapes_and_alg1_schedule(tiny):
     assert m.d(torch.zeros(5, tiny.image_dim), torch.zeros(5, tiny.text_dim)).shape == (5,)
     assert (m.g(torch.randn(5, m.cfg.noise_dim), torch.randn(5, m.cfg.latent_dim)) >= 0).all()   # ReLU output
     calls = {"d": 0, "g": 0, "t": 0}
-    for name, key in (("_critic_step", "d"), ("_generator_step", "g"), ("_csem_step", "t")):
-        orig = getattr(m, name)
+    for opt, key in ((m.opt_d, "d"), (m.opt_g, "g"), (m.opt_csem, "t")):
+        orig = opt.step
 
-        def wrapped(orig=orig, key=key):
+        def counted(*a, orig=orig, key=key, **kw):
             calls[key] += 1
-            return orig()
-        setattr(m, name, wrapped)
+            return orig(*a, **kw)
+        opt.step = counted
     m.train_round()
     m.train_round()
     m.train_round()

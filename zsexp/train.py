@@ -20,7 +20,7 @@ from zsexp.config import load_yaml, parse_set, to_dict
 from zsexp.data import ZSLData, load_dataset
 from zsexp.errors import ZsexpError
 from zsexp.models import build_model, get_spec, make_config
-from zsexp.models.common import load_checkpoint, resolve_device, save_checkpoint
+from zsexp.models.common import configure_cpu_math, load_checkpoint, resolve_device, save_checkpoint
 
 
 def resolve_config(family: str, data: ZSLData, config_file: str | None = None, sets: list[str] | None = None,
@@ -59,6 +59,7 @@ def train_run(family: str, dataset: str, *, config_file: str | None = None, sets
     data = load_dataset(dataset, seed=data_seed)
     cfg = resolve_config(family, data, config_file, sets)
     dev = resolve_device(device)
+    configure_cpu_math()
     torch.manual_seed(seed)
     model = build_model(family, cfg, data, device=dev, seed=seed, fit_split=fit_split)
     rounds = spec.rounds(model)

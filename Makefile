@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job: a real small sweep of each model on the embedded defaults (local Ray, SQLite MLflow
+# under $ZSEXP_HOME, the synthetic-tiny dataset).
 demo: $(STAMP)
-	$(BIN)/zsexp train zscrgan --dataset synthetic-tiny --out runs/demo-zscrgan
-	$(BIN)/zsexp train cmgan --dataset synthetic-tiny --out runs/demo-cmgan
+	$(BIN)/zsexp search zscrgan --dataset synthetic-tiny --trials 6
+	$(BIN)/zsexp search cmgan --dataset synthetic-tiny --trials 4
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

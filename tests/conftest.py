@@ -21,3 +21,13 @@ def tiny():
     from zsexp.data import load_dataset
 
     return load_dataset("synthetic-tiny")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray for every search test (4 logical GPUs to check GPU scheduling on a CPU)."""
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()

@@ -72,6 +72,53 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- search / resume / status / ui
+def cmd_search(args: argparse.Namespace) -> int:
+    from zsexp.search.sweep import SweepOptions, run_sweep
+
+    run_sweep(SweepOptions(
+        model=args.model, dataset=args.dataset, space=args.space, trials=args.trials, gpus=args.gpus,
+        gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
+        sampler=args.sampler, scheduler=args.scheduler, seed=args.seed, data_seed=args.data_seed, name=args.name,
+        storage=args.storage, address=args.address, tracking_uri=args.tracking_uri, experiment=args.experiment,
+        sets=tuple(args.set), retries=args.retries, max_failed_trials=args.max_failed_trials,
+        keep_checkpoints=args.keep_checkpoints, device=args.device,
+        progress_every_s=args.progress_every))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from zsexp.search.sweep import resume_sweep
+
+    resume_sweep(args.name, storage=args.storage, address=args.address, retry_errored=args.retry_errored)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from zsexp.search.sweep import sweep_status
+
+    st = sweep_status(args.name, storage=args.storage)
+    if args.json:
+        print(json.dumps(st, indent=2, default=str))
+        return 0
+    m = st["meta"]
+    print(f"sweep {m['name']}: {m['model']} on {m['dataset_name']}, {m['trials']} trials, status {m['status']}")
+    print(f"  storage {m['dir']}")
+    print(f"  MLflow {m['tracking_uri']} experiment {m['experiment']!r}, parent run {m['parent_run_id']}")
+    print(f"  objective val {st['metric']} ({st['mode']})")
+    print(f"  {'trial':<14}{'status':<12}{'outcome':<15}{'rounds':>7}{'best':>10}")
+    for t in st["trials"]:
+        best = "-" if t["best"] is None else f"{t['best']:.3f}"
+        print(f"  {t['trial_id']:<14}{t['status']:<12}{(t['outcome'] or '-'):<15}{t['rounds']:>7}{best:>10}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from zsexp.tracking import start_ui
+
+    return start_ui(args.tracking_uri, args.host, args.port)
+
+
 def _model_help() -> str:
     import dataclasses
 
@@ -129,6 +176,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default runs/MODEL-DATASET-seedS)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "search", help="hyperparameter sweep on Ray Tune + Optuna + ASHA, tracked in MLflow",
+        description="Run a sweep: Ray Tune schedules trials (a local Ray unless --address), Optuna samples "
+                    "(through Ray's OptunaSearch), ASHA stops weak trials on the round axis, MLflow records a "
+                    "parent run per sweep and a child run per trial.  The objective is a metric on the "
+                    "VALIDATION classes; test classes are never seen during a sweep.")
+    p.add_argument("model", choices=["zscrgan", "cmgan"])
+    p.add_argument("--space", help="search-space YAML (default search_spaces/MODEL.yaml)")
+    p.add_argument("--dataset", default="synthetic-tiny", help="built-in name, xlsa17 directory or .npz file")
+    p.add_argument("--trials", type=int, default=8, help="number of trials (default 8)")
+    p.add_argument("--gpus", type=float, default=0, help="the sweep's total GPU budget (default 0: CPU trials)")
+    p.add_argument("--gpus-per-trial", type=float, default=1.0, help="GPU fraction per trial (default 1)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
+    p.add_argument("--max-concurrent", type=int, help="cap on trials at once (default: what resources allow)")
+    p.add_argument("--sampler", choices=["tpe", "random", "cmaes", "qmc", "gp"], help="override the space's sampler")
+    p.add_argument("--scheduler", choices=["asha", "none"], help="override the space's scheduler")
+    p.add_argument("--seed", type=int, default=0, help="sampler and model seed (default 0)")
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--name", help="sweep name (default MODEL-DATASET-TIMESTAMP)")
+    p.add_argument("--storage", help="Ray storage path, shared on a cluster (default $ZSEXP_HOME/sweeps)")
+    p.add_argument("--address", help="Ray cluster address to join (default: start a local Ray)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or SQLite in ZSEXP_HOME)")
+    p.add_argument("--experiment", help="MLflow experiment (default zsexp-MODEL-DATASET)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix a config key for all trials")
+    p.add_argument("--retries", type=int, default=0, help="times a failed trial is retried from its checkpoint")
+    p.add_argument("--max-failed-trials", type=int, help="stop the sweep once more trials than this failed")
+    p.add_argument("--keep-checkpoints", type=int, help="keep only the N best checkpoints per trial (default: all; "
+                   "with N, a killed sweep may find its last checkpoint deleted, ray-project/ray#27790)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda inside trials")
+    p.add_argument("--progress-every", type=float, default=5.0, help="seconds between progress lines")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("resume", help="continue an interrupted sweep where it stopped",
+                       description="Continue a sweep after the driver died: finished trials are kept, interrupted "
+                                   "ones continue from their last checkpoint, the Optuna sampler keeps its history, "
+                                   "MLflow runs are re-attached.")
+    p.add_argument("name")
+    p.add_argument("--storage", help="where the sweep lives (default $ZSEXP_HOME/sweeps)")
+    p.add_argument("--address", help="Ray cluster address to join")
+    p.add_argument("--retry-errored", action="store_true", help="also retry failed trials from their checkpoint")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("status", help="state of a sweep: trials, outcomes, best values",
+                       description="Show a sweep's trials (read-only; works while it runs or after it stopped).")
+    p.add_argument("name")
+    p.add_argument("--storage")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("ui", help="open the MLflow UI on zsexp's tracking store",
+                       description="Start `mlflow ui` on zsexp's store (SQLite under $ZSEXP_HOME by default).")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("evaluate", help="reload a checkpoint and evaluate it",
                        description="Reload a checkpoint written by `zsexp train` and evaluate a split.")

@@ -110,10 +110,23 @@ def parse_set(items: Iterable[str], source: str = "--set") -> dict[str, Any]:
             raise ZsexpError(f"{source}: expected key=value, got {item!r}")
         key, raw = item.split("=", 1)
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ZsexpError(f"{source}: cannot parse value of `{key}`: {raw!r} ({exc})") from exc
+        out[key.strip()] = _float_like(value)
     return out
+
+
+def _float_like(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; users mean a number."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if isinstance(value, list):
+        return [_float_like(v) for v in value]
+    return value
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -121,11 +134,17 @@ def load_yaml(path: str | Path) -> Any:
     if not path.is_file():
         raise ZsexpError(f"config file not found: {path}")
     try:
-        return yaml.safe_load(path.read_text())
+        return _floats_in(yaml.safe_load(path.read_text()))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ZsexpError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+
+
+def _floats_in(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _floats_in(v) for k, v in obj.items()}
+    return _float_like(obj)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

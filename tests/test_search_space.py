@@ -1,0 +1,65 @@
+"""Search-space files: every kind of bad input rejected with file, key and reason; good files load."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from zsexp.cli import main
+from zsexp.errors import ZsexpError
+from zsexp.models import MODELS
+from zsexp.models.cmgan import CMGANConfig
+from zsexp.search.space import default_space_path, load_space, trial_overrides
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_shipped_spaces_load(model):
+    space = load_space(None, model)
+    assert space.model == model and space.params
+    dists = space.distributions()
+    assert set(dists) == set(space.params)
+
+
+BASE = {"model": "zscrgan", "params": {"alpha": {"type": "uniform", "low": 0.1, "high": 1.0}}}
+
+
+@pytest.mark.parametrize("patch,match", [
+    ({"params": {"alphaa": {"type": "uniform", "low": 0, "high": 1}}}, r"params.alphaa.*unknown hyper-parameter"),
+    ({"params": {"alpha": {"type": "uniform", "low": 1.0, "high": 1.0}}}, r"params.alpha.*empty range"),
+    ({"params": {"beta": {"type": "loguniform", "low": 0.0, "high": 1.0}}}, r"params.beta.*log range must be positive"),
+    ({"params": {"alpha": {"type": "int", "low": 0, "high": 3}}}, r"params.alpha.*needs an integer key"),
+    ({"params": {"batch_size": {"type": "categorical", "choices": ["big"]}}}, r"batch_size.*must be an integer"),
+    ({"params": {"alpha": {"type": "uniform", "low": -1.0, "high": 1.0}}}, r"alpha.*values must be in \[0.0, 100.0\]"),
+    ({"params": {"alpha": {"type": "gaussian", "low": 0, "high": 1}}}, r"unknown type 'gaussian'"),
+    ({"params": {"d_steps[0]": {"type": "int", "low": 1, "high": 3}}}, r"not a list"),
+    ({"objective": {"metric": "accuracy", "mode": "max"}}, r"objective.metric"),
+    ({"objective": {"metric": "top1", "mode": "up"}}, r"objective.mode"),
+    ({"fidelity": {"max_rounds": 0}}, r"fidelity.max_rounds"),
+    ({"sampler": {"name": "bayes"}}, r"sampler.name"),
+    ({"fixed": {"gamma": 1}}, r"unknown key\(s\) \['gamma'\]"),
+    ({"colour": "red"}, r"unknown top-level key"),
+    ({"params": {}}, r"params.*non-empty"),
+])
+def test_bad_spaces_rejected(tmp_path, patch, match):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({**BASE, **patch}))
+    with pytest.raises(ZsexpError, match=match) as info:
+        load_space(path, "zscrgan")
+    assert str(path) in str(info.value)
+
+
+def test_malformed_yaml_and_cli_exit_2(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("model: zscrgan\nparams: {alpha: [\n")
+    assert main(["search", "zscrgan", "--space", str(path), "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "broken.yaml: malformed YAML" in err and "Traceback" not in err
+    path.write_text(yaml.safe_dump({**BASE, "model": "cmgan"}))
+    assert main(["search", "zscrgan", "--space", str(path)]) == 2
+    assert "this file is for 'cmgan'" in capsys.readouterr().err
+
+
+def test_indexed_list_params_build_the_list():
+    over = trial_overrides(CMGANConfig, {}, {"max_steps": 4}, {"lambda_c[1]": 7.0, "gamma": 0.3})
+    assert over == {"max_steps": 4, "lambda_c": [1.0, 7.0, 1.0], "gamma": 0.3}
+    assert default_space_path("cmgan").is_file()

@@ -1,0 +1,1 @@
+"""Distributed search: Ray Tune (Tuner, OptunaSearch, ASHA) with MLflow tracking from the driver."""

@@ -1,0 +1,248 @@
+"""Search-space YAML -> validated :class:`SearchSpace` -> Optuna distributions.
+
+File format (see ``search_spaces/*.yaml``)::
+
+    model: zscrgan
+    objective: {metric: precision@50, mode: max}   # on the VALIDATION classes
+    fidelity: {max_rounds: 30, grace_rounds: 3, reduction_factor: 3}   # rounds = E-M iterations / step slices
+    sampler: {name: tpe, n_startup_trials: 5}      # tpe | random | cmaes | qmc | gp
+    scheduler: asha                               # asha | none
+    fixed: {em_schedule: linear}                  # config keys held constant
+    params:                                       # searched config keys
+      alpha: {type: uniform, low: 0.1, high: 2.0}
+      lr_g:  {type: loguniform, low: 1.0e-5, high: 1.0e-3}
+      d_steps: {type: int, low: 1, high: 10}
+      batch_size: {type: categorical, choices: [32, 64, 128]}
+      lambda_c[1]: {type: loguniform, low: 0.5, high: 20}   # one element of a list-valued key
+
+Everything is checked against the model's config dataclass before any Ray process starts:
+unknown keys, empty ranges, a log range that includes 0, values of the wrong type or outside
+the key's allowed range -- each error names the file, the key and the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import optuna
+
+from zsexp.config import build_config, load_yaml
+from zsexp.errors import ZsexpError
+from zsexp.models import MODELS, get_spec
+
+TOP_KEYS = {"model", "objective", "fidelity", "sampler", "scheduler", "fixed", "params", "description"}
+PARAM_TYPES = {"uniform", "loguniform", "int", "logint", "categorical"}
+SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp")
+OBJECTIVES = {"zscrgan": ("precision@50", "map@50", "top1"),
+              "cmgan": tuple(f"{s}/{m}" for s in ("zsl", "gzsl") for m in
+                             ("mfr", "fh@1", "fh@2", "fh@5", "fh@10", "fh@20")) + ("val_lsup",)}
+_INDEXED = re.compile(r"^(\w+)\[(\d+)\]$")
+
+
+def metric_key(name: str) -> str:
+    """A metric name as Tune reports it and MLflow stores it (MLflow forbids '@')."""
+    return "val_" + name.replace("@", "_at_").replace("/", "_")
+
+
+@dataclass
+class SearchSpace:
+    model: str
+    metric: str
+    mode: str
+    max_rounds: int
+    grace_rounds: int
+    reduction_factor: float
+    sampler: str
+    sampler_args: dict[str, Any]
+    scheduler: str
+    fixed: dict[str, Any]
+    params: dict[str, dict[str, Any]]
+    source: str = "<memory>"
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metric_key(self) -> str:
+        return metric_key(self.metric)
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        out: dict[str, optuna.distributions.BaseDistribution] = {}
+        for key, p in self.params.items():
+            t = p["type"]
+            if t == "categorical":
+                out[key] = optuna.distributions.CategoricalDistribution(list(p["choices"]))
+            elif t in ("int", "logint"):
+                out[key] = optuna.distributions.IntDistribution(int(p["low"]), int(p["high"]), log=t == "logint")
+            else:
+                out[key] = optuna.distributions.FloatDistribution(float(p["low"]), float(p["high"]),
+                                                                  log=t == "loguniform")
+        return out
+
+    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        args = dict(self.sampler_args)
+        if self.sampler == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, **args)
+        if self.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed, **args)
+        if self.sampler == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=seed, **args)
+        if self.sampler == "qmc":
+            return optuna.samplers.QMCSampler(seed=seed, **args)
+        return optuna.samplers.GPSampler(seed=seed, **args)
+
+
+def trial_overrides(config_cls: type, dataset_defaults: dict[str, Any], fixed: dict[str, Any],
+                    flat: dict[str, Any]) -> dict[str, Any]:
+    """Config overrides of one trial: ``fixed`` plus its sampled ``flat`` params.  A ``key[i]`` param
+    replaces element i of the list value ``key`` takes from fixed, dataset defaults or class defaults."""
+    out = {k: (list(v) if isinstance(v, list) else v) for k, v in fixed.items()}
+    class_defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+                      for f in dataclasses.fields(config_cls)}
+    for key, value in flat.items():
+        m = _INDEXED.match(key)
+        if not m:
+            out[key] = value
+            continue
+        name, i = m.group(1), int(m.group(2))
+        current = list(out.get(name, dataset_defaults.get(name, class_defaults[name])))
+        while len(current) <= i:
+            current.append(current[-1] if current else value)
+        current[i] = value
+        out[name] = current
+    return out
+
+
+def _err(source: str, key: str, reason: str) -> ZsexpError:
+    return ZsexpError(f"{source}: `{key}`: {reason}")
+
+
+def _check_param(source: str, key: str, p: Any, field_type: Any, config_cls: type) -> dict[str, Any]:
+    where = f"params.{key}"
+    if not isinstance(p, dict) or "type" not in p:
+        raise _err(source, where, "must be a mapping with `type` (uniform, loguniform, int, logint, categorical)")
+    t = p["type"]
+    if t not in PARAM_TYPES:
+        raise _err(source, where, f"unknown type {t!r}; allowed: {', '.join(sorted(PARAM_TYPES))}")
+    allowed = {"type", "choices"} if t == "categorical" else {"type", "low", "high"}
+    extra = sorted(set(p) - allowed)
+    if extra:
+        raise _err(source, where, f"unknown field(s) {extra} for type {t}; allowed: {sorted(allowed)}")
+    base = get_origin(field_type) is list and get_args(field_type)[0] or field_type
+    if t == "categorical":
+        choices = p.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise _err(source, where, "categorical needs a non-empty list `choices`")
+        values = choices
+    else:
+        if "low" not in p or "high" not in p:
+            raise _err(source, where, f"type {t} needs `low` and `high`")
+        lo, hi = p["low"], p["high"]
+        for name, v in (("low", lo), ("high", hi)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise _err(source, where, f"`{name}` must be a number, got {v!r}")
+        if t in ("int", "logint"):
+            if base is not int:
+                raise _err(source, where, f"type {t} needs an integer key, but `{key}` is {base.__name__}")
+            if int(lo) != lo or int(hi) != hi:
+                raise _err(source, where, f"int bounds must be integers, got low={lo}, high={hi}")
+        elif base is not float:
+            raise _err(source, where, f"type {t} samples floats, but `{key}` is {getattr(base, '__name__', base)}")
+        if not lo < hi:
+            raise _err(source, where, f"empty range: `low < high` must hold, got low={lo}, high={hi}")
+        if t in ("loguniform", "logint") and lo <= 0:
+            raise _err(source, where, f"a log range must be positive, got low={lo}")
+        values = [lo, hi]
+    # every value the sampler can produce must be a valid config value
+    name = _INDEXED.match(key).group(1) if _INDEXED.match(key) else key
+    for v in values:
+        test_value = [v] if get_origin(field_type) is list and _INDEXED.match(key) else v
+        try:
+            build_config(config_cls, (f"{source}: params.{key}", {name: test_value}))
+        except ZsexpError as exc:
+            raise ZsexpError(str(exc).replace("must be", "values must be", 1)) from None
+    return dict(p)
+
+
+def parse_space(raw: Any, source: str, model: str | None = None) -> SearchSpace:
+    if not isinstance(raw, dict):
+        raise ZsexpError(f"{source}: a search space must be a mapping, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise ZsexpError(f"{source}: unknown top-level key(s) {unknown}; allowed: {sorted(TOP_KEYS)}")
+    fam = raw.get("model", model)
+    if fam not in MODELS:
+        raise _err(source, "model", f"must be one of {sorted(MODELS)}, got {fam!r}")
+    if model and fam != model:
+        raise _err(source, "model", f"this file is for {fam!r} but the sweep is for {model!r}")
+    spec = get_spec(fam)
+    obj = raw.get("objective") or {}
+    if not isinstance(obj, dict):
+        raise _err(source, "objective", "must be a mapping {metric, mode}")
+    metric, mode = obj.get("metric", spec.objective), obj.get("mode", spec.mode)
+    if metric not in OBJECTIVES[fam]:
+        raise _err(source, "objective.metric", f"must be one of {list(OBJECTIVES[fam])}, got {metric!r}")
+    if mode not in ("min", "max"):
+        raise _err(source, "objective.mode", f"must be min or max, got {mode!r}")
+    fid = raw.get("fidelity") or {}
+    if not isinstance(fid, dict) or sorted(set(fid) - {"max_rounds", "grace_rounds", "reduction_factor"}):
+        raise _err(source, "fidelity", "allowed keys: max_rounds, grace_rounds, reduction_factor")
+    max_rounds = fid.get("max_rounds", 30)
+    grace = fid.get("grace_rounds", 1)
+    rf = fid.get("reduction_factor", 3)
+    if not isinstance(max_rounds, int) or max_rounds < 1:
+        raise _err(source, "fidelity.max_rounds", f"must be an integer >= 1, got {max_rounds!r}")
+    if not isinstance(grace, int) or not 1 <= grace <= max_rounds:
+        raise _err(source, "fidelity.grace_rounds",
+                   f"must be an integer in [1, max_rounds={max_rounds}], got {grace!r}")
+    if not isinstance(rf, (int, float)) or rf <= 1:
+        raise _err(source, "fidelity.reduction_factor", f"must be > 1, got {rf!r}")
+    samp = raw.get("sampler") or {"name": "tpe"}
+    if isinstance(samp, str):
+        samp = {"name": samp}
+    name = samp.get("name", "tpe")
+    if name not in SAMPLERS:
+        raise _err(source, "sampler.name", f"must be one of {list(SAMPLERS)}, got {name!r}")
+    sampler_args = {k: v for k, v in samp.items() if k != "name"}
+    sched = raw.get("scheduler", "asha")
+    if sched not in ("asha", "none"):
+        raise _err(source, "scheduler", f"must be asha or none, got {sched!r}")
+
+    cfg_cls = spec.config_cls
+    hints = get_type_hints(cfg_cls)
+    fixed = raw.get("fixed") or {}
+    if not isinstance(fixed, dict):
+        raise _err(source, "fixed", "must be a mapping of config keys")
+    build_config(cfg_cls, (f"{source}: fixed", fixed))          # unknown keys / bad values
+    params_raw = raw.get("params") or {}
+    if not isinstance(params_raw, dict) or not params_raw:
+        raise _err(source, "params", "must be a non-empty mapping of searched config keys")
+    params = {}
+    for key, p in params_raw.items():
+        m = _INDEXED.match(str(key))
+        base_key = m.group(1) if m else key
+        if base_key not in hints:
+            allowed = ", ".join(sorted(hints))
+            raise _err(source, f"params.{key}", f"unknown hyper-parameter for {fam}; allowed: {allowed}")
+        if m and get_origin(hints[base_key]) is not list:
+            raise _err(source, f"params.{key}", f"`{base_key}` is not a list, so it cannot be indexed")
+        if base_key in fixed:
+            raise _err(source, f"params.{key}", "is also listed under `fixed`")
+        params[str(key)] = _check_param(source, str(key), p, hints[base_key], cfg_cls)
+    return SearchSpace(model=fam, metric=metric, mode=mode, max_rounds=max_rounds, grace_rounds=grace,
+                       reduction_factor=float(rf), sampler=name, sampler_args=sampler_args, scheduler=sched,
+                       fixed=fixed, params=params, source=source, raw=raw)
+
+
+def default_space_path(model: str) -> Path:
+    return Path(__file__).resolve().parents[2] / "search_spaces" / f"{model}.yaml"
+
+
+def load_space(path: str | Path | None, model: str) -> SearchSpace:
+    if path is None:
+        path = default_space_path(model)
+        if not path.is_file():
+            raise ZsexpError(f"no default search space for {model} at {path}; pass --space FILE")
+    return parse_space(load_yaml(path), str(path), model)

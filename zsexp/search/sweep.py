@@ -1,0 +1,361 @@
+"""``zsexp search`` / ``resume`` / ``status``: a sweep = one Ray Tune experiment + one MLflow parent run.
+
+Layout on Ray's storage (``--storage``, default ``$ZSEXP_HOME/sweeps``)::
+
+    <storage>/<name>/               Tune's experiment directory (trials, checkpoints, searcher state)
+    <storage>/<name>/zsexp_sweep.json   what zsexp needs to resume: model, dataset, space, MLflow ids
+
+GPU budget: ``--gpus N`` with ``--gpus-per-trial F`` runs up to ``floor(N / F)`` trials at once.
+``ZSEXP_SIMULATE_GPUS=M`` starts the local Ray with M *logical* GPUs, so the scheduling of a GPU
+cluster can be checked on a CPU machine (trials still compute on the CPU).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zsexp.errors import ZsexpError
+from zsexp.paths import default_tracking_uri, zsexp_home
+from zsexp.search.space import SearchSpace, load_space, parse_space
+from zsexp.search.trainable import train_trial, trial_params
+
+SWEEP_FILE = "zsexp_sweep.json"
+CALLBACK_FILE = "zsexp_progress.json"
+
+
+@dataclass
+class SweepOptions:
+    model: str
+    dataset: str = "synthetic-tiny"
+    space: str | None = None
+    trials: int = 8
+    gpus: float = 0.0
+    gpus_per_trial: float = 1.0
+    cpus_per_trial: float = 1.0
+    max_concurrent: int | None = None
+    sampler: str | None = None
+    scheduler: str | None = None
+    seed: int = 0
+    data_seed: int = 0
+    name: str | None = None
+    storage: str | None = None
+    address: str | None = None
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    sets: tuple[str, ...] = ()
+    retries: int = 0
+    max_failed_trials: int | None = None
+    keep_checkpoints: int | None = None
+    device: str = "auto"
+    progress_every_s: float = 5.0
+
+
+def default_storage() -> Path:
+    return zsexp_home() / "sweeps"
+
+
+def sweep_dir(name: str, storage: str | None) -> Path:
+    base = storage or str(default_storage())
+    if "://" in base:
+        raise ZsexpError("zsexp keeps sweep metadata beside Tune's: --storage must be a (shared) file system path")
+    return Path(base).expanduser().resolve() / name
+
+
+def read_meta(name: str, storage: str | None) -> dict[str, Any]:
+    path = sweep_dir(name, storage) / SWEEP_FILE
+    if not path.is_file():
+        known = sorted(p.parent.name for p in Path(path.parent.parent).glob(f"*/{SWEEP_FILE}"))
+        raise ZsexpError(f"no sweep {name!r} under {path.parent.parent} (known: {', '.join(known) or 'none'}); "
+                         f"pass --storage if it lives elsewhere")
+    return json.loads(path.read_text())
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- Ray
+def _init_ray(address: str | None) -> bool:
+    """Join ``address`` or start a local Ray; returns True when zsexp started it (and must stop it)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                              "configure_logging": True, "logging_level": "ERROR"}
+    sim = os.environ.get("ZSEXP_SIMULATE_GPUS")
+    if address:
+        kwargs["address"] = address
+    elif sim:
+        kwargs["num_gpus"] = float(sim)
+    try:
+        ray.init(**kwargs)
+    except ConnectionError as exc:
+        raise ZsexpError(f"cannot join the Ray cluster at {address}: {exc}") from None
+    return True
+
+
+def _resources(opts: dict[str, Any]) -> tuple[dict[str, float], int]:
+    import ray
+
+    cluster = ray.cluster_resources()
+    cpu, gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    res = {"cpu": float(opts["cpus_per_trial"])}
+    if opts["gpus"] > 0:
+        if gpu < opts["gpus"]:
+            raise ZsexpError(f"--gpus {opts['gpus']:g} asked, but the Ray cluster has {gpu:g} GPU(s); "
+                             f"lower --gpus, add GPU workers, or set ZSEXP_SIMULATE_GPUS to simulate them")
+        if not 0 < opts["gpus_per_trial"] <= opts["gpus"]:
+            raise ZsexpError(f"--gpus-per-trial must be in (0, --gpus={opts['gpus']:g}], "
+                             f"got {opts['gpus_per_trial']:g}")
+        res["gpu"] = float(opts["gpus_per_trial"])
+        concurrency = int(math.floor(opts["gpus"] / opts["gpus_per_trial"] + 1e-9))
+    else:
+        per = max(opts["cpus_per_trial"], 1e-3)
+        if per > cpu:
+            raise ZsexpError(f"--cpus-per-trial {per:g} exceeds the cluster's {cpu:g} CPUs")
+        concurrency = max(1, int(math.floor(cpu / per + 1e-9)))
+    if opts.get("max_concurrent"):
+        concurrency = min(concurrency, int(opts["max_concurrent"]))
+    return res, concurrency
+
+
+# --------------------------------------------------------------------------- Tune objects
+def _build_tuner_parts(meta: dict[str, Any], space: SearchSpace):
+    from ray import tune
+
+    from zsexp.tracking import Progress, make_sweep_callback
+
+    res = meta["resources"]
+    trainable = tune.with_resources(tune.with_parameters(train_trial, meta=meta["trial_meta"]), res)
+    progress = Progress(meta["name"], space.metric, space.mode, every_s=meta["progress_every_s"])
+    callback = make_sweep_callback(
+        tracking_uri=meta["tracking_uri"], experiment_id=meta["experiment_id"],
+        parent_run_id=meta["parent_run_id"], sweep=meta["name"], metric_key=space.metric_key, mode=space.mode,
+        max_rounds=space.max_rounds, params_of=functools.partial(trial_params, meta["trial_meta"]),
+        flat_of=dict, progress=progress, common_tags=meta["tags"],
+        state_file=str(Path(meta["dir"]) / CALLBACK_FILE))
+    return trainable, callback
+
+
+def _scheduler(space: SearchSpace, name: str):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if name == "asha":
+        return ASHAScheduler(time_attr="training_iteration", max_t=space.max_rounds, grace_period=space.grace_rounds,
+                             reduction_factor=space.reduction_factor)
+    return FIFOScheduler()
+
+
+# --------------------------------------------------------------------------- commands
+def run_sweep(o: SweepOptions) -> dict[str, Any]:
+    from zsexp.config import parse_set
+    from zsexp.data import load_dataset
+    from zsexp.tracking import client, ensure_experiment, git_commit
+
+    # everything that can be wrong in the input is checked before any Ray process starts
+    space = load_space(o.space, o.model)
+    if o.sets:     # --set pins a key for every trial; a searched key becomes fixed
+        pinned = parse_set(list(o.sets))
+        raw = dict(space.raw)
+        raw["fixed"] = {**(raw.get("fixed") or {}), **pinned}
+        raw["params"] = {k: v for k, v in (raw.get("params") or {}).items() if k.split("[")[0] not in pinned}
+        space = parse_space(raw, f"{space.source} + --set", o.model)
+    if o.sampler:
+        space = parse_space({**space.raw, "fixed": space.fixed, "sampler": {"name": o.sampler}}, space.source, o.model)
+    scheduler = o.scheduler or space.scheduler
+    if scheduler not in ("asha", "none"):
+        raise ZsexpError(f"--scheduler must be asha or none, got {scheduler!r}")
+    if o.trials < 1:
+        raise ZsexpError(f"--trials must be >= 1, got {o.trials}")
+    data = load_dataset(o.dataset, seed=o.data_seed)
+    name = o.name or f"{o.model}-{data.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    d = sweep_dir(name, o.storage)
+    if (d / SWEEP_FILE).exists():
+        raise ZsexpError(f"sweep {name!r} already exists at {d}; continue it with `zsexp resume {name}` "
+                         f"or choose another --name")
+    uri = o.tracking_uri or default_tracking_uri()
+    c = client(uri)
+    experiment = o.experiment or f"zsexp-{o.model}-{data.name}"
+    exp_id = ensure_experiment(c, experiment)
+    tags = {"zsexp.model": o.model, "zsexp.dataset": data.name, "zsexp.fingerprint": data.fingerprint(),
+            "zsexp.git_commit": git_commit(), "zsexp.storage": str(d)}
+    parent = c.create_run(exp_id, run_name=name, tags={**tags, "zsexp.sweep": name, "zsexp.kind": "sweep"})
+    d.mkdir(parents=True, exist_ok=True)
+    c.log_text(parent.info.run_id, json.dumps(space.raw, indent=2, default=str), "search_space.json")
+    opts = {"gpus": o.gpus, "gpus_per_trial": o.gpus_per_trial, "cpus_per_trial": o.cpus_per_trial,
+            "max_concurrent": o.max_concurrent}
+    meta = {
+        "name": name, "dir": str(d), "model": o.model, "dataset": o.dataset, "dataset_name": data.name,
+        "fingerprint": data.fingerprint(), "trials": o.trials, "scheduler": scheduler, "seed": o.seed,
+        "space": space.raw | {"fixed": space.fixed}, "space_source": space.source, "tracking_uri": uri,
+        "experiment": experiment, "experiment_id": exp_id, "parent_run_id": parent.info.run_id, "tags": tags,
+        "options": opts, "retries": o.retries, "max_failed_trials": o.max_failed_trials,
+        "keep_checkpoints": o.keep_checkpoints,
+        "progress_every_s": o.progress_every_s, "created": dt.datetime.now().isoformat(), "status": "created",
+        "trial_meta": {"model": o.model, "dataset": o.dataset, "data_seed": o.data_seed, "seed": o.seed,
+                       "fixed": space.fixed, "fit_split": "train", "max_rounds": space.max_rounds,
+                       "device": o.device},
+    }
+    from mlflow.entities import Param
+
+    sweep_params = {"model": o.model, "dataset": o.dataset, "trials": o.trials, "scheduler": scheduler,
+                    "sampler": space.sampler, "gpus": o.gpus, "gpus_per_trial": o.gpus_per_trial,
+                    "objective": space.metric, "mode": space.mode, "max_rounds": space.max_rounds}
+    c.log_batch(parent.info.run_id, params=[Param(k, str(v)) for k, v in sweep_params.items()])
+    _write_json(d / SWEEP_FILE, meta)
+    return _fit(meta, space, o.address, restore=False)
+
+
+def resume_sweep(name: str, storage: str | None = None, address: str | None = None,
+                 retry_errored: bool = False) -> dict[str, Any]:
+    from zsexp.tracking import client
+
+    meta = read_meta(name, storage)
+    space = parse_space(meta["space"], meta["space_source"], meta["model"])
+    c = client(meta["tracking_uri"])
+    c.update_run(meta["parent_run_id"], status="RUNNING")           # reopen the parent run
+    return _fit(meta, space, address, restore=True, retry_errored=retry_errored)
+
+
+def _fit(meta: dict[str, Any], space: SearchSpace, address: str | None, restore: bool,
+         retry_errored: bool = False) -> dict[str, Any]:
+    import ray
+    from ray import tune
+
+    from zsexp.search.optuna_search import ResumableOptunaSearch
+    from zsexp.search.stopper import FailureBudget
+    from zsexp.tracking import client
+
+    # Tune saves the experiment state (what `zsexp resume` restarts from) at least this often
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+    started = _init_ray(address)
+    d = Path(meta["dir"])
+    try:
+        res, concurrency = _resources(meta["options"])
+        meta["resources"] = res
+        trainable, callback = _build_tuner_parts(meta, space)
+        print(f"[{meta['name']}] {meta['model']} on {meta['dataset_name']}: {meta['trials']} trials, up to "
+              f"{concurrency} at once ({', '.join(f'{k}={v:g}' for k, v in res.items())} each), "
+              f"objective val {space.metric} ({space.mode}), scheduler {meta['scheduler']}, sampler {space.sampler}")
+        print(f"[{meta['name']}] storage {d}; MLflow {meta['tracking_uri']} experiment {meta['experiment']!r}, "
+              f"parent run {meta['parent_run_id']}")
+        if restore:
+            if not tune.Tuner.can_restore(str(d)):
+                raise ZsexpError(f"{d}: no Tune experiment state to resume (the sweep never started a trial); "
+                                 f"start it again with `zsexp search`")
+            tuner = tune.Tuner.restore(str(d), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=retry_errored, restart_errored=False)
+        else:
+            searcher = ResumableOptunaSearch(space=space.distributions(), metric=space.metric_key, mode=space.mode,
+                                             sampler=space.make_sampler(meta["seed"]))
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(metric=space.metric_key, mode=space.mode, search_alg=searcher,
+                                            scheduler=_scheduler(space, meta["scheduler"]),
+                                            num_samples=meta["trials"], max_concurrent_trials=concurrency),
+                run_config=tune.RunConfig(
+                    name=meta["name"], storage_path=str(d.parent), callbacks=[callback], verbose=0,
+                    stop=FailureBudget(callback, meta["max_failed_trials"]),
+                    failure_config=tune.FailureConfig(max_failures=meta["retries"]),
+                    # Every checkpoint is kept by default: Tune's periodic experiment snapshot may point at a
+                    # checkpoint that a `num_to_keep` policy deleted since, and the trial would then fail to
+                    # resume (ray-project/ray#27790).  --keep-checkpoints N trades that safety for disk.
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=meta.get("keep_checkpoints"),
+                                                            checkpoint_score_attribute=space.metric_key,
+                                                            checkpoint_score_order=space.mode)))
+        meta["status"] = "running"
+        _write_json(d / SWEEP_FILE, {k: v for k, v in meta.items() if k != "resources"})
+        t0 = time.time()
+        results = tuner.fit()
+        summary = summarise(meta, space, results, time.time() - t0)
+    finally:
+        if started:
+            ray.shutdown()
+    c = client(meta["tracking_uri"])
+    if summary.get("best"):
+        c.log_metric(meta["parent_run_id"], f"best_{space.metric_key}", summary["best"]["value"])
+        c.set_tag(meta["parent_run_id"], "zsexp.best_trial", summary["best"]["trial_id"])
+    c.set_terminated(meta["parent_run_id"], "FINISHED")
+    meta["status"] = "finished" if summary["counts"].get("TERMINATED", 0) + summary["counts"].get(
+        "ERROR", 0) >= meta["trials"] else "interrupted"
+    _write_json(d / SWEEP_FILE, {k: v for k, v in meta.items() if k != "resources"})
+    print_summary(meta, space, summary)
+    return summary
+
+
+def summarise(meta: dict[str, Any], space: SearchSpace, results: Any, wall_s: float) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    best = None
+    for r in results:
+        status = "ERROR" if r.error else "TERMINATED"
+        counts[status] = counts.get(status, 0) + 1
+    progress = {}
+    pf = Path(meta["dir"]) / CALLBACK_FILE
+    if pf.is_file():
+        progress = json.loads(pf.read_text())
+    try:
+        br = results.get_best_result(metric=space.metric_key, mode=space.mode, scope="all")
+    except RuntimeError:
+        br = None
+    if br is not None and br.metrics and space.metric_key in (br.metrics or {}):
+        df = br.metrics_dataframe
+        col = df[space.metric_key]
+        idx = col.idxmax() if space.mode == "max" else col.idxmin()
+        trial_id = br.metrics.get("trial_id")
+        best_ckpt = br.get_best_checkpoint(space.metric_key, space.mode) if br.best_checkpoints else br.checkpoint
+        best = {"trial_id": trial_id, "value": float(col[idx]), "round": int(df.loc[idx, "training_iteration"]),
+                "config": br.config, "checkpoint": best_ckpt.path if best_ckpt else None,
+                "run_id": progress.get("runs", {}).get(trial_id),
+                "metrics": {k: v for k, v in df.loc[idx].items() if str(k).startswith("val_")}}
+    return {"name": meta["name"], "counts": counts, "outcomes": progress.get("outcomes", {}), "best": best,
+            "peak_concurrency": progress.get("peak", 0), "wall_s": wall_s, "n_trials": len(results)}
+
+
+def print_summary(meta: dict[str, Any], space: SearchSpace, s: dict[str, Any]) -> None:
+    oc = list(s["outcomes"].values())
+    print(f"[{meta['name']}] finished in {s['wall_s']:.1f}s: {s['n_trials']} trials "
+          f"({oc.count('completed')} completed, {oc.count('early-stopped')} early-stopped, {oc.count('failed')} "
+          f"failed); peak concurrency {s['peak_concurrency']}")
+    b = s.get("best")
+    if not b:
+        print(f"[{meta['name']}] no trial reported {space.metric}")
+        return
+    print(f"[{meta['name']}] best trial {b['trial_id']}: val {space.metric}={b['value']:.3f} at round {b['round']}")
+    print("    config: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                     for k, v in sorted(b["config"].items())))
+    print(f"    checkpoint: {b['checkpoint']}")
+    print(f"    MLflow run: {b['run_id']} (parent {meta['parent_run_id']}, experiment {meta['experiment']!r})")
+    print(f"Compare the trials: `zsexp ui` (or `mlflow ui --backend-store-uri {meta['tracking_uri']}`), open "
+          f"experiment {meta['experiment']!r}, select the runs of sweep {meta['name']!r}, press Compare.")
+
+
+def sweep_status(name: str, storage: str | None = None) -> dict[str, Any]:
+    """Read-only: the sweep's metadata, every trial's state and its best validation value."""
+    from ray.tune import ExperimentAnalysis
+
+    meta = read_meta(name, storage)
+    space = parse_space(meta["space"], meta["space_source"], meta["model"])
+    d = Path(meta["dir"])
+    progress = json.loads((d / CALLBACK_FILE).read_text()) if (d / CALLBACK_FILE).is_file() else {}
+    trials = []
+    try:
+        ea = ExperimentAnalysis(str(d), default_metric=space.metric_key, default_mode=space.mode)
+        for t in ea.trials:
+            best = progress.get("best_ckpt", {}).get(t.trial_id, {}).get("value")
+            trials.append({"trial_id": t.trial_id, "status": t.status, "rounds": int(t.last_result.get(
+                "training_iteration", 0) or 0), "best": best, "outcome": progress.get("outcomes", {}).get(t.trial_id),
+                "config": t.config})
+    except Exception:  # noqa: BLE001 - no experiment state yet
+        pass
+    return {"meta": meta, "metric": space.metric, "mode": space.mode, "trials": trials}

@@ -1,0 +1,71 @@
+"""The Tune trainable: the only code that reads Tune's config dict (STYLE.md habit 6).
+
+One trial = one model trained round by round (E-M iterations for ZSCRGAN, step slices for
+CM-GAN).  After every round it evaluates the validation classes and reports the metrics with a
+checkpoint (``tune.report``); on (re)start it resumes from ``tune.get_checkpoint()``.  A loss
+that turns NaN raises :class:`DivergenceError`, which fails the trial with that message.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from zsexp.config import flat_params
+from zsexp.search.space import metric_key, trial_overrides
+
+CKPT_FILE = "model.pt"
+
+
+def trial_config(meta: dict[str, Any], flat: dict[str, Any]):
+    """The full typed config of a trial (also used by the driver to log MLflow params)."""
+    from zsexp.data import load_dataset
+    from zsexp.models import get_spec, make_config
+
+    data = load_dataset(meta["dataset"], seed=meta["data_seed"])
+    spec = get_spec(meta["model"])
+    overrides = trial_overrides(spec.config_cls, data.defaults.get(meta["model"], {}), meta["fixed"], flat)
+    return data, make_config(meta["model"], data, ("search space", overrides))
+
+
+def trial_params(meta: dict[str, Any], flat: dict[str, Any]) -> dict[str, str]:
+    return flat_params(trial_config(meta, flat)[1])
+
+
+def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
+    import torch
+    from ray import tune
+
+    from zsexp.models import build_model, get_spec
+    from zsexp.models.common import configure_cpu_math, load_checkpoint, resolve_device, save_checkpoint
+
+    configure_cpu_math()
+    data, cfg = trial_config(meta, config)
+    spec = get_spec(meta["model"])
+    device = resolve_device(meta.get("device", "auto"))
+    torch.manual_seed(meta["seed"])
+    model = build_model(meta["model"], cfg, data, device=device, seed=meta["seed"], fit_split=meta["fit_split"])
+    done_rounds = 0
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = load_checkpoint(Path(d) / CKPT_FILE)
+        model.load_state_dict(state["model"])
+        done_rounds = int(state["round"])
+    rounds = min(spec.rounds(model), meta["max_rounds"])
+    for r in range(done_rounds + 1, rounds + 1):
+        losses = model.train_round()
+        val = model.evaluate("val")
+        metrics: dict[str, Any] = {metric_key(k): v for k, v in val.items()}
+        if meta["model"] == "cmgan":            # the paper's own validation measure (§4.4)
+            metrics["val_val_lsup"] = model.validation_measure()
+        metrics.update({f"train_{k}": v for k, v in losses.items()})
+        metrics.update(round=r, max_rounds=rounds, model_done=bool(getattr(model, "done", False)))
+        with tempfile.TemporaryDirectory() as tmp:
+            save_checkpoint({"model": model.state_dict(), "round": r,
+                             "dataset": {"ref": meta["dataset"], "seed": meta["data_seed"],
+                                         "fingerprint": data.fingerprint()}}, Path(tmp) / CKPT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+        if getattr(model, "done", False):
+            break

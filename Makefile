@@ -14,11 +14,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job: a real small sweep of each model on the embedded defaults (local Ray, SQLite MLflow
-# under $ZSEXP_HOME, the synthetic-tiny dataset).
+SWEEP  ?= demo-$(shell date +%Y%m%d-%H%M%S)
+
+# The main job, on the embedded defaults (local Ray, SQLite MLflow under $ZSEXP_HOME, synthetic-tiny):
+# a ZSCRGAN sweep, the final selection of its top 2 configurations x 3 seeds, promotion of the winner
+# to @champion (a later demo whose winner is worse is refused, as it should be: `-` keeps make going),
+# then a CM-GAN sweep.
 demo: $(STAMP)
-	$(BIN)/zsexp search zscrgan --dataset synthetic-tiny --trials 6
-	$(BIN)/zsexp search cmgan --dataset synthetic-tiny --trials 4
+	$(BIN)/zsexp search zscrgan --dataset synthetic-tiny --trials 6 --name $(SWEEP)
+	$(BIN)/zsexp select $(SWEEP) --k 2 --seeds 3
+	-$(BIN)/zsexp promote zsexp-zscrgan-synthetic-tiny
+	$(BIN)/zsexp promote zsexp-zscrgan-synthetic-tiny --list
+	$(BIN)/zsexp search cmgan --dataset synthetic-tiny --trials 4 --name $(SWEEP)-cmgan
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

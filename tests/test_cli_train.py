@@ -59,3 +59,11 @@ def test_checkpoint_cannot_run_code(tmp_path, capsys):
     assert main(["evaluate", str(path)]) == 2
     captured = capsys.readouterr()
     assert "owned" not in captured.out and "not a readable zsexp checkpoint" in captured.err
+
+
+def test_train_with_nothing_to_train(tmp_path, capsys):
+    """CM-GAN's CONSE-only ablation has zero rounds: the run still evaluates and writes its outputs."""
+    out = tmp_path / "conse"
+    assert main(["train", "cmgan", "--set", "ablation=conse", "--out", str(out), "--device", "cpu"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["rounds"] == 0 and 0 < metrics["test"]["zsl/mfr"] < 100

@@ -119,6 +119,29 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return start_ui(args.tracking_uri, args.host, args.port)
 
 
+# --------------------------------------------------------------------------- select / promote
+def cmd_select(args: argparse.Namespace) -> int:
+    from zsexp.selection import SelectOptions, run_selection
+
+    run_selection(SelectOptions(sweep=args.sweep, k=args.k, seeds=args.seeds, storage=args.storage,
+                                address=args.address, register_as=args.register_as, retrieval_k=args.retrieval_k))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from zsexp.selection import list_versions, promote
+
+    if args.list:
+        rows = list_versions(args.name, args.tracking_uri)
+        print(f"{'version':<9}{'aliases':<24}{'test objective':<28}sweep")
+        for r in rows:
+            obj = f"{r['objective']}={float(r['test_objective']):.3f}" if r["test_objective"] else "-"
+            print(f"{r['version']:<9}{','.join(r['aliases']) or '-':<24}{obj:<28}{r['sweep'] or '-'}")
+        return 0
+    promote(args.name, version=args.version, alias=args.alias, force=args.force, tracking_uri=args.tracking_uri)
+    return 0
+
+
 def _model_help() -> str:
     import dataclasses
 
@@ -232,6 +255,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser(
+        "select", help="final selection: top configs x seeds on train+val, test evaluation, report, registry",
+        description="Final-selection job: the sweep's top-k configurations (validation objective) are each trained "
+                    "with several seeds at the full budget on train + val classes (in parallel on Ray), evaluated "
+                    "on the unseen test classes, summarised (mean, sd, 95%% CI, Wilcoxon winner vs runner-up), "
+                    "reported (Markdown + PNG) and logged to MLflow; the winner is registered with alias "
+                    "`candidate`.  Running it again skips finished runs.")
+    p.add_argument("sweep")
+    p.add_argument("--k", type=int, default=5, help="configurations to take (default 5)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds per configuration (default 5)")
+    p.add_argument("--storage", help="where the sweep lives (default $ZSEXP_HOME/sweeps)")
+    p.add_argument("--address", help="Ray cluster address to join")
+    p.add_argument("--register-as", help="registered model name (default zsexp-MODEL-DATASET)")
+    p.add_argument("--retrieval-k", type=int, default=50, help="default top-k the served model returns")
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("promote", help="move a registry alias (default champion) to a model version",
+                       description="Point an alias of a registered model at a version (default: the @candidate "
+                                   "version).  Refuses, exit 2, when its test objective is worse than the current "
+                                   "holder's, unless --force.  Records the previous holder and the time as tags.  "
+                                   "--list shows versions and aliases.")
+    p.add_argument("name")
+    p.add_argument("--version", help="model version (default: the one with alias candidate)")
+    p.add_argument("--alias", default="champion")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--list", action="store_true", help="list versions, aliases and test objectives")
+    p.add_argument("--tracking-uri")
+    p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser("evaluate", help="reload a checkpoint and evaluate it",
                        description="Reload a checkpoint written by `zsexp train` and evaluate a split.")

@@ -70,6 +70,9 @@ def train_run(family: str, dataset: str, *, config_file: str | None = None, sets
         f"validation objective {objective} ({spec.mode})")
     best, best_round, history = None, 0, []
     t0 = time.time()
+    r = 0
+    if rounds == 0:       # nothing to train (CM-GAN's CONSE-only ablation): the initial model is the model
+        save_checkpoint(checkpoint_state(model, data, dataset, data_seed, {"round": 0}), out / "best.pt")
     for r in range(1, rounds + 1):
         losses = model.train_round()
         val = model.evaluate("val")

@@ -263,7 +263,10 @@ def _fit(meta: dict[str, Any], space: SearchSpace, address: str | None, restore:
                 trainable,
                 tune_config=tune.TuneConfig(metric=space.metric_key, mode=space.mode, search_alg=searcher,
                                             scheduler=_scheduler(space, meta["scheduler"]),
-                                            num_samples=meta["trials"], max_concurrent_trials=concurrency),
+                                            num_samples=meta["trials"], max_concurrent_trials=concurrency,
+                                            # a trial reuses a finished trial's worker process: no new
+                                            # Python, torch import and dataset build per trial
+                                            reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=meta["name"], storage_path=str(d.parent), callbacks=[callback], verbose=0,
                     stop=FailureBudget(callback, meta["max_failed_trials"]),

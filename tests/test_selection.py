@@ -1,0 +1,122 @@
+"""End to end: sweep -> select (k=2, seeds=2) -> promote -> load by alias in a new process -> predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zsexp.cli import main
+from zsexp.search.sweep import read_meta
+from zsexp.selection import paired_test, summarise
+from zsexp.tracking import client
+
+pytestmark = pytest.mark.slow
+
+LOAD_AND_PREDICT = """
+import json, sys
+import mlflow, numpy as np
+from zsexp.data import load_dataset
+model = mlflow.pyfunc.load_model(sys.argv[1])
+d = load_dataset("synthetic-tiny")
+imgs = d.images("test")
+out = model.predict({"queries": d.class_embeddings[d.test_classes], "gallery": d.features[imgs]}, params={"k": 50})
+rel = d.labels[imgs][out["indices"]] == d.test_classes[:, None]
+print(json.dumps({"p50": float(100 * rel.mean()), "shape": list(out["indices"].shape)}))
+"""
+
+
+def test_sweep_select_promote_serve(ray_cluster, capsys):
+    assert main(["search", "zscrgan", "--trials", "3", "--name", "e2e", "--set", "em_iterations=5",
+                 "--progress-every", "0"]) == 0
+    assert main(["select", "e2e", "--k", "2", "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Wilcoxon" in out and "@candidate" in out
+    sel = Path(read_meta("e2e", None)["dir"]) / "selection-k2-s2"
+    result = json.loads((sel / "selection.json").read_text())
+    assert len(result["summary"]) == 2 and all(s["stats"]["precision@50"]["n"] == 2 for s in result["summary"])
+    for png in ("candidates.png", "history.png", "importance.png"):
+        assert (sel / png).stat().st_size > 1000
+    report = (sel / "report.md").read_text()
+    assert "Winner" in report and "p =" in report
+    name = result["registered_model"]
+
+    # MLflow: one selection run, a nested run per configuration x seed, the report as artifacts
+    c = client()
+    sel_run = c.get_run(result["selection_run"])
+    assert sel_run.data.tags["zsexp.k"] == "2" and sel_run.data.tags["zsexp.seeds"] == "2"
+    nested = c.search_runs([sel_run.info.experiment_id],
+                           filter_string=f"tags.`mlflow.parentRunId` = '{sel_run.info.run_id}'")
+    assert len(nested) == 4
+    assert "report/report.md" in [a.path for a in c.list_artifacts(sel_run.info.run_id, "report")]
+    mv = c.get_model_version_by_alias(name, "candidate")
+    assert mv.tags["zsexp.sweep"] == "e2e" and "test.precision_at_50" in mv.tags
+
+    # running select again redoes nothing and registers nothing new
+    assert main(["select", "e2e", "--k", "2", "--seeds", "2"]) == 0
+    assert "4 of 4 runs already finished" in capsys.readouterr().out
+    assert len(c.search_model_versions(f"name = '{name}'")) == 1
+
+    # promote, then load by alias in a fresh process and check the ranking against evaluate()
+    assert main(["promote", name]) == 0
+    champion = c.get_model_version_by_alias(name, "champion")
+    assert champion.tags["zsexp.previous_champion"] == "none" and champion.tags["zsexp.promoted_champion_at"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{Path(os.environ['ZSEXP_HOME']) / 'mlflow.db'}"}
+    proc = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, f"models:/{name}@champion"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    winner = [json.loads(p.read_text()) for p in sel.glob("c*-s*.json")]
+    registered = next(r for r in winner if r["model_path"].endswith(
+        f"c{result['winner']}-s{result['winner_seed']}.model.pt"))
+    assert served["shape"] == [6, 50]
+    assert served["p50"] == pytest.approx(registered["metrics"]["precision@50"], abs=1e-3)
+
+    # the registered model is code + weights: no pickled Python object anywhere in it
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@champion"))
+    files = [p.name for p in local.rglob("*") if p.is_file()]
+    assert not [f for f in files if f.endswith((".pkl", ".pickle"))], files
+    assert any(f.endswith(".py") for f in files) and any(f.endswith(".pt") for f in files)
+
+
+def test_promote_refuses_a_worse_version(ray_cluster, capsys):
+    assert main(["search", "zscrgan", "--trials", "2", "--name", "p1", "--set", "em_iterations=3",
+                 "--progress-every", "0"]) == 0
+    assert main(["select", "p1", "--k", "1", "--seeds", "1", "--register-as", "reg"]) == 0
+    c = client()
+    v1 = c.get_model_version_by_alias("reg", "candidate")
+    assert main(["promote", "reg"]) == 0
+    # a second version that claims a worse test objective
+    c.set_registered_model_alias("reg", "candidate", v1.version)
+    src = c.get_model_version("reg", v1.version)
+    v2 = c.create_model_version("reg", src.source, run_id=src.run_id)
+    for k, v in src.tags.items():
+        c.set_model_version_tag("reg", v2.version, k, v)
+    c.set_model_version_tag("reg", v2.version, "zsexp.test_objective", str(float(src.tags["zsexp.test_objective"]) - 5))
+    capsys.readouterr()
+    assert main(["promote", "reg", "--version", str(v2.version)]) == 2
+    assert "refusing to move @champion" in capsys.readouterr().err
+    assert c.get_model_version_by_alias("reg", "champion").version == v1.version
+    assert main(["promote", "reg", "--version", str(v2.version), "--force"]) == 0
+    now = c.get_model_version("reg", v2.version)
+    assert c.get_model_version_by_alias("reg", "champion").version == v2.version
+    assert now.tags["zsexp.previous_champion"] == str(v1.version)
+    assert main(["promote", "reg", "--list"]) == 0
+    assert "champion" in capsys.readouterr().out
+
+
+def test_statistics_helpers():
+    s = summarise([1.0, 2.0, 3.0])
+    assert s["mean"] == 2.0 and s["std"] == 1.0 and s["ci95_low"] < 2.0 < s["ci95_high"]
+    a = {i: float(i) for i in range(10)}
+    b = {i: float(i) + 1.0 + 0.01 * i for i in range(10)}
+    t = paired_test(a, b)
+    assert t["significant"] and t["p_value"] < 0.05
+    same = paired_test(a, dict(a))
+    assert not same["significant"] and same["p_value"] == 1.0

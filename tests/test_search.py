@@ -164,3 +164,26 @@ def test_kill_and_resume(ray_cluster, tmp_path):
     states = [t.state.name for t in searcher._ot_study.trials]
     assert states.count("COMPLETE") == 4, states
     assert json.loads((sweep / SWEEP_FILE).read_text())["status"] == "finished"
+
+
+def test_ui_serves_zsexp_store(tmp_path):
+    """`zsexp ui` starts a real MLflow UI on zsexp's SQLite store; it answers /health, then stops."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "zsexp.cli", "ui", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def healthy():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+        _wait_for(healthy, 120, "the MLflow UI")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -63,3 +63,22 @@ def test_indexed_list_params_build_the_list():
     over = trial_overrides(CMGANConfig, {}, {"max_steps": 4}, {"lambda_c[1]": 7.0, "gamma": 0.3})
     assert over == {"max_steps": 4, "lambda_c": [1.0, 7.0, 1.0], "gamma": 0.3}
     assert default_space_path("cmgan").is_file()
+
+
+def test_sweep_callback_pickles_while_tune_swaps_print(monkeypatch):
+    """Tune pickles the stopper (and through it this callback) into its experiment state while
+    builtins.print is replaced; a stored reference to the original print made that save crash."""
+    import builtins
+    import functools
+
+    import ray.cloudpickle as cloudpickle
+
+    from zsexp.search.stopper import FailureBudget
+    from zsexp.tracking import Progress, make_sweep_callback
+
+    cb = make_sweep_callback(tracking_uri="sqlite:///x.db", experiment_id="1", parent_run_id="p", sweep="s",
+                             metric_key="val_top1", mode="max", max_rounds=3, params_of=functools.partial(dict),
+                             flat_of=dict, progress=Progress("s", "top1", "max"), common_tags={})
+    monkeypatch.setattr(builtins, "print", lambda *a, **k: None)
+    restored = cloudpickle.loads(cloudpickle.dumps(FailureBudget(cb, 2)))
+    assert restored.budget == 2 and restored.callback.sweep == "s"

@@ -98,7 +98,10 @@ def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
 class Progress:
     """Throttled one-line sweep status: running / done / early-stopped / failed, best so far."""
 
-    def __init__(self, name: str, metric: str, mode: str, every_s: float = 5.0, out: Callable[[str], None] = print):
+    def __init__(self, name: str, metric: str, mode: str, every_s: float = 5.0,
+                 out: Callable[[str], None] | None = None):
+        # `print` is looked up when used: Tune swaps builtins.print during a run, and this object is
+        # pickled with the experiment state (a stored reference to the old print would not pickle)
         self.name, self.metric, self.mode, self.every_s, self.out = name, metric, mode, every_s, out
         self._last = 0.0
 
@@ -112,7 +115,7 @@ class Progress:
         if best:
             cfg = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best["params"].items()))
             best_txt = f"best {self.metric}={best['value']:.3f} (trial {best['trial']}: {cfg})"
-        self.out(f"[{self.name}] running {state['running']} | done {state['completed']} "
+        (self.out or print)(f"[{self.name}] running {state['running']} | done {state['completed']} "
                  f"(early-stopped {state['stopped']}) | failed {state['failed']} | {best_txt}")
 
 

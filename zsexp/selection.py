@@ -226,8 +226,14 @@ def finish_selection(o: SelectOptions, meta: dict[str, Any], space: SearchSpace,
     n_all = n_unseen + len(data.classes("trainval"))
     for r in results:
         r["n_candidates"] = {"zsl": n_unseen, "gzsl": n_all}
-    objective = space.metric
     metric_names = sorted(results[0]["metrics"])
+    objective = space.metric
+    if objective not in metric_names:
+        # e.g. CM-GAN's `val_lsup` (L_sup on held-out seen images) has no test-class counterpart:
+        # the test ranking then uses the model's default objective
+        from zsexp.models import get_spec
+
+        objective = get_spec(meta["model"]).objective
     summary = []
     for ci, cand in enumerate(cands):
         runs = [r for r in results if r["candidate"] == ci]
@@ -239,17 +245,18 @@ def finish_selection(o: SelectOptions, meta: dict[str, Any], space: SearchSpace,
         summary.append({"candidate": ci, "trial_id": cand["trial_id"], "val_objective": cand["value"],
                         "params": cand["params"], "stats": stats_,
                         "per_class": {c: float(np.mean(v)) for c, v in per_class.items()}})
-    sign = 1.0 if space.mode == "max" else -1.0
+    mode = space.mode if objective == space.metric else get_spec_mode(meta["model"])
+    sign = 1.0 if mode == "max" else -1.0
     order = sorted(summary, key=lambda s: -sign * s["stats"][objective]["mean"])
     winner = order[0]
     test = paired_test(winner["per_class"], order[1]["per_class"]) if len(order) > 1 else None
     win_runs = [r for r in results if r["candidate"] == winner["candidate"]]
     best_seed_run = sorted(win_runs, key=lambda r: -sign * r["metrics"][objective])[0]
-    report = write_report(meta, space, summary, order, test, sel_dir, best_seed_run)
-    out = {"sweep": meta["name"], "objective": objective, "mode": space.mode, "summary": summary,
+    report = write_report(meta, space, summary, order, test, sel_dir, best_seed_run, objective)
+    out = {"sweep": meta["name"], "objective": objective, "mode": mode, "summary": summary,
            "winner": winner["candidate"], "winner_seed": best_seed_run["seed"], "test": test,
            "report": str(report), "dir": str(sel_dir)}
-    out.update(log_selection(o, meta, space, summary, results, test, sel_dir, best_seed_run, data))
+    out.update(log_selection(o, meta, space, summary, results, test, sel_dir, best_seed_run, data, objective))
     (sel_dir / "selection.json").write_text(json.dumps(out, indent=2, default=str))
     print_selection(out, order, space)
     return out
@@ -259,13 +266,12 @@ def _fmt_stats(s: dict[str, float]) -> str:
     return f"{s['mean']:.2f} ± {s['std']:.2f} [{s['ci95_low']:.2f}, {s['ci95_high']:.2f}]"
 
 
-def write_report(meta, space, summary, order, test, sel_dir: Path, best_seed_run) -> Path:
+def write_report(meta, space, summary, order, test, sel_dir: Path, best_seed_run, objective: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    objective = space.metric
     # 1. candidates' test objective over seeds
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for i, s in enumerate(summary):
@@ -275,7 +281,7 @@ def write_report(meta, space, summary, order, test, sel_dir: Path, best_seed_run
                     capsize=6)
     ax.set_xticks(range(len(summary)), [f"c{s['candidate']}\n{s['trial_id']}" for s in summary])
     ax.set_ylabel(f"test {objective}")
-    ax.set_title("Candidates on the unseen test classes (dots: seeds; bar: mean ± sd)")
+    ax.set_title("Unseen test classes: dots = seeds, bar = mean ± sd", fontsize=10)
     fig.tight_layout()
     fig.savefig(sel_dir / "candidates.png", dpi=110)
     plt.close(fig)
@@ -289,7 +295,7 @@ def write_report(meta, space, summary, order, test, sel_dir: Path, best_seed_run
         ax.plot(range(1, len(vals) + 1), vals, "o", label="trial (best round)")
         ax.plot(range(1, len(vals) + 1), best, "-", label="best so far")
         ax.set_xlabel("trial (in order)")
-        ax.set_ylabel(f"val {objective}")
+        ax.set_ylabel(f"val {space.metric}")
         ax.legend()
         ax.set_title("Sweep optimisation history (validation classes)")
         fig.tight_layout()
@@ -317,10 +323,10 @@ def write_report(meta, space, summary, order, test, sel_dir: Path, best_seed_run
     w = order[0]
     lines = [f"# Final selection: sweep `{meta['name']}`", "",
              f"{meta['model']} on {meta['dataset_name']} (fingerprint {meta['fingerprint']}). Top {len(summary)} "
-             f"configurations by validation {objective} ({space.mode}), each trained with "
+             f"configurations by validation {space.metric} ({space.mode}), each trained with "
              f"{summary[0]['stats'][objective]['n']} seeds on train + val classes at the full budget and "
              f"evaluated on the unseen test classes.", "",
-             "| candidate | sweep trial | val " + objective + " | test " + objective + " (mean ± sd [95% CI]) |",
+             "| candidate | sweep trial | val " + space.metric + " | test " + objective + " (mean ± sd [95% CI]) |",
              "|---|---|---|---|"]
     for s in order:
         lines.append(f"| c{s['candidate']} | {s['trial_id']} | {s['val_objective']:.2f} | "
@@ -381,7 +387,8 @@ def _sweep_study(meta, space: SearchSpace):
 
 
 # --------------------------------------------------------------------------- MLflow
-def log_selection(o, meta, space, summary, results, test, sel_dir: Path, best_seed_run, data) -> dict[str, Any]:
+def log_selection(o, meta, space, summary, results, test, sel_dir: Path, best_seed_run, data,
+                  objective: str) -> dict[str, Any]:
     import mlflow
     from mlflow.entities import Metric, Param
 
@@ -438,8 +445,8 @@ def log_selection(o, meta, space, summary, results, test, sel_dir: Path, best_se
             info = log_retrieval_model(best_seed_run["model_path"], example, k=o.retrieval_k,
                                        query_kind=query_kind)
         mv = mlflow.register_model(info.model_uri, register_as)
-    objective = space.metric
-    version_tags = {"zsexp.sweep": meta["name"], "zsexp.objective": objective, "zsexp.mode": space.mode,
+    mode = space.mode if objective == space.metric else get_spec_mode(meta["model"])
+    version_tags = {"zsexp.sweep": meta["name"], "zsexp.objective": objective, "zsexp.mode": mode,
                     "zsexp.test_objective": str(best_seed_run["metrics"][objective]),
                     "zsexp.candidate_config": json.dumps(summary[best_seed_run["candidate"]]["params"], default=str),
                     "zsexp.selection_run": parent}
@@ -450,6 +457,12 @@ def log_selection(o, meta, space, summary, results, test, sel_dir: Path, best_se
     c.set_terminated(parent)
     return {"selection_run": parent, "registered_model": register_as, "version": str(mv.version),
             "model_uri": f"models:/{register_as}@candidate"}
+
+
+def get_spec_mode(model: str) -> str:
+    from zsexp.models import get_spec
+
+    return get_spec(model).mode
 
 
 def _input_example(model: str, data, config: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -82,3 +82,16 @@ def test_sweep_callback_pickles_while_tune_swaps_print(monkeypatch):
     monkeypatch.setattr(builtins, "print", lambda *a, **k: None)
     restored = cloudpickle.loads(cloudpickle.dumps(FailureBudget(cb, 2)))
     assert restored.budget == 2 and restored.callback.sweep == "s"
+
+
+def test_tracking_uri_credentials_are_redacted(monkeypatch):
+    from zsexp.tracking import _credentials_from_uri, redact_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    assert redact_uri("https://bob:pw%40x@mlflow.example:5000/p") == "https://mlflow.example:5000/p"
+    assert redact_uri("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
+    assert _credentials_from_uri("http://bob:pw%40x@127.0.0.1:5000") == "http://127.0.0.1:5000"
+    import os
+
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "bob" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "pw@x"

@@ -42,13 +42,36 @@ def git_commit() -> str:
         return "unknown"
 
 
+def redact_uri(uri: str) -> str:
+    """``http://user:pass@host`` -> ``http://host``: credentials never reach metadata, tags or logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme.startswith("http") and (parts.username or parts.password):
+        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return uri
+
+
+def _credentials_from_uri(uri: str) -> str:
+    """Move credentials embedded in an HTTP URI into MLflow's own variables; return the bare URI."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme.startswith("http") and parts.username:
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", unquote(parts.username))
+        if parts.password:
+            os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(parts.password))
+    return redact_uri(uri)
+
+
 def client(tracking_uri: str | None = None):
     """An MlflowClient on ``tracking_uri`` (default: $MLFLOW_TRACKING_URI or SQLite under ZSEXP_HOME),
     checked to be reachable: an unreachable server is one clear error, not minutes of retries."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri or default_tracking_uri()
+    uri = _credentials_from_uri(tracking_uri or default_tracking_uri())
     if uri.startswith("http"):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")

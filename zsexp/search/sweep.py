@@ -184,8 +184,10 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
     if (d / SWEEP_FILE).exists():
         raise ZsexpError(f"sweep {name!r} already exists at {d}; continue it with `zsexp resume {name}` "
                          f"or choose another --name")
-    uri = o.tracking_uri or default_tracking_uri()
-    c = client(uri)
+    from zsexp.tracking import redact_uri
+
+    c = client(o.tracking_uri or default_tracking_uri())
+    uri = redact_uri(o.tracking_uri or default_tracking_uri())   # stored and printed without credentials
     experiment = o.experiment or f"zsexp-{o.model}-{data.name}"
     exp_id = ensure_experiment(c, experiment)
     tags = {"zsexp.model": o.model, "zsexp.dataset": data.name, "zsexp.fingerprint": data.fingerprint(),

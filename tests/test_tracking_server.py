@@ -1,0 +1,114 @@
+"""A real `mlflow server` (basic-auth app, SQLite backend, proxied artifacts) on loopback.
+
+A sweep logs to it over HTTP with MLFLOW_TRACKING_USERNAME / PASSWORD; the runs are checked
+through the REST API; without credentials zsexp prints one clear line and exits 2; the password
+never appears in params, tags, sweep metadata, artifacts or the printed logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from zsexp.cli import main
+
+pytestmark = pytest.mark.slow
+PASSWORD = "zs-Secret-pw-8471"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _request(url: str, path: str, body: dict | None = None, auth: bool = True) -> tuple[int, dict]:
+    req = urllib.request.Request(url + path, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    if auth:
+        token = base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}
+
+
+@pytest.fixture
+def auth_server(tmp_path):
+    port = _free_port()
+    ini = tmp_path / "auth.ini"
+    ini.write_text("[mlflow]\ndefault_permission = READ\n"
+                   f"database_uri = sqlite:///{tmp_path / 'auth.db'}\n"
+                   f"admin_username = admin\nadmin_password = {PASSWORD}\n"
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key"}
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.time()
+    while time.time() - t0 < 120:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        os.killpg(proc.pid, signal.SIGTERM)
+        raise AssertionError("mlflow server did not start: " + (tmp_path / "server.log").read_text()[-2000:])
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+    log.close()
+
+
+def test_sweep_against_authenticated_server(ray_cluster, auth_server, monkeypatch, capsys, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    # no credentials: refused by the server, one clear line, exit 2, nothing started
+    assert main(["search", "zscrgan", "--tracking-uri", auth_server, "--trials", "1", "--name", "noauth"]) == 2
+    err = capsys.readouterr().err
+    assert "refused the credentials (401)" in err and "MLFLOW_TRACKING_USERNAME" in err and "Traceback" not in err
+    assert _request(auth_server, "/api/2.0/mlflow/experiments/search", {"max_results": 5}, auth=False)[0] == 401
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    assert main(["search", "zscrgan", "--tracking-uri", auth_server, "--trials", "2", "--name", "authed",
+                 "--set", "em_iterations=3", "--progress-every", "0"]) == 0
+    printed = capsys.readouterr()
+    status, body = _request(auth_server, "/api/2.0/mlflow/experiments/search", {"max_results": 50})
+    exp = next(e for e in body["experiments"] if e["name"] == "zsexp-zscrgan-synthetic-tiny")
+    status, runs = _request(auth_server, "/api/2.0/mlflow/runs/search",
+                            {"experiment_ids": [exp["experiment_id"]], "max_results": 100})
+    assert status == 200
+    kinds = sorted(t["value"] for r in runs["runs"] for t in r["data"].get("tags", []) if t["key"] == "zsexp.kind")
+    assert kinds == ["sweep", "trial", "trial"]
+    # the password is nowhere: params, tags, metadata on disk, artifacts, printed output
+    blob = json.dumps(runs)
+    from zsexp.search.sweep import read_meta
+
+    meta_dir = Path(read_meta("authed", None)["dir"])
+    blob += "".join(p.read_text(errors="ignore") for p in meta_dir.glob("*.json"))
+    blob += "".join(p.read_bytes().decode("latin-1") for p in (tmp_path / "server-artifacts").rglob("*")
+                    if p.is_file())
+    blob += printed.out + printed.err
+    assert PASSWORD not in blob
+    assert any(p.name == "model.pt" for p in (tmp_path / "server-artifacts").rglob("*"))   # artifacts proxied

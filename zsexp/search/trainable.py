@@ -34,6 +34,7 @@ def trial_params(meta: dict[str, Any], flat: dict[str, Any]) -> dict[str, str]:
 
 
 def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
+    import ray
     import torch
     from ray import tune
 
@@ -61,7 +62,8 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
         if meta["model"] == "cmgan":            # the paper's own validation measure (§4.4)
             metrics["val_val_lsup"] = model.validation_measure()
         metrics.update({f"train_{k}": v for k, v in losses.items()})
-        metrics.update(round=r, max_rounds=rounds, model_done=bool(getattr(model, "done", False)))
+        metrics.update(round=r, max_rounds=rounds, model_done=bool(getattr(model, "done", False)),
+                       node_id=ray.get_runtime_context().get_node_id())     # which Ray node ran it
         with tempfile.TemporaryDirectory() as tmp:
             save_checkpoint({"model": model.state_dict(), "round": r,
                              "dataset": {"ref": meta["dataset"], "seed": meta["data_seed"],

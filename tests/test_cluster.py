@@ -1,0 +1,52 @@
+"""A real two-node Ray cluster on this machine (`ray start --head` + `ray start --address`):
+`zsexp search --address` runs trials on both nodes with checkpoints on the shared storage path."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _ray(*args: str, env: dict) -> None:
+    exe = Path(sys.executable).with_name("ray")
+    out = subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout[-1500:] + out.stderr[-1500:]
+
+
+def test_sweep_runs_on_two_nodes(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="zsr", dir="/tmp")        # short: Ray's socket paths have a length limit
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", f"--temp-dir={temp}", "--disable-usage-stats"]
+    try:
+        _ray("start", "--head", f"--port={port}", "--include-dashboard=false", *common, env=env)
+        _ray("start", f"--address=127.0.0.1:{port}", *common, env=env)
+        storage = tmp_path / "shared"
+        out = subprocess.run(
+            [sys.executable, "-m", "zsexp.cli", "search", "zscrgan", "--address", f"127.0.0.1:{port}",
+             "--storage", str(storage), "--trials", "4", "--name", "two", "--scheduler", "none",
+             "--set", "em_iterations=4", "--progress-every", "0"],
+            env=env, capture_output=True, text=True, timeout=400)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        nodes = {json.loads(line)["node_id"] for f in glob.glob(str(storage / "two" / "*" / "result.json"))
+                 for line in open(f)}
+        assert len(nodes) == 2, nodes                         # both nodes ran trials
+        assert len(glob.glob(str(storage / "two" / "*" / "checkpoint_*"))) == 16   # 4 trials x 4 rounds
+        assert "peak concurrency 2" in out.stdout
+    finally:
+        subprocess.run(["pkill", "-9", "-f", temp])          # only this cluster's processes (not `ray stop`)
+        shutil.rmtree(temp, ignore_errors=True)

@@ -112,3 +112,82 @@ def test_sweep_against_authenticated_server(ray_cluster, auth_server, monkeypatc
     blob += printed.out + printed.err
     assert PASSWORD not in blob
     assert any(p.name == "model.pt" for p in (tmp_path / "server-artifacts").rglob("*"))   # artifacts proxied
+
+
+def _start_server(tmp_path, port: int, log_name: str) -> subprocess.Popen:
+    log = open(tmp_path / log_name, "w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'plain.db'}",
+         "--artifacts-destination", str(tmp_path / "plain-artifacts"), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def test_tracking_outage_mid_sweep_loses_nothing(ray_cluster, tmp_path, monkeypatch, capsys):
+    """The server dies after the first trial finishes and comes back a few seconds later: trials keep
+    running, their MLflow writes are queued, and every metric of every round ends up in the store."""
+    import threading
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    procs = [_start_server(tmp_path, port, "s1.log")]
+    t0 = time.time()
+    while not _healthy(url):
+        assert time.time() - t0 < 120, "server did not start"
+        time.sleep(0.5)
+    home = Path(os.environ["ZSEXP_HOME"])
+    outage = {}
+
+    def kill_and_restart():
+        progress = home / "sweeps" / "outage" / "zsexp_progress.json"
+        t = time.time()
+        while time.time() - t < 240:
+            if progress.is_file() and json.loads(progress.read_text()).get("outcomes"):
+                break
+            time.sleep(0.2)
+        os.killpg(procs[0].pid, signal.SIGKILL)
+        procs[0].wait()
+        outage["down"] = time.time()
+        time.sleep(6)
+        procs.append(_start_server(tmp_path, port, "s2.log"))
+        while not _healthy(url):
+            time.sleep(0.3)
+        outage["up"] = time.time()
+
+    killer = threading.Thread(target=kill_and_restart, daemon=True)
+    killer.start()
+    try:
+        assert main(["search", "zscrgan", "--tracking-uri", url, "--trials", "4", "--name", "outage",
+                     "--max-concurrent", "1", "--scheduler", "none", "--set", "em_iterations=8",
+                     "--set", "em_schedule=fixed", "--set", "updates_per_step=150", "--progress-every", "0"]) == 0
+        killer.join(timeout=120)
+        out = capsys.readouterr().out
+        assert "down" in outage and "up" in outage
+        assert "tracking writes are queued" in out and "MLflow is back" in out
+        from mlflow.tracking import MlflowClient
+
+        c = MlflowClient(tracking_uri=url)
+        exp = c.get_experiment_by_name("zsexp-zscrgan-synthetic-tiny")
+        runs = c.search_runs([exp.experiment_id])
+        trials = [r for r in runs if r.data.tags.get("zsexp.kind") == "trial"]
+        assert len(trials) == 4
+        for r in trials:
+            steps = sorted(m.step for m in c.get_metric_history(r.info.run_id, "val_precision_at_50"))
+            assert steps == list(range(1, 9)), (r.data.tags["zsexp.trial_id"], steps)
+            assert r.info.status == "FINISHED" and r.data.tags["zsexp.outcome"] == "completed"
+        parent = next(r for r in runs if r.data.tags.get("zsexp.kind") == "sweep")
+        assert parent.info.status == "FINISHED"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(timeout=30)

@@ -153,8 +153,12 @@ def make_sweep_callback(**kwargs: Any):
     class MlflowSweepCallback(tune.Callback):
         """Logs every trial to MLflow from the driver, prints progress, counts failures.
 
-        State kept by Tune (``get_state``/``set_state``) and re-derivable from MLflow tags:
-        trial id -> child run id, best checkpoint per trial, peak concurrency, failures.
+        Every MLflow write is an operation queued per trial (``start``: create or re-attach the
+        child run and log its params; ``metrics``; ``finish``: outcome, error, best checkpoint) and
+        flushed in order at each hook.  When the tracking server is unreachable the operations wait
+        in the queue -- trials keep running -- and are written when it answers again.  The queue is
+        part of the callback state that Tune checkpoints (``get_state``/``set_state``), so a driver
+        killed during an outage replays it on ``zsexp resume``.
         """
 
         def __init__(self, *, tracking_uri: str, experiment_id: str, parent_run_id: str, sweep: str,
@@ -167,41 +171,85 @@ def make_sweep_callback(**kwargs: Any):
             self.runs: dict[str, str] = {}
             self.best_ckpt: dict[str, dict[str, Any]] = {}
             self.outcomes: dict[str, str] = {}
+            self.pending: dict[str, list[list[Any]]] = {}       # trial id -> queued operations
             self.running: set[str] = set()
             self.peak_concurrency = 0
             self.best: dict[str, Any] | None = None
             self.state_file = state_file
             self._client = None
+            self._outage_since: float | None = None
 
         def __getstate__(self) -> dict:
             state = self.__dict__.copy()
             state["_client"] = None            # a live client is not part of the pickled RunConfig
             return state
 
-        # -------------------------------------------------------------- helpers
+        # -------------------------------------------------------------- MLflow operations
         @property
         def client(self):
             if self._client is None:
-                self._client = client(self.tracking_uri)
+                from mlflow.tracking import MlflowClient
+
+                self._client = MlflowClient(tracking_uri=self.tracking_uri)
             return self._client
 
-        def _run_id(self, trial) -> str:
-            tid = trial.trial_id
-            if tid in self.runs:
-                return self.runs[tid]
-            run_id = find_child_run(self.client, self.experiment_id, self.sweep, tid)
-            if run_id is None:
-                tags = {**self.common_tags, "mlflow.parentRunId": self.parent_run_id, TAG_SWEEP: self.sweep,
-                        TAG_TRIAL: tid, TAG_KIND: "trial", "mlflow.runName": f"{self.sweep}-{tid}"}
-                run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"{self.sweep}-{tid}")
-                run_id = run.info.run_id
-                params = self.params_of(trial.config)
-                from mlflow.entities import Param
+        def _enqueue(self, trial_id: str, op: list[Any]) -> None:
+            self.pending.setdefault(trial_id, []).append(op)
+            self._flush()
 
-                self.client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
-            self.runs[tid] = run_id
-            return run_id
+        def _flush(self) -> None:
+            for tid in list(self.pending):
+                ops = self.pending[tid]
+                while ops:
+                    try:
+                        self._apply(tid, ops[0])
+                    except Exception as exc:  # noqa: BLE001 - any tracking failure: keep the op, retry later
+                        if self._outage_since is None:
+                            self._outage_since = time.time()
+                            print(f"[{self.sweep}] MLflow at {self.tracking_uri} failed "
+                                  f"({str(exc).splitlines()[0][:160]}); trials keep running, tracking writes "
+                                  f"are queued and retried")
+                        self._save()
+                        return
+                    ops.pop(0)
+                del self.pending[tid]
+            if self._outage_since is not None:
+                print(f"[{self.sweep}] MLflow is back after {time.time() - self._outage_since:.0f}s; "
+                      f"queued writes done")
+                self._outage_since = None
 
+        def _apply(self, tid: str, op: list[Any]) -> None:
+            from mlflow.entities import Metric, Param
+
+            kind = op[0]
+            c = self.client
+            if kind == "start":
+                run_id = self.runs.get(tid) or find_child_run(c, self.experiment_id, self.sweep, tid)
+                if run_id is None:
+                    tags = {**self.common_tags, "mlflow.parentRunId": self.parent_run_id, TAG_SWEEP: self.sweep,
+                            TAG_TRIAL: tid, TAG_KIND: "trial", "mlflow.runName": f"{self.sweep}-{tid}"}
+                    run_id = c.create_run(self.experiment_id, tags=tags, run_name=f"{self.sweep}-{tid}").info.run_id
+                    self.runs[tid] = run_id
+                    c.log_batch(run_id, params=[Param(k, v) for k, v in op[1].items()])
+                self.runs[tid] = run_id
+                c.update_run(run_id, status="RUNNING")
+            elif kind == "metrics":
+                c.log_batch(self.runs[tid], metrics=[Metric(k, v, ts, step) for k, v, ts, step in op[1]])
+            elif kind == "finish":
+                _, outcome, error, ckpt_path, ckpt_round, best = op
+                run_id = self.runs[tid]
+                c.set_tag(run_id, TAG_OUTCOME, outcome)
+                if error:
+                    c.set_tag(run_id, TAG_ERROR, error[-4500:])
+                if ckpt_path and Path(ckpt_path).is_dir():
+                    c.log_artifacts(run_id, ckpt_path, artifact_path="best_checkpoint")
+                    c.set_tag(run_id, "zsexp.best_checkpoint_round", str(ckpt_round))
+                if best:
+                    c.set_tag(run_id, "zsexp.best_round", str(best["round"]))
+                    c.log_metric(run_id, f"best_{self.metric_key}", best["value"])
+                c.set_terminated(run_id, "FAILED" if outcome == "failed" else "FINISHED")
+
+        # -------------------------------------------------------------- helpers
         def _save(self) -> None:
             """Mirror the state to a JSON file beside the sweep, for `zsexp status` and the summary."""
             if not self.state_file:
@@ -224,32 +272,30 @@ def make_sweep_callback(**kwargs: Any):
 
         # -------------------------------------------------------------- Tune hooks
         def on_trial_start(self, iteration, trials, trial, **info):
-            run_id = self._run_id(trial)
-            self.client.update_run(run_id, status="RUNNING")
-            self.running.add(trial.trial_id)
+            tid = trial.trial_id
+            self.running.add(tid)
             self.peak_concurrency = max(self.peak_concurrency, len(self.running))
+            self._enqueue(tid, ["start", self.params_of(trial.config)])
             self._save()
             self.progress.maybe_print(self._state())
 
         on_trial_restore = on_trial_start
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            from mlflow.entities import Metric
-
-            run_id = self._run_id(trial)
+            tid = trial.trial_id
             step = int(result.get("training_iteration", 0))
             ts = int(time.time() * 1000)
-            metrics = [Metric(k, v, ts, step) for k, v in numeric_metrics(result).items() if math.isfinite(v)]
+            metrics = [[k, v, ts, step] for k, v in numeric_metrics(result).items() if math.isfinite(v)]
             if metrics:
-                self.client.log_batch(run_id, metrics=metrics)
+                self._enqueue(tid, ["metrics", metrics])
             value = result.get(self.metric_key)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 if self.best is None or self._better(value, self.best["value"]):
-                    self.best = {"value": float(value), "trial": trial.trial_id, "round": step,
-                                 "params": self.flat_of(trial.config), "run_id": run_id}
-                tb = self.best_ckpt.get(trial.trial_id)
+                    self.best = {"value": float(value), "trial": tid, "round": step,
+                                 "params": self.flat_of(trial.config), "run_id": self.runs.get(tid)}
+                tb = self.best_ckpt.get(tid)
                 if tb is None or self._better(value, tb["value"]):
-                    self.best_ckpt[trial.trial_id] = {"value": float(value), "round": step}
+                    self.best_ckpt[tid] = {"value": float(value), "round": step}
             self.progress.maybe_print(self._state())
 
         @staticmethod
@@ -262,22 +308,11 @@ def make_sweep_callback(**kwargs: Any):
             return best.checkpoint.path, int(best.metrics.get("training_iteration", 0))
 
         def _finish(self, trial, outcome: str, error: str | None = None) -> None:
-            run_id = self._run_id(trial)
-            self.running.discard(trial.trial_id)
-            self.outcomes[trial.trial_id] = outcome
-            c = self.client
-            c.set_tag(run_id, TAG_OUTCOME, outcome)
-            if error:
-                c.set_tag(run_id, TAG_ERROR, error[-4500:])
+            tid = trial.trial_id
+            self.running.discard(tid)
+            self.outcomes[tid] = outcome
             path, ck_round = self._tune_best_checkpoint(trial)
-            if path and Path(path).is_dir():
-                c.log_artifacts(run_id, path, artifact_path="best_checkpoint")
-                c.set_tag(run_id, "zsexp.best_checkpoint_round", str(ck_round))
-            tb = self.best_ckpt.get(trial.trial_id)
-            if tb:
-                c.set_tag(run_id, "zsexp.best_round", str(tb["round"]))
-                c.log_metric(run_id, f"best_{self.metric_key}", tb["value"])
-            c.set_terminated(run_id, "FAILED" if outcome == "failed" else "FINISHED")
+            self._enqueue(tid, ["finish", outcome, error, path, ck_round, self.best_ckpt.get(tid)])
             self._save()
             self.progress.maybe_print(self._state(), force=True)
 
@@ -291,12 +326,19 @@ def make_sweep_callback(**kwargs: Any):
             # Tune writes the error to the trial's local directory before calling back; storage syncs later
             local = trial.error_file
             err = Path(local).read_text() if local and Path(local).is_file() else trial.get_error()
-            err = err or "unknown error"
-            self._finish(trial, "failed", str(err))
+            self._finish(trial, "failed", str(err or "unknown error"))
+
+        def on_experiment_end(self, trials, **info):
+            self._flush()
+            self._save()
+            if self.pending:
+                n = sum(len(v) for v in self.pending.values())
+                print(f"[{self.sweep}] {n} MLflow writes could not be made (server unreachable); they are kept "
+                      f"and written by `zsexp resume {self.sweep}` once the server answers")
 
         def get_state(self) -> dict | None:
             return {"runs": dict(self.runs), "best_ckpt": dict(self.best_ckpt), "outcomes": dict(self.outcomes),
-                    "peak": self.peak_concurrency, "best": self.best}
+                    "peak": self.peak_concurrency, "best": self.best, "pending": dict(self.pending)}
 
         def set_state(self, state: dict) -> None:
             self.runs = dict(state.get("runs", {}))
@@ -304,6 +346,7 @@ def make_sweep_callback(**kwargs: Any):
             self.outcomes = dict(state.get("outcomes", {}))
             self.peak_concurrency = int(state.get("peak", 0))
             self.best = state.get("best")
+            self.pending = {k: list(v) for k, v in state.get("pending", {}).items()}
 
     return MlflowSweepCallback(**kwargs)
 

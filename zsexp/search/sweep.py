@@ -287,11 +287,15 @@ def _fit(meta: dict[str, Any], space: SearchSpace, address: str | None, restore:
     finally:
         if started:
             ray.shutdown()
-    c = client(meta["tracking_uri"])
-    if summary.get("best"):
-        c.log_metric(meta["parent_run_id"], f"best_{space.metric_key}", summary["best"]["value"])
-        c.set_tag(meta["parent_run_id"], "zsexp.best_trial", summary["best"]["trial_id"])
-    c.set_terminated(meta["parent_run_id"], "FINISHED")
+    try:
+        c = client(meta["tracking_uri"])
+        if summary.get("best"):
+            c.log_metric(meta["parent_run_id"], f"best_{space.metric_key}", summary["best"]["value"])
+            c.set_tag(meta["parent_run_id"], "zsexp.best_trial", summary["best"]["trial_id"])
+        c.set_terminated(meta["parent_run_id"], "FINISHED")
+    except ZsexpError as exc:
+        print(f"[{meta['name']}] the sweep finished but its MLflow parent run could not be closed ({exc}); "
+              f"run `zsexp resume {meta['name']}` when the tracking server answers")
     meta["status"] = "finished" if summary["counts"].get("TERMINATED", 0) + summary["counts"].get(
         "ERROR", 0) >= meta["trials"] else "interrupted"
     _write_json(d / SWEEP_FILE, {k: v for k, v in meta.items() if k != "resources"})

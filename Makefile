@@ -31,7 +31,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check zsexp tests benchmarks
+	$(BIN)/ruff check zsexp tests benchmarks jobs
+	$(BIN)/hadolint docker/Dockerfile
+	$(BIN)/yamllint -c .yamllint.yaml docker jobs search_spaces
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

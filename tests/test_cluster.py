@@ -36,17 +36,26 @@ def test_sweep_runs_on_two_nodes(tmp_path):
         _ray("start", "--head", f"--port={port}", "--include-dashboard=false", *common, env=env)
         _ray("start", f"--address=127.0.0.1:{port}", *common, env=env)
         storage = tmp_path / "shared"
-        out = subprocess.run(
-            [sys.executable, "-m", "zsexp.cli", "search", "zscrgan", "--address", f"127.0.0.1:{port}",
-             "--storage", str(storage), "--trials", "4", "--name", "two", "--scheduler", "none",
-             "--set", "em_iterations=4", "--progress-every", "0"],
-            env=env, capture_output=True, text=True, timeout=400)
+        jobs = Path(__file__).resolve().parents[1] / "jobs"
+        # the sweep through its Ray job entrypoint, as `ray job submit` / a KubeRay RayJob runs it
+        job_env = {**env, "RAY_ADDRESS": f"127.0.0.1:{port}", "ZSEXP_MODEL": "zscrgan", "ZSEXP_SWEEP_NAME": "two",
+                   "ZSEXP_TRIALS": "4", "ZSEXP_STORAGE": str(storage),
+                   "ZSEXP_EXTRA": "--scheduler none --set em_iterations=4 --progress-every 0"}
+        out = subprocess.run([sys.executable, str(jobs / "sweep_job.py")], env=job_env, capture_output=True,
+                             text=True, timeout=400)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         nodes = {json.loads(line)["node_id"] for f in glob.glob(str(storage / "two" / "*" / "result.json"))
                  for line in open(f)}
         assert len(nodes) == 2, nodes                         # both nodes ran trials
         assert len(glob.glob(str(storage / "two" / "*" / "checkpoint_*"))) == 16   # 4 trials x 4 rounds
         assert "peak concurrency 2" in out.stdout
+        # then the final selection job on the same cluster, then promotion
+        sel = subprocess.run([sys.executable, str(jobs / "select_job.py")],
+                             env={**job_env, "ZSEXP_K": "1", "ZSEXP_SEEDS": "2"}, capture_output=True, text=True,
+                             timeout=400)
+        assert sel.returncode == 0, sel.stdout[-2000:] + sel.stderr[-2000:]
+        assert (storage / "two" / "selection-k1-s2" / "selection.json").is_file()
+        assert "@candidate" in sel.stdout
     finally:
         subprocess.run(["pkill", "-9", "-f", temp])          # only this cluster's processes (not `ray stop`)
         shutil.rmtree(temp, ignore_errors=True)

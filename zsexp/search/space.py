@@ -23,6 +23,7 @@ the key's allowed range -- each error names the file, the key and the reason.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,12 +238,17 @@ def parse_space(raw: Any, source: str, model: str | None = None) -> SearchSpace:
 
 
 def default_space_path(model: str) -> Path:
-    return Path(__file__).resolve().parents[2] / "search_spaces" / f"{model}.yaml"
+    """``$ZSEXP_SEARCH_SPACES/MODEL.yaml`` if set (installed packages, the docker image), else the
+    ``search_spaces/`` folder of the source tree this package runs from."""
+    base = os.environ.get("ZSEXP_SEARCH_SPACES")
+    root = Path(base) if base else Path(__file__).resolve().parents[2] / "search_spaces"
+    return root / f"{model}.yaml"
 
 
 def load_space(path: str | Path | None, model: str) -> SearchSpace:
     if path is None:
         path = default_space_path(model)
         if not path.is_file():
-            raise ZsexpError(f"no default search space for {model} at {path}; pass --space FILE")
+            raise ZsexpError(f"no default search space for {model} at {path}; pass --space FILE or set "
+                             f"ZSEXP_SEARCH_SPACES to a folder of MODEL.yaml files")
     return parse_space(load_yaml(path), str(path), model)

@@ -1,0 +1,40 @@
+"""Ray job entrypoint for a sweep: `ray job submit -- python jobs/sweep_job.py` (or a KubeRay RayJob).
+
+Settings come from environment variables, so one manifest template serves every sweep:
+ZSEXP_MODEL (required), ZSEXP_DATASET, ZSEXP_TRIALS, ZSEXP_GPUS, ZSEXP_GPUS_PER_TRIAL,
+ZSEXP_CPUS_PER_TRIAL, ZSEXP_SWEEP_NAME, ZSEXP_STORAGE (a path every node shares), ZSEXP_SPACE,
+ZSEXP_EXTRA (more `zsexp search` arguments).  The driver joins the cluster it runs in (RAY_ADDRESS,
+set by Ray for jobs; `auto` otherwise).  With ZSEXP_RESUME=1 an existing sweep of that name is
+resumed instead, so a resubmitted job continues where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from job_env import env, run  # noqa: E402
+
+
+def argv() -> list[str]:
+    name = env("ZSEXP_SWEEP_NAME", required=True)
+    address = os.environ.get("RAY_ADDRESS", "auto")
+    storage = env("ZSEXP_STORAGE", "/shared/zsexp/sweeps")
+    if os.environ.get("ZSEXP_RESUME") == "1" and (Path(storage) / name / "zsexp_sweep.json").is_file():
+        return ["resume", name, "--storage", storage, "--address", address]
+    args = ["search", env("ZSEXP_MODEL", required=True), "--dataset", env("ZSEXP_DATASET", "synthetic-tiny"),
+            "--trials", env("ZSEXP_TRIALS", "16"), "--gpus", env("ZSEXP_GPUS", "0"),
+            "--gpus-per-trial", env("ZSEXP_GPUS_PER_TRIAL", "1"),
+            "--cpus-per-trial", env("ZSEXP_CPUS_PER_TRIAL", "1"),
+            "--name", name, "--storage", storage, "--address", address]
+    if os.environ.get("ZSEXP_SPACE"):
+        args += ["--space", os.environ["ZSEXP_SPACE"]]
+    return args + shlex.split(os.environ.get("ZSEXP_EXTRA", ""))
+
+
+if __name__ == "__main__":
+    sys.exit(run(argv()))

@@ -89,11 +89,10 @@ def client(tracking_uri: str | None = None):
     return c
 
 
-def ensure_experiment(c, name: str) -> str:
+def ensure_experiment(c, name: str, uri: str) -> str:
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    uri = c._tracking_client.tracking_uri  # noqa: SLF001 - the client's own URI
     artifact_location = None
     if not uri.startswith("http"):
         artifact_location = (default_artifact_root() / name).as_uri()

@@ -84,10 +84,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ZsexpError(f"{path}: not a readable zsexp checkpoint ({exc})") from exc
 
 
-def rng_state(gen: torch.Generator) -> torch.Tensor:
-    return gen.get_state()
-
-
 def optimizer_to(opt: torch.optim.Optimizer, device: torch.device) -> None:
     for state in opt.state.values():
         for k, v in state.items():

@@ -131,21 +131,23 @@ def _resources(opts: dict[str, Any]) -> tuple[dict[str, float], int]:
 
 
 # --------------------------------------------------------------------------- Tune objects
-def _build_tuner_parts(meta: dict[str, Any], space: SearchSpace):
+def _trainable(meta: dict[str, Any]):
     from ray import tune
 
+    return tune.with_resources(tune.with_parameters(train_trial, meta=meta["trial_meta"]), meta["resources"])
+
+
+def _callback(meta: dict[str, Any], space: SearchSpace):
+    """The MLflow/progress callback of a new sweep (a resumed sweep gets its own back from Tune's state)."""
     from zsexp.tracking import Progress, make_sweep_callback
 
-    res = meta["resources"]
-    trainable = tune.with_resources(tune.with_parameters(train_trial, meta=meta["trial_meta"]), res)
     progress = Progress(meta["name"], space.metric, space.mode, every_s=meta["progress_every_s"])
-    callback = make_sweep_callback(
+    return make_sweep_callback(
         tracking_uri=meta["tracking_uri"], experiment_id=meta["experiment_id"],
         parent_run_id=meta["parent_run_id"], sweep=meta["name"], metric_key=space.metric_key, mode=space.mode,
         max_rounds=space.max_rounds, params_of=functools.partial(trial_params, meta["trial_meta"]),
         flat_of=dict, progress=progress, common_tags=meta["tags"],
         state_file=str(Path(meta["dir"]) / CALLBACK_FILE))
-    return trainable, callback
 
 
 def _scheduler(space: SearchSpace, name: str):
@@ -189,7 +191,7 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
     c = client(o.tracking_uri or default_tracking_uri())
     uri = redact_uri(o.tracking_uri or default_tracking_uri())   # stored and printed without credentials
     experiment = o.experiment or f"zsexp-{o.model}-{data.name}"
-    exp_id = ensure_experiment(c, experiment)
+    exp_id = ensure_experiment(c, experiment, uri)
     tags = {"zsexp.model": o.model, "zsexp.dataset": data.name, "zsexp.fingerprint": data.fingerprint(),
             "zsexp.git_commit": git_commit(), "zsexp.storage": str(d)}
     parent = c.create_run(exp_id, run_name=name, tags={**tags, "zsexp.sweep": name, "zsexp.kind": "sweep"})
@@ -246,7 +248,7 @@ def _fit(meta: dict[str, Any], space: SearchSpace, address: str | None, restore:
     try:
         res, concurrency = _resources(meta["options"])
         meta["resources"] = res
-        trainable, callback = _build_tuner_parts(meta, space)
+        trainable = _trainable(meta)
         print(f"[{meta['name']}] {meta['model']} on {meta['dataset_name']}: {meta['trials']} trials, up to "
               f"{concurrency} at once ({', '.join(f'{k}={v:g}' for k, v in res.items())} each), "
               f"objective val {space.metric} ({space.mode}), scheduler {meta['scheduler']}, sampler {space.sampler}")
@@ -259,6 +261,7 @@ def _fit(meta: dict[str, Any], space: SearchSpace, address: str | None, restore:
             tuner = tune.Tuner.restore(str(d), trainable=trainable, resume_unfinished=True,
                                        resume_errored=retry_errored, restart_errored=False)
         else:
+            callback = _callback(meta, space)
             searcher = ResumableOptunaSearch(space=space.distributions(), metric=space.metric_key, mode=space.mode,
                                              sampler=space.make_sampler(meta["seed"]))
             tuner = tune.Tuner(

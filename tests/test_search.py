@@ -7,6 +7,7 @@ driver together with its own Ray (the kill-and-resume test runs the sweep in a s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -75,7 +76,7 @@ def test_cmgan_sweep_with_list_params(ray_cluster):
 
 def test_diverging_trials_fail_cleanly(ray_cluster, tmp_path, capsys):
     data = load_dataset("synthetic-tiny")
-    huge = data.__class__(**{**data.__dict__, "features": np.full_like(data.features, 3e38)})
+    huge = dataclasses.replace(data, features=np.full_like(data.features, 3e38))
     save_npz(huge, tmp_path / "huge.npz")
     assert main(["search", "zscrgan", "--dataset", str(tmp_path / "huge.npz"), "--trials", "3", "--name", "nan",
                  "--set", "em_iterations=3", "--max-failed-trials", "0", "--max-concurrent", "1",

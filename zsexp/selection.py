@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 
 from zsexp.errors import ZsexpError
+from zsexp.models import get_spec
 from zsexp.search.space import SearchSpace, parse_space
-from zsexp.search.sweep import CALLBACK_FILE, _init_ray, _resources, read_meta
+from zsexp.search.sweep import _init_ray, _resources, read_meta, sweep_trials
 
 PER_QUERY_KEY = {"precision@50": "precision", "map@50": "ap", "top1": "top1"}
 
@@ -52,23 +53,16 @@ class SelectOptions:
 
 
 # --------------------------------------------------------------------------- ranking
-def rank_configs(meta: dict[str, Any], space: SearchSpace) -> list[dict[str, Any]]:
-    from ray.tune import ExperimentAnalysis
-
-    progress_file = Path(meta["dir"]) / CALLBACK_FILE
-    progress = json.loads(progress_file.read_text()) if progress_file.is_file() else {}
-    best_vals = progress.get("best_ckpt", {})
-    outcomes = progress.get("outcomes", {})
-    ea = ExperimentAnalysis(meta["dir"], default_metric=space.metric_key, default_mode=space.mode)
+def rank_configs(trials: list[dict[str, Any]], space: SearchSpace) -> list[dict[str, Any]]:
     seen: dict[str, dict[str, Any]] = {}
-    for order, t in enumerate(sorted(ea.trials, key=lambda t: t.trial_id)):
-        val = best_vals.get(t.trial_id, {}).get("value")
-        if t.status == "ERROR" or outcomes.get(t.trial_id) == "failed" or val is None or not math.isfinite(val):
+    for order, t in enumerate(sorted(trials, key=lambda t: t["trial_id"])):
+        val = t["best"]
+        if t["status"] == "ERROR" or t["outcome"] == "failed" or val is None or not math.isfinite(val):
             continue
-        params = {k: t.config[k] for k in sorted(space.params) if k in t.config}
+        params = {k: t["config"][k] for k in sorted(space.params) if k in t["config"]}
         key = json.dumps(params, sort_keys=True, default=str)
         if key not in seen or _better(val, seen[key]["value"], space.mode):
-            seen[key] = {"trial_id": t.trial_id, "value": float(val), "params": params, "order": order}
+            seen[key] = {"trial_id": t["trial_id"], "value": float(val), "params": params, "order": order}
     sign = -1.0 if space.mode == "max" else 1.0
     return sorted(seen.values(), key=lambda c: (sign * c["value"], c["order"]))
 
@@ -83,9 +77,10 @@ def selection_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
-    from zsexp.models import build_model, get_spec
+    from zsexp.models import build_model
     from zsexp.models.common import configure_cpu_math, load_checkpoint, resolve_device, save_checkpoint
     from zsexp.search.trainable import trial_config
+    from zsexp.train import checkpoint_state
 
     pair = job["pairs"][config["pair"]]
     ci, seed = pair
@@ -104,15 +99,14 @@ def selection_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
         model.load_state_dict(state["model"])
         done = int(state["round"])
     rounds = get_spec(meta["model"]).rounds(model)
-    dataset = {"ref": meta["dataset"], "seed": meta["data_seed"], "fingerprint": data.fingerprint()}
     for r in range(done + 1, rounds + 1):
         losses = model.train_round()
-        save_checkpoint({"model": model.state_dict(), "round": r, "dataset": dataset}, ckpt_path)
+        save_checkpoint(checkpoint_state(model, data, meta["dataset"], meta["data_seed"], {"round": r}), ckpt_path)
         tune.report({"round": r, **{f"train_{k}": v for k, v in losses.items()}})
         if getattr(model, "done", False):
             break
     final = out / f"{stem}.model.pt"
-    save_checkpoint({"model": model.state_dict(), "round": rounds, "dataset": dataset}, final)
+    save_checkpoint(checkpoint_state(model, data, meta["dataset"], meta["data_seed"], {"round": rounds}), final)
     if meta["model"] == "zscrgan":
         res = model.evaluate("test", per_query=True)
     else:
@@ -180,7 +174,8 @@ def run_selection(o: SelectOptions) -> dict[str, Any]:
         raise ZsexpError(f"--k and --seeds must be >= 1, got k={o.k}, seeds={o.seeds}")
     meta = read_meta(o.sweep, o.storage)
     space = parse_space(meta["space"], meta["space_source"], meta["model"])
-    ranked = rank_configs(meta, space)
+    trials = sweep_trials(meta, space)          # one pass over Tune's experiment state
+    ranked = rank_configs(trials, space)
     if not ranked:
         raise ZsexpError(f"sweep {o.sweep!r} has no completed trial with val {space.metric}; nothing to select")
     cands = ranked[: o.k]
@@ -214,11 +209,11 @@ def run_selection(o: SelectOptions) -> dict[str, Any]:
             if started:
                 ray.shutdown()
     results = [json.loads((sel_dir / f"c{ci}-s{s}.json").read_text()) for ci, s in pairs]
-    return finish_selection(o, meta, space, cands, results, sel_dir)
+    return finish_selection(o, meta, space, cands, results, sel_dir, trials)
 
 
 def finish_selection(o: SelectOptions, meta: dict[str, Any], space: SearchSpace, cands: list[dict[str, Any]],
-                     results: list[dict[str, Any]], sel_dir: Path) -> dict[str, Any]:
+                     results: list[dict[str, Any]], sel_dir: Path, trials: list[dict[str, Any]]) -> dict[str, Any]:
     from zsexp.data import load_dataset
 
     data = load_dataset(meta["dataset"], seed=meta["trial_meta"]["data_seed"])
@@ -231,8 +226,6 @@ def finish_selection(o: SelectOptions, meta: dict[str, Any], space: SearchSpace,
     if objective not in metric_names:
         # e.g. CM-GAN's `val_lsup` (L_sup on held-out seen images) has no test-class counterpart:
         # the test ranking then uses the model's default objective
-        from zsexp.models import get_spec
-
         objective = get_spec(meta["model"]).objective
     summary = []
     for ci, cand in enumerate(cands):
@@ -245,18 +238,18 @@ def finish_selection(o: SelectOptions, meta: dict[str, Any], space: SearchSpace,
         summary.append({"candidate": ci, "trial_id": cand["trial_id"], "val_objective": cand["value"],
                         "params": cand["params"], "stats": stats_,
                         "per_class": {c: float(np.mean(v)) for c, v in per_class.items()}})
-    mode = space.mode if objective == space.metric else get_spec_mode(meta["model"])
+    mode = space.mode if objective == space.metric else get_spec(meta["model"]).mode
     sign = 1.0 if mode == "max" else -1.0
     order = sorted(summary, key=lambda s: -sign * s["stats"][objective]["mean"])
     winner = order[0]
     test = paired_test(winner["per_class"], order[1]["per_class"]) if len(order) > 1 else None
     win_runs = [r for r in results if r["candidate"] == winner["candidate"]]
     best_seed_run = sorted(win_runs, key=lambda r: -sign * r["metrics"][objective])[0]
-    report = write_report(meta, space, summary, order, test, sel_dir, best_seed_run, objective)
+    report = write_report(meta, space, summary, order, test, sel_dir, best_seed_run, objective, trials)
     out = {"sweep": meta["name"], "objective": objective, "mode": mode, "summary": summary,
            "winner": winner["candidate"], "winner_seed": best_seed_run["seed"], "test": test,
            "report": str(report), "dir": str(sel_dir)}
-    out.update(log_selection(o, meta, space, summary, results, test, sel_dir, best_seed_run, data, objective))
+    out.update(log_selection(o, meta, summary, results, test, sel_dir, best_seed_run, data, objective, mode))
     (sel_dir / "selection.json").write_text(json.dumps(out, indent=2, default=str))
     print_selection(out, order, space)
     return out
@@ -266,7 +259,8 @@ def _fmt_stats(s: dict[str, float]) -> str:
     return f"{s['mean']:.2f} ± {s['std']:.2f} [{s['ci95_low']:.2f}, {s['ci95_high']:.2f}]"
 
 
-def write_report(meta, space, summary, order, test, sel_dir: Path, best_seed_run, objective: str) -> Path:
+def write_report(meta, space, summary, order, test, sel_dir: Path, best_seed_run, objective: str,
+                 trials: list[dict[str, Any]]) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -286,9 +280,9 @@ def write_report(meta, space, summary, order, test, sel_dir: Path, best_seed_run
     fig.savefig(sel_dir / "candidates.png", dpi=110)
     plt.close(fig)
     # 2. the sweep's optimisation history and 3. parameter importances (Optuna's own tools)
-    study = _sweep_study(meta, space)
+    study = _sweep_study(trials, space)
     hist_ok = imp_ok = False
-    if study is not None and len(study.trials) >= 1:
+    if len(study.trials) >= 1:
         vals = [t.value for t in study.trials]
         best = np.maximum.accumulate(vals) if space.mode == "max" else np.minimum.accumulate(vals)
         fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -303,7 +297,7 @@ def write_report(meta, space, summary, order, test, sel_dir: Path, best_seed_run
         plt.close(fig)
         hist_ok = True
     importances = {}
-    if study is not None and len(study.trials) >= 3:
+    if len(study.trials) >= 3:
         import optuna
 
         try:
@@ -362,33 +356,26 @@ def _seed_values(sel_dir: Path, ci: int, metric: str) -> list[float]:
     return [json.loads(p.read_text())["metrics"][metric] for p in sorted(sel_dir.glob(f"c{ci}-s*.json"))]
 
 
-def _sweep_study(meta, space: SearchSpace):
+def _sweep_study(trials: list[dict[str, Any]], space: SearchSpace):
     """The sweep's trials as an Optuna study (for history and importances), in trial order."""
     import optuna
 
-    progress_file = Path(meta["dir"]) / CALLBACK_FILE
-    if not progress_file.is_file():
-        return None
-    progress = json.loads(progress_file.read_text())
-    from ray.tune import ExperimentAnalysis
-
-    ea = ExperimentAnalysis(meta["dir"], default_metric=space.metric_key, default_mode=space.mode)
     dists = space.distributions()
     study = optuna.create_study(direction="maximize" if space.mode == "max" else "minimize")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for t in sorted(ea.trials, key=lambda t: t.trial_id):
-        val = progress.get("best_ckpt", {}).get(t.trial_id, {}).get("value")
+    for t in sorted(trials, key=lambda t: t["trial_id"]):
+        val = t["best"]
         if val is None or not math.isfinite(val):
             continue
-        params = {k: t.config[k] for k in dists if k in t.config}
+        params = {k: t["config"][k] for k in dists if k in t["config"]}
         study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params},
                                                   value=float(val)))
     return study
 
 
 # --------------------------------------------------------------------------- MLflow
-def log_selection(o, meta, space, summary, results, test, sel_dir: Path, best_seed_run, data,
-                  objective: str) -> dict[str, Any]:
+def log_selection(o, meta, summary, results, test, sel_dir: Path, best_seed_run, data,
+                  objective: str, mode: str) -> dict[str, Any]:
     import mlflow
     from mlflow.entities import Metric, Param
 
@@ -445,7 +432,6 @@ def log_selection(o, meta, space, summary, results, test, sel_dir: Path, best_se
             info = log_retrieval_model(best_seed_run["model_path"], example, k=o.retrieval_k,
                                        query_kind=query_kind)
         mv = mlflow.register_model(info.model_uri, register_as)
-    mode = space.mode if objective == space.metric else get_spec_mode(meta["model"])
     version_tags = {"zsexp.sweep": meta["name"], "zsexp.objective": objective, "zsexp.mode": mode,
                     "zsexp.test_objective": str(best_seed_run["metrics"][objective]),
                     "zsexp.candidate_config": json.dumps(summary[best_seed_run["candidate"]]["params"], default=str),
@@ -457,12 +443,6 @@ def log_selection(o, meta, space, summary, results, test, sel_dir: Path, best_se
     c.set_terminated(parent)
     return {"selection_run": parent, "registered_model": register_as, "version": str(mv.version),
             "model_uri": f"models:/{register_as}@candidate"}
-
-
-def get_spec_mode(model: str) -> str:
-    from zsexp.models import get_spec
-
-    return get_spec(model).mode
 
 
 def _input_example(model: str, data, config: dict[str, Any]) -> dict[str, np.ndarray]:

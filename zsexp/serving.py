@@ -50,18 +50,11 @@ class ZSCRGANRetriever:
                 net.eval()
         self.text_dim, self.image_dim = dt, dv
 
-    @torch.no_grad()
     def embed_queries(self, phi: torch.Tensor) -> torch.Tensor:
-        mu, _ = self.te(phi)
-        if self.g is None:
-            return mu
-        gen = torch.Generator().manual_seed(10_000 + self.seed)   # the same z as the model's evaluate()
-        out = 0
-        for _ in range(self.cfg.eval_z_samples):
-            z = torch.randn(phi.shape[0], self.cfg.noise_dim, generator=gen)
-            i_t = self.g(z, mu)
-            out = out + (self.csem(i_t) if self.use_triplet else i_t)
-        return out / self.cfg.eval_z_samples
+        from zsexp.models.zscrgan import alg2_query_embedding
+
+        return alg2_query_embedding(self.te, self.g, self.csem if self.use_triplet else None, phi,
+                                    noise_dim=self.cfg.noise_dim, z_samples=self.cfg.eval_z_samples, seed=self.seed)
 
     @torch.no_grad()
     def embed_gallery(self, images: torch.Tensor) -> torch.Tensor:

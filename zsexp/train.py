@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from zsexp.config import load_yaml, parse_set, to_dict
+from zsexp.config import build_config, load_yaml, parse_set, to_dict
 from zsexp.data import ZSLData, load_dataset
 from zsexp.errors import ZsexpError
 from zsexp.models import build_model, get_spec, make_config
@@ -115,8 +115,6 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", dataset: str | No
         raise ZsexpError(f"{path}: trained on dataset fingerprint {dref['fingerprint']} but {data.name} has "
                          f"{data.fingerprint()}; pass the original data with --dataset")
     spec = get_spec(family)
-    from zsexp.config import build_config
-
     cfg = build_config(spec.config_cls, (f"{path} config", mstate["config"]))
     model = build_model(family, cfg, data, device=resolve_device(device), seed=int(mstate["seed"]),
                         fit_split=mstate.get("fit_split", "train"))

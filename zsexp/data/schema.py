@@ -44,6 +44,7 @@ class ZSLData:
     prob_classes: np.ndarray | None = None
     source: str = "memory"
     defaults: dict = field(default_factory=dict)  # size-appropriate model defaults (e.g. narrow widths)
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     # ----------------------------------------------------------------- derived views
     @property
@@ -85,7 +86,15 @@ class ZSLData:
 
     # ----------------------------------------------------------------- identity
     def fingerprint(self) -> str:
-        """A content hash (sha256, first 16 hex digits) over every array, name and split."""
+        """A content hash (sha256, first 16 hex digits) over every array, name and split.
+
+        Computed once per object (checkpoints record it every round): a validated dataset is not
+        mutated afterwards, and :func:`validate` clears the cached value."""
+        if self._fingerprint is None:
+            self._fingerprint = self._hash()
+        return self._fingerprint
+
+    def _hash(self) -> str:
         h = hashlib.sha256()
         for arr in (self.features, self.labels, self.class_embeddings, self.train_classes,
                     self.val_classes, self.test_classes, np.sort(self.test_seen_images),
@@ -135,6 +144,7 @@ def validate(data: ZSLData) -> ZSLData:
     Converts dtypes in place (float32 / int64) and returns ``data`` for chaining.
     """
     where = f"dataset {data.name!r} ({data.source})"
+    data._fingerprint = None
     data.features = np.asarray(data.features)
     data.labels = np.asarray(data.labels)
     data.class_embeddings = np.asarray(data.class_embeddings)

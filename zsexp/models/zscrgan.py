@@ -205,6 +205,26 @@ class CSEM(nn.Module):
         return F.relu(self.fc(img))
 
 
+@torch.no_grad()
+def alg2_query_embedding(te: TextEncoder, g: Generator | None, csem: CSEM | None, phi: torch.Tensor, *,
+                         noise_dim: int, z_samples: int, seed: int, sample_c: bool = False) -> torch.Tensor:
+    """theta_t of Alg. 2 l.4-7 for text embeddings phi [Q, Dt]: c_hat = mu (or a sample), i_t = G(z, c_hat),
+    theta_t = CSEM(i_t), averaged over ``z_samples`` draws of z.  z comes from a generator seeded with
+    10_000 + seed, so the model's evaluate() and the served model rank identically.  ``g`` None: the
+    no-GAN ablation (theta_t = mu); ``csem`` None: no trained CSEM (the image space is the common space)."""
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    mu, ls = te(phi)
+    if g is None:
+        return mu
+    out = 0
+    for _ in range(z_samples):
+        c = reparameterise(mu, ls, torch.randn(mu.shape, generator=gen).to(phi.device)) if sample_c else mu
+        z = torch.randn(phi.shape[0], noise_dim, generator=gen).to(phi.device)
+        i_t = g(z, c)                                                      # l.6
+        out = out + (csem(i_t) if csem is not None else i_t)               # l.7
+    return out / z_samples
+
+
 # --------------------------------------------------------------------------- the model
 class ZSCRGAN:
     """A plain object: ``train_round()`` runs one E-M iteration; ``evaluate(split)``; full state dict."""
@@ -425,20 +445,10 @@ class ZSCRGAN:
     def embed_queries(self, phi: torch.Tensor) -> torch.Tensor:
         """theta_t for text embeddings phi [Q, Dt] (Alg. 2 l.4-7)."""
         self._train_mode(False)
-        g = torch.Generator().manual_seed(10_000 + self.seed)
-        phi = phi.to(self.device)
-        mu, ls = self.te(phi)
-        if not self.use_gan:
-            return mu
-        out = torch.zeros(phi.shape[0], self.cfg.latent_dim if self.use_triplet else self.data.image_dim,
-                          device=self.device)
-        for _ in range(self.cfg.eval_z_samples):
-            c = mu if self.cfg.eval_c == "mean" else reparameterise(
-                mu, ls, torch.randn(mu.shape, generator=g).to(self.device))
-            z = torch.randn(phi.shape[0], self.cfg.noise_dim, generator=g).to(self.device)
-            i_t = self.g(z, c)                                          # l.6
-            out += self.csem(i_t) if self.use_triplet else i_t          # l.7
-        return out / self.cfg.eval_z_samples
+        return alg2_query_embedding(self.te, self.g if self.use_gan else None,
+                                    self.csem if self.use_triplet else None, phi.to(self.device),
+                                    noise_dim=self.cfg.noise_dim, z_samples=self.cfg.eval_z_samples,
+                                    seed=self.seed, sample_c=self.cfg.eval_c == "sample")
 
     @torch.no_grad()
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:

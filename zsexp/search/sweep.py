@@ -312,10 +312,7 @@ def summarise(meta: dict[str, Any], space: SearchSpace, results: Any, wall_s: fl
     for r in results:
         status = "ERROR" if r.error else "TERMINATED"
         counts[status] = counts.get(status, 0) + 1
-    progress = {}
-    pf = Path(meta["dir"]) / CALLBACK_FILE
-    if pf.is_file():
-        progress = json.loads(pf.read_text())
+    progress = read_progress(meta["dir"])
     try:
         br = results.get_best_result(metric=space.metric_key, mode=space.mode, scope="all")
     except RuntimeError:
@@ -352,22 +349,30 @@ def print_summary(meta: dict[str, Any], space: SearchSpace, s: dict[str, Any]) -
           f"experiment {meta['experiment']!r}, select the runs of sweep {meta['name']!r}, press Compare.")
 
 
-def sweep_status(name: str, storage: str | None = None) -> dict[str, Any]:
-    """Read-only: the sweep's metadata, every trial's state and its best validation value."""
+def read_progress(sweep_dir: str | Path) -> dict[str, Any]:
+    """The driver callback's mirrored state (runs, outcomes, best values, peak), or {} before the first trial."""
+    pf = Path(sweep_dir) / CALLBACK_FILE
+    return json.loads(pf.read_text()) if pf.is_file() else {}
+
+
+def sweep_trials(meta: dict[str, Any], space: SearchSpace) -> list[dict[str, Any]]:
+    """Every trial of the sweep in Tune's order: id, status, rounds, best validation value, outcome, config."""
     from ray.tune import ExperimentAnalysis
 
+    progress = read_progress(meta["dir"])
+    ea = ExperimentAnalysis(str(meta["dir"]), default_metric=space.metric_key, default_mode=space.mode)
+    return [{"trial_id": t.trial_id, "status": t.status,
+             "rounds": int(t.last_result.get("training_iteration", 0) or 0),
+             "best": progress.get("best_ckpt", {}).get(t.trial_id, {}).get("value"),
+             "outcome": progress.get("outcomes", {}).get(t.trial_id), "config": t.config} for t in ea.trials]
+
+
+def sweep_status(name: str, storage: str | None = None) -> dict[str, Any]:
+    """Read-only: the sweep's metadata, every trial's state and its best validation value."""
     meta = read_meta(name, storage)
     space = parse_space(meta["space"], meta["space_source"], meta["model"])
-    d = Path(meta["dir"])
-    progress = json.loads((d / CALLBACK_FILE).read_text()) if (d / CALLBACK_FILE).is_file() else {}
-    trials = []
     try:
-        ea = ExperimentAnalysis(str(d), default_metric=space.metric_key, default_mode=space.mode)
-        for t in ea.trials:
-            best = progress.get("best_ckpt", {}).get(t.trial_id, {}).get("value")
-            trials.append({"trial_id": t.trial_id, "status": t.status, "rounds": int(t.last_result.get(
-                "training_iteration", 0) or 0), "best": best, "outcome": progress.get("outcomes", {}).get(t.trial_id),
-                "config": t.config})
+        trials = sweep_trials(meta, space)
     except Exception:  # noqa: BLE001 - no experiment state yet
-        pass
+        trials = []
     return {"meta": meta, "metric": space.metric, "mode": space.mode, "trials": trials}

@@ -40,6 +40,7 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
 
     from zsexp.models import build_model, get_spec
     from zsexp.models.common import configure_cpu_math, load_checkpoint, resolve_device, save_checkpoint
+    from zsexp.train import checkpoint_state
 
     configure_cpu_math()
     data, cfg = trial_config(meta, config)
@@ -65,9 +66,8 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
         metrics.update(round=r, max_rounds=rounds, model_done=bool(getattr(model, "done", False)),
                        node_id=ray.get_runtime_context().get_node_id())     # which Ray node ran it
         with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint({"model": model.state_dict(), "round": r,
-                             "dataset": {"ref": meta["dataset"], "seed": meta["data_seed"],
-                                         "fingerprint": data.fingerprint()}}, Path(tmp) / CKPT_FILE)
+            save_checkpoint(checkpoint_state(model, data, meta["dataset"], meta["data_seed"], {"round": r}),
+                            Path(tmp) / CKPT_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
         if getattr(model, "done", False):
             break

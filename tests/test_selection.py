@@ -39,6 +39,14 @@ def test_sweep_select_promote_serve(ray_cluster, capsys):
     sel = Path(read_meta("e2e", None)["dir"]) / "selection-k2-s2"
     result = json.loads((sel / "selection.json").read_text())
     assert len(result["summary"]) == 2 and all(s["stats"]["precision@50"]["n"] == 2 for s in result["summary"])
+    # the decision is the validation mean; every run trains its candidate's best-round budget
+    vals = [s["val"]["mean"] for s in result["summary"]]
+    assert vals[result["winner"]] == max(vals)
+    runs = [json.loads(p.read_text()) for p in sel.glob("c*-s*-*.json")]
+    assert len(runs) == 8 and {r["fit"] for r in runs} == {"train", "trainval"}
+    for r in runs:
+        assert r["rounds"] == result["summary"][r["candidate"]]["budget_rounds"]
+    assert "never to choose" in (sel / "report.md").read_text()
     for png in ("candidates.png", "history.png", "importance.png"):
         assert (sel / png).stat().st_size > 1000
     report = (sel / "report.md").read_text()
@@ -51,14 +59,18 @@ def test_sweep_select_promote_serve(ray_cluster, capsys):
     assert sel_run.data.tags["zsexp.k"] == "2" and sel_run.data.tags["zsexp.seeds"] == "2"
     nested = c.search_runs([sel_run.info.experiment_id],
                            filter_string=f"tags.`mlflow.parentRunId` = '{sel_run.info.run_id}'")
-    assert len(nested) == 4
+    assert len(nested) == 8           # (configuration, seed) x (validation run, final run)
     assert "report/report.md" in [a.path for a in c.list_artifacts(sel_run.info.run_id, "report")]
     mv = c.get_model_version_by_alias(name, "candidate")
     assert mv.tags["zsexp.sweep"] == "e2e" and "test.precision_at_50" in mv.tags
+    w = result["summary"][result["winner"]]
+    assert float(mv.tags["zsexp.val_objective_mean"]) == pytest.approx(w["val"]["mean"])
+    assert mv.tags["zsexp.n_seeds"] == "2" and "nearest" in mv.tags["zsexp.seed_rule"]
+    assert mv.tags["zsexp.seed"] == str(result["winner_seed"])
 
     # running select again redoes nothing and registers nothing new
     assert main(["select", "e2e", "--k", "2", "--seeds", "2"]) == 0
-    assert "4 of 4 runs already finished" in capsys.readouterr().out
+    assert "8 of 8 runs already finished" in capsys.readouterr().out
     assert len(c.search_model_versions(f"name = '{name}'")) == 1
 
     # promote, then load by alias in a fresh process and check the ranking against evaluate()
@@ -70,9 +82,9 @@ def test_sweep_select_promote_serve(ray_cluster, capsys):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     served = json.loads(proc.stdout.strip().splitlines()[-1])
-    winner = [json.loads(p.read_text()) for p in sel.glob("c*-s*.json")]
+    winner = [json.loads(p.read_text()) for p in sel.glob("c*-s*-test.json")]
     registered = next(r for r in winner if r["model_path"].endswith(
-        f"c{result['winner']}-s{result['winner_seed']}.model.pt"))
+        f"c{result['winner']}-s{result['winner_seed']}-test.model.pt"))
     assert served["shape"] == [6, 50]
     assert served["p50"] == pytest.approx(registered["metrics"]["precision@50"], abs=1e-3)
 
@@ -98,10 +110,12 @@ def test_promote_refuses_a_worse_version(ray_cluster, capsys):
     v2 = c.create_model_version("reg", src.source, run_id=src.run_id)
     for k, v in src.tags.items():
         c.set_model_version_tag("reg", v2.version, k, v)
-    c.set_model_version_tag("reg", v2.version, "zsexp.test_objective", str(float(src.tags["zsexp.test_objective"]) - 5))
+    worse = str(float(src.tags["zsexp.test_objective_mean"]) - 5)
+    c.set_model_version_tag("reg", v2.version, "zsexp.test_objective_mean", worse)
     capsys.readouterr()
     assert main(["promote", "reg", "--version", str(v2.version)]) == 2
-    assert "refusing to move @champion" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "refusing to move @champion" in err and "only guards against a regression" in err
     assert c.get_model_version_by_alias("reg", "champion").version == v1.version
     assert main(["promote", "reg", "--version", str(v2.version), "--force"]) == 0
     now = c.get_model_version("reg", v2.version)
@@ -123,7 +137,8 @@ def test_statistics_helpers():
 
 
 def test_cmgan_selection_with_paper_validation_objective(ray_cluster, tmp_path, capsys):
-    """A CM-GAN sweep on the paper's own validation measure (L_sup, §4.4) still selects on test MFR."""
+    """A CM-GAN sweep on the paper's own validation measure (L_sup, §4.4) decides on validation L_sup and
+    reports test MFR."""
     import yaml
 
     from zsexp.search.space import default_space_path
@@ -136,6 +151,6 @@ def test_cmgan_selection_with_paper_validation_objective(ray_cluster, tmp_path, 
                  "--set", "iters_per_step=30", "--set", "max_steps=2", "--progress-every", "0"]) == 0
     assert main(["select", "cml", "--k", "2", "--seeds", "2"]) == 0
     out = capsys.readouterr().out
-    assert "test zsl/mfr per configuration" in out
+    assert "test zsl/mfr (report)" in out
     sel = json.loads((Path(read_meta("cml", None)["dir"]) / "selection-k2-s2" / "selection.json").read_text())
-    assert sel["objective"] == "zsl/mfr" and sel["mode"] == "min"
+    assert sel["objective"] == "val_lsup" and sel["test_objective"] == "zsl/mfr" and sel["test_mode"] == "min"

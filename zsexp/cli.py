@@ -129,14 +129,15 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from zsexp.selection import list_versions, promote
+    from zsexp.registry import list_versions, promote
 
     if args.list:
         rows = list_versions(args.name, args.tracking_uri)
-        print(f"{'version':<9}{'aliases':<24}{'test objective':<28}sweep")
+        print(f"{'version':<9}{'aliases':<24}{'val mean (chose it)':<32}{'test mean (report)':<20}sweep")
         for r in rows:
-            obj = f"{r['objective']}={float(r['test_objective']):.3f}" if r["test_objective"] else "-"
-            print(f"{r['version']:<9}{','.join(r['aliases']) or '-':<24}{obj:<28}{r['sweep'] or '-'}")
+            val = f"{r['objective']}={float(r['val_objective_mean']):.3f}" if r["val_objective_mean"] else "-"
+            tst = f"{float(r['test_objective']):.3f}" if r["test_objective"] else "-"
+            print(f"{r['version']:<9}{','.join(r['aliases']) or '-':<24}{val:<32}{tst:<20}{r['sweep'] or '-'}")
         return 0
     promote(args.name, version=args.version, alias=args.alias, force=args.force, tracking_uri=args.tracking_uri)
     return 0
@@ -257,12 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser(
-        "select", help="final selection: top configs x seeds on train+val, test evaluation, report, registry",
-        description="Final-selection job: the sweep's top-k configurations (validation objective) are each trained "
-                    "with several seeds at the full budget on train + val classes (in parallel on Ray), evaluated "
-                    "on the unseen test classes, summarised (mean, sd, 95%% CI, Wilcoxon winner vs runner-up), "
-                    "reported (Markdown + PNG) and logged to MLflow; the winner is registered with alias "
-                    "`candidate`.  Running it again skips finished runs.")
+        "select", help="final selection: top configs x seeds, chosen on validation, reported on test, registered",
+        description="Final-selection job: the sweep's top-k configurations (validation objective, each with the "
+                    "round budget at which its trial reached it) are trained with several seeds on the train "
+                    "classes and ranked by their mean validation objective (the decision), and trained again on "
+                    "train + val and evaluated once on the unseen test classes (the report: mean, sd, 95%% CI, "
+                    "Wilcoxon winner vs runner-up; Markdown + PNG; MLflow).  The winner's seed nearest its mean "
+                    "validation value is registered with alias `candidate`.  Test classes never decide anything.  "
+                    "Running it again skips finished runs.")
     p.add_argument("sweep")
     p.add_argument("--k", type=int, default=5, help="configurations to take (default 5)")
     p.add_argument("--seeds", type=int, default=5, help="seeds per configuration (default 5)")
@@ -274,14 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("promote", help="move a registry alias (default champion) to a model version",
                        description="Point an alias of a registered model at a version (default: the @candidate "
-                                   "version).  Refuses, exit 2, when its test objective is worse than the current "
-                                   "holder's, unless --force.  Records the previous holder and the time as tags.  "
-                                   "--list shows versions and aliases.")
+                                   "version, chosen on validation by `zsexp select`).  The recorded test means are "
+                                   "used only to refuse a regression: exit 2 when the version's configuration has a "
+                                   "worse test mean than the current holder's, unless --force.  Records the previous "
+                                   "holder and the time as tags.  --list shows versions, aliases, validation and test "
+                                   "means.")
     p.add_argument("name")
     p.add_argument("--version", help="model version (default: the one with alias candidate)")
     p.add_argument("--alias", default="champion")
     p.add_argument("--force", action="store_true")
-    p.add_argument("--list", action="store_true", help="list versions, aliases and test objectives")
+    p.add_argument("--list", action="store_true", help="list versions, aliases, validation and test means")
     p.add_argument("--tracking-uri")
     p.set_defaults(func=cmd_promote)
 

@@ -54,7 +54,8 @@ class ZSCRGANRetriever:
         from zsexp.models.zscrgan import alg2_query_embedding
 
         return alg2_query_embedding(self.te, self.g, self.csem if self.use_triplet else None, phi,
-                                    noise_dim=self.cfg.noise_dim, z_samples=self.cfg.eval_z_samples, seed=self.seed)
+                                    noise_dim=self.cfg.noise_dim, z_samples=self.cfg.eval_z_samples, seed=self.seed,
+                                    sample_c=self.cfg.eval_c == "sample")
 
     @torch.no_grad()
     def embed_gallery(self, images: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,11 @@
 A run trains ``rounds`` rounds, evaluates the validation classes after each, keeps the best
 (by the model's validation objective) and the last checkpoint, then evaluates the unseen test
 classes with the best-on-validation model -- test classes never choose anything.
+
+With ``fit_split="trainval"`` the validation classes are training classes, so nothing can be
+chosen on them: the run trains the full budget, ``best.pt`` is the last round (said in the log and
+in ``metrics.json`` as ``"selected_by": "last round"``) and only the test classes are evaluated.
+Fix the budget (``em_iterations`` / ``max_steps``) from a run on ``train`` or from a sweep.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 from zsexp.config import build_config, load_yaml, parse_set, to_dict
 from zsexp.data import ZSLData, load_dataset
 from zsexp.errors import ZsexpError
-from zsexp.models import build_model, get_spec, make_config
+from zsexp.models import build_model, get_spec, make_config, require_discriminative_validation
 from zsexp.models.common import configure_cpu_math, load_checkpoint, resolve_device, save_checkpoint
 
 
@@ -57,6 +62,8 @@ def train_run(family: str, dataset: str, *, config_file: str | None = None, sets
               fit_split: str = "train", log: Callable[[str], None] = print) -> dict:
     spec = get_spec(family)
     data = load_dataset(dataset, seed=data_seed)
+    if fit_split == "train":
+        require_discriminative_validation(data)
     cfg = resolve_config(family, data, config_file, sets)
     dev = resolve_device(device)
     configure_cpu_math()
@@ -66,8 +73,11 @@ def train_run(family: str, dataset: str, *, config_file: str | None = None, sets
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     objective = spec.objective
+    select_on_val = fit_split == "train"
     log(f"[{family}] dataset {data.name} ({data.fingerprint()}), device {dev}, seed {seed}, {rounds} rounds; "
-        f"validation objective {objective} ({spec.mode})")
+        + (f"validation objective {objective} ({spec.mode})" if select_on_val else
+           "fit on train + val: the validation classes are training classes, so no round is chosen on them; "
+           "the last round is the model"))
     best, best_round, history = None, 0, []
     t0 = time.time()
     r = 0
@@ -75,6 +85,15 @@ def train_run(family: str, dataset: str, *, config_file: str | None = None, sets
         save_checkpoint(checkpoint_state(model, data, dataset, data_seed, {"round": 0}), out / "best.pt")
     for r in range(1, rounds + 1):
         losses = model.train_round()
+        if not select_on_val:
+            history.append({"round": r, **losses})
+            best_round = r
+            save_checkpoint(checkpoint_state(model, data, dataset, data_seed, {"round": r}), out / "best.pt")
+            log(f"[{family}] round {r:>3}/{rounds}  {format_losses(losses)} | {time.time() - t0:.1f}s")
+            if getattr(model, "done", False):
+                log(f"[{family}] training finished after round {r} (stopping rule)")
+                break
+            continue
         val = model.evaluate("val")
         score = val[objective]
         history.append({"round": r, **losses, **{f"val/{k}": v for k, v in val.items()}})
@@ -92,12 +111,14 @@ def train_run(family: str, dataset: str, *, config_file: str | None = None, sets
     result = {"model": family, "dataset": data.name, "dataset_ref": dataset, "fingerprint": data.fingerprint(),
               "seed": seed, "data_seed": data_seed, "device": str(dev), "fit_split": fit_split,
               "config": to_dict(cfg), "rounds": r, "best_round": best_round, "objective": objective,
-              "val": best_model.evaluate("val"), "test": best_model.evaluate("test"),
+              "selected_by": f"validation {objective}" if select_on_val else "last round",
+              "val": best_model.evaluate("val") if select_on_val else None, "test": best_model.evaluate("test"),
               "checkpoint": str((out / "best.pt").resolve()), "history": history,
               "wall_time_s": round(time.time() - t0, 2)}
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    log(f"[{family}] best round {best_round}: val {objective}={result['val'][objective]:.2f}; "
-        f"test: " + ", ".join(f"{k}={v:.2f}" for k, v in result["test"].items()))
+    head = (f"best round {best_round}: val {objective}={result['val'][objective]:.2f}" if select_on_val
+            else f"last round {best_round} (fit on train + val)")
+    log(f"[{family}] {head}; test: " + ", ".join(f"{k}={v:.2f}" for k, v in result["test"].items()))
     log(f"[{family}] wrote {out / 'metrics.json'} and checkpoints {out / 'best.pt'}, {out / 'last.pt'}")
     return result
 

@@ -13,6 +13,8 @@ classes playing unseen, the classifier must know only ``train`` classes.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -61,16 +63,28 @@ def fit_softmax_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, seed: i
     return acc, predict_proba
 
 
-def seen_class_probabilities(data: ZSLData, seen_classes: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Per-image probabilities [N, len(seen_classes)] over ``seen_classes`` (columns in that order)."""
+def seen_class_probabilities(data: ZSLData, seen_classes: np.ndarray, seed: int = 0,
+                             exclude: np.ndarray | None = None, use_shipped: bool = True) -> np.ndarray:
+    """Per-image probabilities [N, len(seen_classes)] over ``seen_classes`` (columns in that order).
+
+    ``use_shipped``: take the dataset's ``seen_probs`` when they cover ``seen_classes``; a warning says
+    that zsexp cannot tell which images trained them when ``exclude`` asks for images held out.
+    Otherwise a classifier is fitted on the seen classes' images, minus the GZSL images and ``exclude``.
+    """
     seen_classes = np.asarray(seen_classes, dtype=np.int64)
-    if data.seen_probs is not None and np.isin(seen_classes, data.prob_classes).all():
+    if use_shipped and data.seen_probs is not None and np.isin(seen_classes, data.prob_classes).all():
+        if exclude is not None and len(exclude):
+            warnings.warn(f"{data.name}: using the dataset's seen_probs; the dataset does not say which images "
+                          f"trained that classifier, so images held out for validation may have trained it "
+                          f"(set conse_probs=fit to fit one here)", stacklevel=2)
         col = {c: j for j, c in enumerate(data.prob_classes.tolist())}
         probs = data.seen_probs[:, [col[c] for c in seen_classes.tolist()]]
         return probs / np.clip(probs.sum(1, keepdims=True), 1e-12, None)
-    # fit on the seen classes' training images (never the held-out GZSL images)
+    # fit on the seen classes' training images (never the held-out GZSL images nor `exclude`)
     held = np.zeros(data.n_images, bool)
     held[data.test_seen_images] = True
+    if exclude is not None:
+        held[np.asarray(exclude, dtype=np.int64)] = True
     fit = np.flatnonzero(np.isin(data.labels, seen_classes) & ~held)
     index = {c: j for j, c in enumerate(seen_classes.tolist())}
     y = np.array([index[c] for c in data.labels[fit].tolist()], dtype=np.int64)
@@ -78,8 +92,10 @@ def seen_class_probabilities(data: ZSLData, seen_classes: np.ndarray, seed: int 
     return predict(data.features)
 
 
-def conse_image_representations(data: ZSLData, seen_classes: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+def conse_image_representations(data: ZSLData, seen_classes: np.ndarray, k: int, seed: int = 0,
+                                exclude: np.ndarray | None = None, use_shipped: bool = True) -> np.ndarray:
     """V0 for every image of ``data``: [N, Dt] float32, in the class-embedding (text) space."""
-    probs = torch.as_tensor(seen_class_probabilities(data, seen_classes, seed=seed), dtype=torch.float32)
+    probs = torch.as_tensor(seen_class_probabilities(data, seen_classes, seed=seed, exclude=exclude,
+                                                     use_shipped=use_shipped), dtype=torch.float32)
     emb = torch.as_tensor(data.class_embeddings[np.asarray(seen_classes)], dtype=torch.float32)
     return conse(probs, emb, k).numpy()

@@ -47,6 +47,19 @@ def make_config(family: str, data: ZSLData, *overrides: tuple[str, Any]) -> Any:
                         *overrides)
 
 
+def require_discriminative_validation(data: ZSLData) -> None:
+    """Refuse a split whose validation objective cannot tell two models apart.
+
+    With one validation class every ranking is perfect (P@50 = 100, every image's true class at rank 1):
+    best-round selection and any sweep on such a split would be silently meaningless."""
+    n = len(data.val_classes)
+    if n < 2:
+        raise ZsexpError(f"{data.name}: the validation split has {n} class(es) "
+                         f"({', '.join(map(str, data.val_classes.tolist()))}); with a single validation class "
+                         f"every ranking is perfect, so the validation objective cannot compare models; "
+                         f"give `val_classes` at least 2 classes")
+
+
 def build_model(family: str, cfg: Any, data: ZSLData, device: torch.device | str = "cpu", seed: int = 0,
                 fit_split: str = "train") -> Any:
     return get_spec(family).model_cls(cfg, data, device=device, seed=seed, fit_split=fit_split)

@@ -25,7 +25,17 @@ Choices where the paper is open (all switchable):
   the non-saturating form -log D(.) rather than log(1 - D(.)).
 * Cycle loss (eq. 6): the L2 norm, **not squared**, averaged over samples (``cycle_norm``:
   ``l2`` | ``l2_squared`` | ``l1``).
-* Negatives of eq. 2: t⁻ a uniformly drawn other seen class, v⁻ an image of such a class.
+* Negatives of eq. 2: t⁻ a uniformly drawn other seen class; v⁻ an image of another uniformly
+  drawn seen class (class first, then one of its images, so v⁻ never shares v's class).  Class
+  positions come from a lookup table, not a search: with ``fit_split="trainval"`` the seen classes
+  are train followed by val, which is not sorted.
+* Stopping rule: step 1 is compared with the CONSE start (V0, T0) like every later step with its
+  predecessor, so a first step that makes validation L_sup worse is discarded too.
+* CONSE probabilities (eq. 1) for ``fit_split="train"`` (tuning) come from a softmax classifier
+  fitted here on the train classes' images, never on the images held out for validation L_sup:
+  probabilities a dataset ships were made by a classifier that knew every seen class, validation
+  classes included.  For ``trainval`` the shipped ones are used (a warning says the held-out
+  images may have trained them); ``conse_probs="fit"`` always fits.
 * λ_c: one value per transductive step (``lambda_c``, paper's final model 1, 10, 1); when there
   are more transductive steps than values, the last value repeats.
 * Ablations (Table 5) each run one step of one objective: ``conse`` (no training: V0 and T0),
@@ -75,6 +85,9 @@ class CMGANConfig:
     cycle_norm: str = param("l2", choices=("l2", "l2_squared", "l1"))
     conse_k: int = param(10, low=1, high=100000, help="top-K of CONSE (eq. 1)")
     val_fraction: float = param(0.1, low=0.01, high=0.5, help="seen images held out for validation L_sup")
+    conse_probs: str = param("auto", choices=("auto", "fit"),
+                             help="auto: fit a classifier when tuning, the dataset's seen_probs for the final "
+                                  "model; fit: always fit one on the seen training images")
     ks: list[int] = param([1, 2, 5, 10, 20], low=1, high=1_000_000, help="Flat-Hit@k values")
 
     def lambda_for(self, trans_index: int) -> float:
@@ -148,6 +161,39 @@ class Critic(nn.Module):
         return self.net(x).squeeze(1)
 
 
+class _ClassTable:
+    """Images of a pool grouped by seen-class position, for drawing an image of *another* class."""
+
+    def __init__(self, table: torch.Tensor, counts: torch.Tensor):
+        self.table, self.counts = table, counts
+        self.present = torch.nonzero(counts > 0).squeeze(1)           # positions with images in the pool
+        self.rank = torch.full((len(counts),), -1, dtype=torch.long)
+        self.rank[self.present] = torch.arange(len(self.present))
+
+    def negatives(self, pos: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """One image per entry of ``pos`` (class positions), of a uniformly drawn other present class."""
+        m = len(self.present)
+        if m < 2:
+            raise ZsexpError("CM-GAN needs images of at least 2 seen classes in each image pool for negatives")
+        r = self.rank[pos]
+        other = (r.clamp_min(0) + torch.randint(1, m, (len(pos),), generator=gen)) % m
+        # a class absent from the pool (r = -1) may draw any present class
+        other = torch.where(r < 0, torch.randint(0, m, (len(pos),), generator=gen), other)
+        cls = self.present[other]
+        slot = (torch.rand(len(pos), generator=gen) * self.counts[cls]).long()
+        return self.table[cls, slot]
+
+
+def _class_table(labels: torch.Tensor, images: torch.Tensor, seen_pos: torch.Tensor, n_seen: int) -> _ClassTable:
+    pos = seen_pos[labels]
+    counts = torch.bincount(pos, minlength=n_seen)
+    table = torch.zeros(n_seen, max(1, int(counts.max())), dtype=torch.long)
+    for j in torch.nonzero(counts).squeeze(1).tolist():
+        members = images[pos == j]
+        table[j, : len(members)] = members
+    return _ClassTable(table, counts)
+
+
 # --------------------------------------------------------------------------- the model
 class CMGAN:
     """A plain object: ``train_round()`` runs one step (or one slice of it); ``evaluate(split)``."""
@@ -183,19 +229,29 @@ class CMGAN:
             self.t0 = torch.as_tensor(d.class_embeddings, device=dev)       # T0: label embeddings
         if cfg.conse_k > len(seen):
             raise ZsexpError(f"`conse_k` ({cfg.conse_k}) exceeds the number of seen classes ({len(seen)})")
-        v0 = conse_image_representations(d, seen, cfg.conse_k, seed=self.seed)   # eq. 1
-        self.v0 = torch.as_tensor(v0, device=dev)
         # images for the supervised step, with a held-out part for validation L_sup
         fit_imgs = d.images(self.fit_split)
         perm = torch.randperm(len(fit_imgs), generator=torch.Generator().manual_seed(self.seed + 1)).numpy()
         n_val = max(1, int(round(self.cfg.val_fraction * len(fit_imgs))))
         self.val_imgs = np.sort(fit_imgs[perm[:n_val]])
         self.sup_imgs = np.sort(fit_imgs[perm[n_val:]])
+        use_shipped = cfg.conse_probs == "auto" and self.fit_split == "trainval"
+        v0 = conse_image_representations(d, seen, cfg.conse_k, seed=self.seed, exclude=self.val_imgs,
+                                         use_shipped=use_shipped)                       # eq. 1
+        self.v0 = torch.as_tensor(v0, device=dev)
         unseen_split = "val" if self.fit_split == "train" else "test"
         self.unseen_imgs = d.images(unseen_split)
         self.labels = torch.as_tensor(d.labels)
+        # class id -> position among the seen classes (-1: not seen); seen is not sorted for trainval
+        self.seen_pos = torch.full((d.n_classes,), -1, dtype=torch.long)
+        self.seen_pos[torch.as_tensor(seen)] = torch.arange(len(seen))
+        self.sup_table = _class_table(self.labels[torch.as_tensor(self.sup_imgs)], torch.as_tensor(self.sup_imgs),
+                                      self.seen_pos, len(seen))
+        self.val_table = _class_table(self.labels[torch.as_tensor(self.val_imgs)], torch.as_tensor(self.val_imgs),
+                                      self.seen_pos, len(seen))
         self.v_hat = self.v0.clone()
         self.t_hat = self.t0.clone()
+        self.val_start = self.validation_measure() if cfg.mode == "zsl" else None   # the CONSE start
 
     # ------------------------------------------------------------------ step structure
     def _step_kind(self, k: int) -> str:
@@ -247,16 +303,9 @@ class CMGAN:
         idx = self._sample(self.sup_imgs, b)
         lab = self.labels[idx]
         seen = torch.as_tensor(self.seen_classes)
-        pos = torch.searchsorted(seen, lab)
-        neg_pos = (pos + torch.randint(1, len(seen), (b,), generator=self.gen)) % len(seen)
-        t_neg_cls = seen[neg_pos]
-        # v⁻: an image whose class differs from v's (resample the few collisions)
-        v_neg = self._sample(self.sup_imgs, b)
-        for _ in range(5):
-            clash = self.labels[v_neg] == lab
-            if not clash.any():
-                break
-            v_neg[clash] = self._sample(self.sup_imgs, int(clash.sum()))
+        pos = self.seen_pos[lab]
+        t_neg_cls = seen[(pos + torch.randint(1, len(seen), (b,), generator=self.gen)) % len(seen)]   # t⁻
+        v_neg = self.sup_table.negatives(pos, self.gen)                                              # v⁻
         dev = self.device
         v, t = self.v_hat[idx.to(dev)], self.t_hat[lab.to(dev)]
         loss = supervised_loss(self.t_map(v), t, self.t_hat[t_neg_cls.to(dev)], v, self.v_map(t),
@@ -329,7 +378,8 @@ class CMGAN:
         before = (self.v_hat.clone(), self.t_hat.clone())
         self._apply(side, kept_map)
         val = self.validation_measure()
-        improved = not self.val_history or self._better(val, self.val_history[-1])
+        previous = self.val_history[-1] if self.val_history else self.val_start      # step 1: vs CONSE
+        improved = previous is None or self._better(val, previous)
         if self.cfg.early_stop and not improved and self.cfg.mode == "zsl":
             self.v_hat, self.t_hat = before                             # discard step k+1 (§3.4 Outcome)
             self.done = True
@@ -385,9 +435,9 @@ class CMGAN:
         idx = torch.as_tensor(self.val_imgs)
         lab = self.labels[idx]
         seen = torch.as_tensor(self.seen_classes)
-        pos = torch.searchsorted(seen, lab)
+        pos = self.seen_pos[lab]
         t_neg = seen[(pos + torch.randint(1, len(seen), (len(idx),), generator=g)) % len(seen)]
-        v_neg = idx[torch.randperm(len(idx), generator=g)]
+        v_neg = self.val_table.negatives(pos, g)             # an image of another class, as in training
         dev = self.device
         v, t = v_hat[idx.to(dev)], t_hat[lab.to(dev)]
         # the maps are already applied to v̂ and t̂, so T and V are the identity here
@@ -399,6 +449,8 @@ class CMGAN:
             return self._evaluate_sentences(split)
         if split not in ("val", "test"):
             raise ZsexpError(f"CM-GAN evaluates on val or test, got {split!r}")
+        if split == "val" and self.fit_split == "trainval":
+            raise ZsexpError("a model fitted on train + val has seen the validation classes: evaluate it on test")
         if split == "test" and self.fit_split == "train":
             unseen, seen = self.data.test_classes, self.data.classes("trainval")
         else:
@@ -408,7 +460,7 @@ class CMGAN:
         lab = self.data.labels[imgs]
         v = v_hat[torch.as_tensor(imgs).to(self.device)]
         res: dict[str, Any] = {}
-        for setting, cands in (("zsl", np.sort(unseen)), ("gzsl", np.sort(np.concatenate([seen, unseen])))):
+        for setting, cands in (("zsl", np.sort(unseen)), ("gzsl", np.unique(np.concatenate([seen, unseen])))):
             pos = torch.as_tensor(np.searchsorted(cands, lab))
             ranks = zsl_ranks_from_embeddings(v, t_hat[torch.as_tensor(cands).to(self.device)], pos)
             for key, val in zsl_metrics_from_ranks(ranks, len(cands), self.cfg.ks).items():

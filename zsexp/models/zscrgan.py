@@ -29,8 +29,14 @@ Choices where the paper is loose (documented, each switchable):
   and the reference's value).
 * **CSEM loss (eqs. 7-9, Alg. 1 l.11-14).**  i = G(z, c_tr) and G(z', c_tw) are both generated:
   the CSEM never sees a real image in training.  Paper: the mean over the batch of
-  softplus(v_n - v_p); reference: softplus(mean v_n - mean v_p), and the reference also adds
-  this loss to the generator's (variant ``reference``).
+  softplus(v_n - v_p); reference: softplus(mean v_n - mean v_p).
+* **E-step objective (eq. 4).**  The E-step maximises F(P, psi_C), whose CSEM term is -L_T, so the
+  generator (and TE) also minimise L_T with the CSEM frozen: eq. 12 + L_T, in both variants (the
+  reference code does the same).  The CSEM moves only in the M-step (Alg. 1 l.10-15) -- that is
+  what separates E-M from ``training="joint"`` (Fig. 2), where one step updates both.  The M-step
+  runs G without gradients (G is frozen there).
+* **Optimisers.**  RMSprop for G/TE and D with torch's defaults (``rms_alpha`` 0.99, ``rms_eps``
+  1e-8); the authors' TensorFlow used decay 0.9 and epsilon 1e-10 (set those keys to match it).
 * **Test time (Alg. 2).**  c_hat = mu(phi_t) (``eval_c="mean"``) or a sample; z ~ N(0, I);
   with ``eval_z_samples > 1`` the CSEM outputs of several z are averaged.  Evaluation draws
   from its own fixed-seed generator, so it neither depends on nor disturbs training state.
@@ -82,6 +88,9 @@ class ZSCRGANConfig:
     lr_g: float = param(2e-4, low=0.0, high=1.0, help="RMSprop lr of G and TE")
     lr_d: float = param(2e-4, low=0.0, high=1.0, help="RMSprop lr of D")
     lr_csem: float = param(2e-3, low=0.0, high=1.0, help="Adam lr of the CSEM (beta1 = 0.5)")
+    rms_alpha: float = param(0.99, low=0.0, high=1.0,
+                             help="RMSprop smoothing (torch default; the authors' TensorFlow: decay 0.9)")
+    rms_eps: float = param(1e-8, low=0.0, high=1.0, help="RMSprop epsilon (torch default; authors' code: 1e-10)")
     batch_size: int = param(64, low=1, high=1000000)
     clip: float = param(0.01, low=0.0, high=100.0, help="critic weight clip (eq. 10)")
     wrong_class: str = param("random", choices=("random", "similar", "kmeans"),
@@ -251,9 +260,9 @@ class ZSCRGAN:
             self.d = Discriminator(dv, dt, cfg.d_hidden, cfg.leak).to(self.device)
             normal_init_(self.g)
             normal_init_(self.d)
-            self.opt_g = torch.optim.RMSprop([*self.g.parameters(), *self.te.parameters()], lr=cfg.lr_g,
-                                             foreach=True)
-            self.opt_d = torch.optim.RMSprop(self.d.parameters(), lr=cfg.lr_d, foreach=True)
+            rms = {"alpha": cfg.rms_alpha, "eps": cfg.rms_eps, "foreach": True}
+            self.opt_g = torch.optim.RMSprop([*self.g.parameters(), *self.te.parameters()], lr=cfg.lr_g, **rms)
+            self.opt_d = torch.optim.RMSprop(self.d.parameters(), lr=cfg.lr_d, **rms)
             csem_params = list(self.csem.parameters())
         else:
             csem_params = [*self.csem.parameters(), *self.te.parameters()]
@@ -328,14 +337,18 @@ class ZSCRGAN:
                 "z_w": torch.randn(b, nz, generator=self.gen).to(dev)}
 
     # ------------------------------------------------------------------ training steps
-    def _csem_loss(self, bt: dict, c_r: torch.Tensor, c_w: torch.Tensor) -> torch.Tensor:
+    def _csem_loss(self, bt: dict, c_r: torch.Tensor, c_w: torch.Tensor, g_grad: bool = True) -> torch.Tensor:
+        """L_T (eqs. 7-9).  ``g_grad=False`` (M-step): G is frozen, so its forward pass keeps no graph."""
         form = "batch_mean" if self.cfg.variant == "reference" else "per_sample"
         if not self.use_gan:      # ablation: real image embeddings instead of generated ones
             pos, neg = self.csem(bt["img_r"]), self.csem(bt["img_w"])
         else:
-            pos = self.csem(self.g(bt["z"], c_r))                      # i_r = G(z, c_tr)  (Alg. 1 l.13)
-            neg = self.csem(self.g(bt["z_w"], c_w))                    # i_w = G(z', c_tw)
-        return triplet_loss(pos, neg if self.use_wrong else None, c_r, form)
+            with torch.set_grad_enabled(g_grad and torch.is_grad_enabled()):
+                i_r = self.g(bt["z"], c_r)                              # i_r = G(z, c_tr)  (Alg. 1 l.13)
+                i_w = self.g(bt["z_w"], c_w) if self.use_wrong else None  # i_w = G(z', c_tw)
+            pos = self.csem(i_r)
+            neg = self.csem(i_w) if i_w is not None else None
+        return triplet_loss(pos, neg, c_r, form)
 
     def _critic_steps(self, n_steps: int) -> list[float]:
         """``n_steps`` critic updates (Alg. 1 l.4-6).  G and TE do not change during them, so the
@@ -378,14 +391,16 @@ class ZSCRGAN:
         out = {"loss_g": float(loss.detach()), "kl": float(kl_r.detach()),
                "r": float(r.detach()) if r is not None else 0.0}
         joint = cfg.training == "joint" and self.use_triplet
-        if (cfg.variant == "reference" and self.use_triplet) or joint:
+        if self.use_triplet:          # eq. 4: the E-step maximises F(P, psi_C) = ... - L_T, CSEM frozen
+            self.csem.requires_grad_(joint)
             l_t = self._csem_loss(bt, c_r, c_w)
             loss = loss + l_t
-            out["loss_t"] = float(l_t.detach())
+            out["loss_t_g"] = float(l_t.detach())
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_csem.zero_grad(set_to_none=True)
         loss.backward()
         self.d.requires_grad_(True)
+        self.csem.requires_grad_(True)
         self.opt_g.step()
         if joint:                     # Fig. 2 "joint": CSEM updated together with G
             self.opt_csem.step()
@@ -400,7 +415,7 @@ class ZSCRGAN:
                 mu_w, ls_w = self.te(bt["phi_w"])
                 c_r = reparameterise(mu_r, ls_r, bt["eps_r"])
                 c_w = reparameterise(mu_w, ls_w, bt["eps_w"])
-            loss = self._csem_loss(bt, c_r, c_w)
+            loss = self._csem_loss(bt, c_r, c_w, g_grad=False)             # G frozen (Alg. 1 l.11)
         else:
             mu_r, ls_r = self.te(bt["phi_r"])
             c_r = reparameterise(mu_r, ls_r, bt["eps_r"])
@@ -471,6 +486,8 @@ class ZSCRGAN:
 
     def evaluate(self, split: str = "val", per_query: bool = False) -> dict[str, Any]:
         """P@K, mAP@K, Top-1 (%) with the split's class texts as queries over its images (§4.2)."""
+        if split == "val" and self.fit_split == "trainval":
+            raise ZsexpError("a model fitted on train + val has seen the validation classes: evaluate it on test")
         theta_t, q_labels = self._queries(split)
         idx = self.data.images(split)
         theta_i = self.embed_images(torch.as_tensor(self.data.features[idx]))

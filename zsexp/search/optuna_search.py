@@ -1,4 +1,10 @@
-"""Ray's OptunaSearch with one fix for resumed sweeps.
+"""Ray's OptunaSearch, told each trial's best-round value, with a fix for resumed sweeps.
+
+**One rule from sweep to registry.**  A trial reports its validation objective every round; Optuna
+is told the trial's *best* round value when it completes (not the last round's), which is the
+value the MLflow child run, the sweep summary and ``zsexp select`` rank by -- and the selection then
+trains each candidate for exactly that many rounds.  The round values come from the study's own
+record of intermediate values (``Trial.report``), so a resumed trial keeps its earlier rounds.
 
 Optuna 5 samplers use ``constant_liar``: a trial left RUNNING counts as a pessimistic guess for as
 long as it stays RUNNING.  After a driver crash, an Optuna trial whose Tune trial was never saved
@@ -10,6 +16,7 @@ history stays whole and TPE continues from every earlier result.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import optuna
@@ -31,7 +38,22 @@ class ResumableOptunaSearch(OptunaSearch):
         if trial_id not in getattr(self, "_failed_on_restore", set()):
             super().on_trial_result(trial_id, result)
 
+    def _best_round_result(self, trial_id: str, result: dict | None) -> dict | None:
+        """``result`` with the objective replaced by the best value over the trial's rounds."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if not result or ot_trial is None or isinstance(self.metric, list):
+            return result
+        frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)   # noqa: SLF001
+        values = [v for v in frozen.intermediate_values.values() if v is not None and math.isfinite(v)]
+        last = result.get(self.metric)
+        if isinstance(last, (int, float)) and math.isfinite(last):
+            values.append(float(last))
+        if not values:
+            return result
+        return {**result, self.metric: max(values) if self._mode == "max" else min(values)}
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        result = self._best_round_result(trial_id, result)
         if trial_id not in getattr(self, "_failed_on_restore", set()):
             return super().on_trial_complete(trial_id, result, error)
         self._failed_on_restore.discard(trial_id)

@@ -43,6 +43,18 @@ OBJECTIVES = {"zscrgan": ("precision@50", "map@50", "top1"),
                              ("mfr", "fh@1", "fh@2", "fh@5", "fh@10", "fh@20")) + ("val_lsup",)}
 _INDEXED = re.compile(r"^(\w+)\[(\d+)\]$")
 
+# Searched keys that cannot change training while another key holds certain values:
+# (model, searched key) -> (the other key, values that make the searched key inert, why).
+INERT_WHEN: dict[tuple[str, str], tuple[str, tuple[Any, ...], str]] = {
+    ("zscrgan", "lam"): ("r_form", ("linear",), "with r_form=linear, lambda only adds a constant to R (eq. 15), "
+                         "so no gradient changes; search it with r_form: hinge, where lambda is a margin"),
+    ("zscrgan", "updates_per_step"): ("em_schedule", ("linear",), "em_schedule=linear runs `it` updates in "
+                                      "iteration it (Alg. 1); updates_per_step acts only with em_schedule: fixed"),
+    ("zscrgan", "beta"): ("ablation", ("no_r", "no_r_triplet"), "these ablations drop R"),
+    ("zscrgan", "lr_csem"): ("ablation", ("no_triplet", "no_r_triplet"), "these ablations train no CSEM"),
+    ("cmgan", "lambda_c"): ("ablation", ("conse", "sup", "cycle", "gan"), "this ablation has no weighted cycle term"),
+}
+
 
 def metric_key(name: str) -> str:
     """A metric name as Tune reports it and MLflow stores it (MLflow forbids '@')."""
@@ -232,9 +244,27 @@ def parse_space(raw: Any, source: str, model: str | None = None) -> SearchSpace:
         if base_key in fixed:
             raise _err(source, f"params.{key}", "is also listed under `fixed`")
         params[str(key)] = _check_param(source, str(key), p, hints[base_key], cfg_cls)
+    _refuse_inert(source, fam, cfg_cls, fixed, params)
     return SearchSpace(model=fam, metric=metric, mode=mode, max_rounds=max_rounds, grace_rounds=grace,
                        reduction_factor=float(rf), sampler=name, sampler_args=sampler_args, scheduler=sched,
                        fixed=fixed, params=params, source=source, raw=raw)
+
+
+def _refuse_inert(source: str, fam: str, cfg_cls: type, fixed: dict[str, Any], params: dict[str, Any]) -> None:
+    """A searched key that cannot change training under the fixed keys wastes every trial's budget."""
+    searched = {(_INDEXED.match(k).group(1) if _INDEXED.match(k) else k) for k in params}
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg_cls) if f.default is not dataclasses.MISSING}
+    for key in sorted(searched):
+        rule = INERT_WHEN.get((fam, key))
+        if rule is None:
+            continue
+        other, inert, why = rule
+        if other in searched:          # the other key varies: the searched one acts in some trials
+            continue
+        value = fixed.get(other, defaults.get(other))
+        if value in inert:
+            raise _err(source, f"params.{key}", f"cannot change training while {other}={value} "
+                                                f"({'fixed' if other in fixed else 'default'}): {why}")
 
 
 def default_space_path(model: str) -> Path:

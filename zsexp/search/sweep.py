@@ -163,6 +163,7 @@ def _scheduler(space: SearchSpace, name: str):
 def run_sweep(o: SweepOptions) -> dict[str, Any]:
     from zsexp.config import parse_set
     from zsexp.data import load_dataset
+    from zsexp.models import require_discriminative_validation
     from zsexp.tracking import client, ensure_experiment, git_commit
 
     # everything that can be wrong in the input is checked before any Ray process starts
@@ -181,6 +182,7 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
     if o.trials < 1:
         raise ZsexpError(f"--trials must be >= 1, got {o.trials}")
     data = load_dataset(o.dataset, seed=o.data_seed)
+    require_discriminative_validation(data)
     name = o.name or f"{o.model}-{data.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     d = sweep_dir(name, o.storage)
     if (d / SWEEP_FILE).exists():
@@ -364,6 +366,7 @@ def sweep_trials(meta: dict[str, Any], space: SearchSpace) -> list[dict[str, Any
     return [{"trial_id": t.trial_id, "status": t.status,
              "rounds": int(t.last_result.get("training_iteration", 0) or 0),
              "best": progress.get("best_ckpt", {}).get(t.trial_id, {}).get("value"),
+             "best_round": progress.get("best_ckpt", {}).get(t.trial_id, {}).get("round"),
              "outcome": progress.get("outcomes", {}).get(t.trial_id), "config": t.config} for t in ea.trials]
 
 

@@ -1,0 +1,179 @@
+"""MLflow side of the final selection (runs, report artifacts, the registered winner) and ``zsexp promote``.
+
+The registered version records how it was chosen: ``zsexp.val_objective_mean`` / ``_std`` over
+``zsexp.n_seeds`` seeds (the decision), ``zsexp.seed_rule`` (which seed's model it is), and the
+configuration's ``zsexp.test_objective_mean`` / ``_std`` (measured once, for the report).
+``promote`` never chooses by test: it moves an alias to the version it is given (default
+``@candidate``, chosen on validation) and only *refuses a regression*, i.e. a version whose
+recorded test mean is worse than the current holder's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zsexp.errors import ZsexpError
+
+
+def log_selection(o, meta: dict[str, Any], d: dict[str, Any], results: list[dict[str, Any]], sel_dir: Path,
+                  data) -> dict[str, Any]:
+    import mlflow
+    from mlflow.entities import Metric, Param
+
+    from zsexp.selection import PROTOCOL, SEED_RULE
+    from zsexp.serving import log_retrieval_model
+    from zsexp.tracking import TAG_KIND, TAG_SWEEP, client, safe_name
+
+    c = client(meta["tracking_uri"])
+    exp_id = meta["experiment_id"]
+    sel_name = f"{meta['name']}-selection-k{o.k}-s{o.seeds}"
+    found = c.search_runs([exp_id], filter_string=f"tags.`zsexp.selection` = '{sel_name}' and "
+                                                  f"tags.`{TAG_KIND}` = 'selection'", max_results=1)
+    tags = {TAG_SWEEP: meta["name"], TAG_KIND: "selection", "zsexp.selection": sel_name, "zsexp.k": str(o.k),
+            "zsexp.seeds": str(o.seeds), "zsexp.fingerprint": meta["fingerprint"], "zsexp.protocol": PROTOCOL}
+    parent = found[0].info.run_id if found else c.create_run(exp_id, tags=tags, run_name=sel_name).info.run_id
+    c.update_run(parent, status="RUNNING")
+    ts = int(dt.datetime.now().timestamp() * 1000)
+    child_ids = {}
+    for r in results:
+        pair = f"c{r['candidate']}-s{r['seed']}-{r['phase']}"
+        hit = c.search_runs([exp_id], filter_string=f"tags.`zsexp.selection` = '{sel_name}' and "
+                                                    f"tags.`zsexp.pair` = '{pair}'", max_results=1)
+        if hit:
+            child_ids[pair] = hit[0].info.run_id
+            continue
+        run = c.create_run(exp_id, run_name=f"{sel_name}-{pair}", tags={
+            **tags, TAG_KIND: "selection-run", "mlflow.parentRunId": parent, "zsexp.pair": pair,
+            "zsexp.candidate": str(r["candidate"]), "zsexp.seed": str(r["seed"]), "zsexp.phase": r["phase"],
+            "zsexp.fit_split": r["fit"]})
+        params = {k: ("x".join(map(str, v)) if isinstance(v, list) else str(v)) for k, v in r["config"].items()}
+        params["rounds"] = str(r["rounds"])
+        prefix = "val_" if r["phase"] == "val" else "test_"
+        c.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
+                    metrics=[Metric(f"{prefix}{safe_name(k)}", v, ts, 0) for k, v in r["metrics"].items()])
+        c.set_terminated(run.info.run_id)
+        child_ids[pair] = run.info.run_id
+    obj, tobj = d["objective"], d["test_objective"]
+    metrics = []
+    for s in d["summary"]:
+        metrics.append(Metric(f"c{s['candidate']}_val_{safe_name(obj)}_mean", s["val"]["mean"], ts, 0))
+        for m, st in s["stats"].items():
+            metrics.append(Metric(f"c{s['candidate']}_test_{safe_name(m)}_mean", st["mean"], ts, 0))
+    if d["test"]:
+        metrics.append(Metric("wilcoxon_p_value", d["test"]["p_value"], ts, 0))
+    c.log_batch(parent, metrics=metrics)
+    for name in ("report.md", "candidates.png", "history.png", "importance.png", "candidates.json"):
+        if (sel_dir / name).is_file():
+            c.log_artifact(parent, str(sel_dir / name), artifact_path="report")
+    # the winner as a registered retrieval model
+    reg = d["registered_run"]
+    w = d["summary"][d["winner"]]
+    register_as = o.register_as or f"zsexp-{meta['model']}-{meta['dataset_name']}"
+    example = _input_example(meta["model"], data, reg["config"])
+    winner_run = child_ids[f"c{reg['candidate']}-s{reg['seed']}-test"]
+    existing = [v for v in c.search_model_versions(f"name = '{register_as}'") if v.run_id == winner_run]
+    if existing:               # a re-run of a finished selection registers nothing new
+        mv = existing[0]
+    else:
+        with mlflow.start_run(run_id=winner_run):
+            info = log_retrieval_model(reg["model_path"], example, k=o.retrieval_k,
+                                       query_kind="text" if meta["model"] == "zscrgan" else "class")
+        mv = mlflow.register_model(info.model_uri, register_as)
+    tst = w["stats"][tobj]
+    version_tags = {"zsexp.sweep": meta["name"], "zsexp.objective": obj, "zsexp.mode": d.get("mode", "max"),
+                    "zsexp.val_objective_mean": str(w["val"]["mean"]), "zsexp.val_objective_std": str(w["val"]["std"]),
+                    "zsexp.n_seeds": str(w["val"]["n"]), "zsexp.seed": str(reg["seed"]), "zsexp.seed_rule": SEED_RULE,
+                    "zsexp.test_objective_name": tobj, "zsexp.test_mode": d["test_mode"],
+                    "zsexp.test_objective_mean": str(tst["mean"]), "zsexp.test_objective_std": str(tst["std"]),
+                    "zsexp.test_objective": str(reg["metrics"][tobj]),
+                    "zsexp.candidate_config": json.dumps(w["params"], default=str),
+                    "zsexp.budget_rounds": str(w["budget_rounds"]), "zsexp.selection_run": parent}
+    version_tags.update({f"test.{safe_name(k)}": str(v) for k, v in reg["metrics"].items()})
+    for k, v in version_tags.items():
+        c.set_model_version_tag(register_as, mv.version, k, v)
+    c.set_registered_model_alias(register_as, "candidate", mv.version)
+    c.set_terminated(parent)
+    return {"selection_run": parent, "registered_model": register_as, "version": str(mv.version),
+            "model_uri": f"models:/{register_as}@candidate"}
+
+
+def _input_example(model: str, data, config: dict[str, Any]) -> dict[str, np.ndarray]:
+    test_cls = data.test_classes[:2]
+    imgs = data.images("test")[:5]
+    if model == "zscrgan":
+        return {"queries": data.class_embeddings[test_cls].astype(np.float32),
+                "gallery": data.features[imgs].astype(np.float32)}
+    from zsexp.data import conse_image_representations
+
+    v0 = conse_image_representations(data, data.classes("trainval"), int(config["conse_k"]))
+    return {"queries": data.class_embeddings[test_cls].astype(np.float32), "gallery": v0[imgs].astype(np.float32)}
+
+
+# --------------------------------------------------------------------------- promote
+def _test_mean(mv) -> tuple[float, str]:
+    """The version's recorded test mean over seeds (older versions: their single test value)."""
+    tags = mv.tags
+    if "zsexp.test_objective_mean" in tags:
+        return float(tags["zsexp.test_objective_mean"]), tags.get("zsexp.test_mode", tags.get("zsexp.mode", "max"))
+    return float(tags.get("zsexp.test_objective", "nan")), tags.get("zsexp.mode", "max")
+
+
+def promote(name: str, version: str | None = None, alias: str = "champion", force: bool = False,
+            tracking_uri: str | None = None) -> dict[str, Any]:
+    from mlflow.exceptions import MlflowException
+
+    from zsexp.tracking import client
+
+    c = client(tracking_uri)
+    try:
+        mv = c.get_model_version(name, version) if version else c.get_model_version_by_alias(name, "candidate")
+    except MlflowException as exc:
+        raise ZsexpError(f"model {name!r}: no version {version or '@candidate'} ({str(exc).splitlines()[0]})") from None
+    try:
+        current = c.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        current = None
+    if current is not None and current.version == mv.version:
+        print(f"{name} version {mv.version} already holds @{alias}")
+        return {"version": mv.version, "previous": current.version, "changed": False}
+    tname = mv.tags.get("zsexp.test_objective_name", mv.tags.get("zsexp.objective"))
+    new_val, mode = _test_mean(mv)
+    if current is not None and not force:
+        old_val, _ = _test_mean(current)
+        worse = new_val < old_val if mode == "max" else new_val > old_val
+        if worse or math.isnan(new_val):
+            raise ZsexpError(f"refusing to move @{alias} of {name}: version {mv.version} was chosen on validation, "
+                             f"but its configuration's recorded test {tname} mean {new_val:.3f} is worse than the "
+                             f"current @{alias} version {current.version} ({old_val:.3f}, {mode} is better); the "
+                             f"test mean only guards against a regression; pass --force to promote anyway")
+    c.set_registered_model_alias(name, alias, mv.version)
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    c.set_model_version_tag(name, mv.version, f"zsexp.previous_{alias}", current.version if current else "none")
+    c.set_model_version_tag(name, mv.version, f"zsexp.promoted_{alias}_at", now)
+    val = mv.tags.get("zsexp.val_objective_mean")
+    chosen = (f"chosen on validation {mv.tags.get('zsexp.objective')} {float(val):.3f} over "
+              f"{mv.tags.get('zsexp.n_seeds')} seeds; " if val else "")
+    print(f"{name}: version {mv.version} is now @{alias} ({chosen}test {tname} mean {new_val:.3f}, used only to "
+          f"refuse a regression); previous holder: {current.version if current else 'none'}")
+    return {"version": mv.version, "previous": current.version if current else None, "changed": True}
+
+
+def list_versions(name: str, tracking_uri: str | None = None) -> list[dict[str, Any]]:
+    from zsexp.tracking import client
+
+    c = client(tracking_uri)
+    rows = []
+    for found in sorted(c.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)):
+        mv = c.get_model_version(name, found.version)          # search results carry no aliases
+        rows.append({"version": mv.version, "aliases": list(mv.aliases), "objective": mv.tags.get("zsexp.objective"),
+                     "val_objective_mean": mv.tags.get("zsexp.val_objective_mean"),
+                     "test_objective": mv.tags.get("zsexp.test_objective_mean",
+                                                   mv.tags.get("zsexp.test_objective")),
+                     "sweep": mv.tags.get("zsexp.sweep")})
+    return rows

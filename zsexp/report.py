@@ -1,0 +1,139 @@
+"""The final-selection report: Markdown with PNG plots (candidates, sweep history, importances)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zsexp.search.space import SearchSpace
+
+
+def write_report(meta: dict[str, Any], space: SearchSpace, d: dict[str, Any], sel_dir: Path,
+                 trials: list[dict[str, Any]]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from zsexp.selection import PROTOCOL, SEED_RULE, fmt_stats
+
+    summary, order, test = d["summary"], d["order"], d["test"]
+    obj, tobj = d["objective"], d["test_objective"]
+    # 1. candidates: validation (decides) and test (report) over seeds, side by side
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, (label, get) in zip(axes, (
+            (f"val {obj} (decides)", lambda s: list(s["val_by_seed"].values())),
+            (f"test {tobj} (report only)", lambda s: [r["metrics"][tobj] for r in _test_runs(d, s)])), strict=True):
+        for i, s in enumerate(summary):
+            vals = get(s)
+            ax.scatter([i] * len(vals), vals, alpha=0.7)
+            ax.errorbar(i, float(np.mean(vals)), yerr=float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                        fmt="_", color="k", capsize=6)
+        ax.set_xticks(range(len(summary)), [f"c{s['candidate']}" + ("*" if s["candidate"] == d["winner"] else "")
+                                            for s in summary])
+        ax.set_title(label, fontsize=10)
+    fig.suptitle("Candidates: dots = seeds, bar = mean ± sd, * = winner", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(sel_dir / "candidates.png", dpi=110)
+    plt.close(fig)
+    # 2. the sweep's optimisation history and 3. parameter importances (Optuna's own tools)
+    study = _sweep_study(trials, space)
+    hist_ok = imp_ok = False
+    if len(study.trials) >= 1:
+        vals = [t.value for t in study.trials]
+        best = np.maximum.accumulate(vals) if space.mode == "max" else np.minimum.accumulate(vals)
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(range(1, len(vals) + 1), vals, "o", label="trial (best round)")
+        ax.plot(range(1, len(vals) + 1), best, "-", label="best so far")
+        ax.set_xlabel("trial (in order)")
+        ax.set_ylabel(f"val {space.metric}")
+        ax.legend()
+        ax.set_title("Sweep optimisation history (validation classes)")
+        fig.tight_layout()
+        fig.savefig(sel_dir / "history.png", dpi=110)
+        plt.close(fig)
+        hist_ok = True
+    importances = {}
+    if len(study.trials) >= 3:
+        import optuna
+
+        try:
+            importances = optuna.importance.get_param_importances(study)
+        except (RuntimeError, ValueError):
+            importances = {}
+        if importances:
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+            names = list(importances)[::-1]
+            ax.barh(names, [importances[n] for n in names])
+            ax.set_xlabel("importance (Optuna fANOVA)")
+            ax.set_title("Hyper-parameter importance for the validation objective")
+            fig.tight_layout()
+            fig.savefig(sel_dir / "importance.png", dpi=110)
+            plt.close(fig)
+            imp_ok = True
+    w = order[0]
+    n_seeds = w["val"]["n"]
+    lines = [f"# Final selection: sweep `{meta['name']}`", "",
+             f"{meta['model']} on {meta['dataset_name']} (fingerprint {meta['fingerprint']}): top {len(summary)} "
+             f"configurations of the sweep by validation {space.metric} ({space.mode}), {n_seeds} seeds each.", "",
+             f"**Protocol.** {PROTOCOL}", "",
+             f"| candidate | sweep trial | budget (rounds) | sweep val | val {obj} (decides) | test {tobj} (report) |",
+             "|---|---|---|---|---|---|"]
+    for s in order:
+        name = f"c{s['candidate']}" + (" (winner)" if s["candidate"] == d["winner"] else "")
+        lines.append(f"| {name} | {s['trial_id']} | {s['budget_rounds']} | {s['sweep_val']:.2f} | "
+                     f"{fmt_stats(s['val'])} | {fmt_stats(s['stats'][tobj])} |")
+    lines += ["", f"## Winner: c{w['candidate']} (sweep trial {w['trial_id']})", ""]
+    if test:
+        ru = order[1]
+        dv = w["val"]["mean"] - ru["val"]["mean"]
+        dt = w["stats"][tobj]["mean"] - ru["stats"][tobj]["mean"]
+        verdict = "significant" if test["significant"] else "**not significant**"
+        lines.append(f"Chosen over the runner-up c{ru['candidate']} by {dv:+.2f} points of mean validation {obj}. "
+                     f"On test the difference is {dt:+.2f} points of {tobj}; paired Wilcoxon signed-rank test over "
+                     f"{test['n']} test classes (per-class values averaged over seeds): p = {test['p_value']:.4f}, "
+                     f"{verdict} at 0.05.")
+    lines += ["", "All test metrics of the winner (final models fitted on train + val):", "",
+              "| metric | mean ± sd [95% CI] |", "|---|---|"]
+    for m, st in w["stats"].items():
+        lines.append(f"| {m} | {fmt_stats(st)} |")
+    lines += ["", "Winner configuration (searched keys):", "", "| key | value |", "|---|---|"]
+    for k, v in w["params"].items():
+        lines.append(f"| {k} | {v} |")
+    reg = d["registered_run"]
+    lines += ["", f"Registered model: the seed {d['seed']} final model of the winner ({SEED_RULE}; its validation "
+                  f"{obj} {w['val_by_seed'][d['seed']]:.2f}, its test {tobj} {reg['metrics'][tobj]:.2f}).", "",
+              "![candidates](candidates.png)"]
+    if hist_ok:
+        lines.append("![history](history.png)")
+    if imp_ok:
+        lines.append("![importance](importance.png)")
+    else:
+        lines.append("(Parameter importances need at least 3 completed sweep trials with varied values.)")
+    report = sel_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def _test_runs(d: dict[str, Any], s: dict[str, Any]) -> list[dict[str, Any]]:
+    return sorted((r for r in d["test_runs"] if r["candidate"] == s["candidate"]), key=lambda r: r["seed"])
+
+
+def _sweep_study(trials: list[dict[str, Any]], space: SearchSpace):
+    """The sweep's trials as an Optuna study (for history and importances), in trial order."""
+    import optuna
+
+    dists = space.distributions()
+    study = optuna.create_study(direction="maximize" if space.mode == "max" else "minimize")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for t in sorted(trials, key=lambda t: t["trial_id"]):
+        val = t["best"]
+        if val is None or not math.isfinite(val):
+            continue
+        params = {k: t["config"][k] for k in dists if k in t["config"]}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params},
+                                                  value=float(val)))
+    return study

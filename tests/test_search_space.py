@@ -73,10 +73,11 @@ def test_sweep_callback_pickles_while_tune_swaps_print(monkeypatch):
 
     import ray.cloudpickle as cloudpickle
 
+    from zsexp.search.callback import MlflowSweepCallback
     from zsexp.search.stopper import FailureBudget
-    from zsexp.tracking import Progress, make_sweep_callback
+    from zsexp.tracking import Progress
 
-    cb = make_sweep_callback(tracking_uri="sqlite:///x.db", experiment_id="1", parent_run_id="p", sweep="s",
+    cb = MlflowSweepCallback(tracking_uri="sqlite:///x.db", experiment_id="1", parent_run_id="p", sweep="s",
                              metric_key="val_top1", mode="max", max_rounds=3, params_of=functools.partial(dict),
                              flat_of=dict, progress=Progress("s", "top1", "max"), common_tags={})
     monkeypatch.setattr(builtins, "print", lambda *a, **k: None)

@@ -76,7 +76,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from zsexp.search.sweep import SweepOptions, run_sweep
 
-    run_sweep(SweepOptions(
+    summary = run_sweep(SweepOptions(
         model=args.model, dataset=args.dataset, space=args.space, trials=args.trials, gpus=args.gpus,
         gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
         sampler=args.sampler, scheduler=args.scheduler, seed=args.seed, data_seed=args.data_seed, name=args.name,
@@ -84,14 +84,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         sets=tuple(args.set), retries=args.retries, max_failed_trials=args.max_failed_trials,
         keep_checkpoints=args.keep_checkpoints, device=args.device,
         progress_every_s=args.progress_every))
-    return 0
+    return 0 if summary.get("complete", True) else 130
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from zsexp.search.sweep import resume_sweep
 
-    resume_sweep(args.name, storage=args.storage, address=args.address, retry_errored=args.retry_errored)
-    return 0
+    summary = resume_sweep(args.name, storage=args.storage, address=args.address, retry_errored=args.retry_errored)
+    return 0 if summary.get("complete", True) else 130
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -225,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or SQLite in ZSEXP_HOME)")
     p.add_argument("--experiment", help="MLflow experiment (default zsexp-MODEL-DATASET)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix a config key for all trials")
-    p.add_argument("--retries", type=int, default=0, help="times a failed trial is retried from its checkpoint")
+    p.add_argument("--retries", type=int, default=2,
+                   help="times a trial whose worker died is retried from its checkpoint (default 2; a diverged "
+                        "trial is not retried)")
     p.add_argument("--max-failed-trials", type=int, help="stop the sweep once more trials than this failed")
     p.add_argument("--keep-checkpoints", type=int, help="keep only the N best checkpoints per trial (default: all; "
                    "with N, a killed sweep may find its last checkpoint deleted, ray-project/ray#27790)")

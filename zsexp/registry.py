@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from zsexp.errors import ZsexpError
+from zsexp.faults import kill_point
 
 
 def log_selection(o, meta: dict[str, Any], d: dict[str, Any], results: list[dict[str, Any]], sel_dir: Path,
@@ -84,6 +85,7 @@ def log_selection(o, meta: dict[str, Any], d: dict[str, Any], results: list[dict
         with mlflow.start_run(run_id=winner_run):
             info = log_retrieval_model(reg["model_path"], example, k=o.retrieval_k,
                                        query_kind="text" if meta["model"] == "zscrgan" else "class")
+        kill_point("select_register")
         mv = mlflow.register_model(info.model_uri, register_as)
     tst = w["stats"][tobj]
     version_tags = {"zsexp.sweep": meta["name"], "zsexp.objective": obj, "zsexp.mode": d.get("mode", "max"),

@@ -1,49 +1,95 @@
-"""Ray's OptunaSearch, told each trial's best-round value, with a fix for resumed sweeps.
+"""Ray's OptunaSearch with a durable study, told each trial's best-round value.
 
-**One rule from sweep to registry.**  A trial reports its validation objective every round; Optuna
-is told the trial's *best* round value when it completes (not the last round's), which is the
-value the MLflow child run, the sweep summary and ``zsexp select`` rank by -- and the selection then
-trains each candidate for exactly that many rounds.  The round values come from the study's own
-record of intermediate values (``Trial.report``), so a resumed trial keeps its earlier rounds.
+**Durable study.**  The study lives in Optuna's journal file storage in the sweep directory
+(:func:`journal_storage`), which appends every ask, intermediate report and tell to a file as it
+happens.  Tune pickles the searcher into its periodic snapshot, but a pickled ``JournalStorage``
+replays the journal when it is loaded, so a restored searcher sees every trial the driver had
+created or finished -- not just those of the snapshot (the in-memory study of ray#48500 would lose
+them).  Each Optuna trial carries its Tune trial id as the user attribute ``tune_trial_id``.
 
-Optuna 5 samplers use ``constant_liar``: a trial left RUNNING counts as a pessimistic guess for as
-long as it stays RUNNING.  After a driver crash, an Optuna trial whose Tune trial was never saved
-in the experiment state would stay RUNNING forever and bias every later suggestion.  On restore,
-RUNNING Optuna trials are marked FAIL; a Tune trial that Tune does resume and that later
-completes is recorded again as a completed trial with the same parameters, so the sampler's
-history stays whole and TPE continues from every earlier result.
+**Reconciliation on restore** (:meth:`ResumableOptunaSearch.restore`):
+
+* an Optuna trial that is already finished (told before the driver died, perhaps after Tune's
+  last snapshot) is never told or reported to again -- the crash of ray#19274
+  (``UpdateFinishedTrialError``) -- and its Tune trial, if Tune resumes it, ends without training
+  (the trainable reads the driver's finish marker);
+* an Optuna trial still RUNNING whose Tune trial the snapshot does not know was created in the
+  last moments before the kill: Tune will never run it, so it is marked FAIL (a RUNNING trial
+  would bias the sampler as a ``constant_liar`` guess forever) and counted in ``lost``;
+* the sampler's random state is reseeded, so it does not re-suggest the configurations of the
+  snapshot's future (optuna#3255).
+
+**One rule from sweep to registry.**  Optuna is told a trial's *best* round value when it
+completes, computed from the study's own record of intermediate values, so a resumed trial keeps
+its earlier rounds.  The MLflow child run, ``zsexp status`` and ``zsexp select`` rank by the same
+value, and the selection trains each candidate for exactly that many rounds.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
+
+JOURNAL_FILE = "optuna_journal.log"
+TUNE_ID_ATTR = "tune_trial_id"
+
+
+def journal_storage(sweep_dir: str | Path) -> optuna.storages.JournalStorage:
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    path = str(Path(sweep_dir) / JOURNAL_FILE)
+    # an O_EXCL lock file: a lock left by a killed driver is broken after the grace period
+    return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path,
+                                                                                                grace_period=5)))
 
 
 class ResumableOptunaSearch(OptunaSearch):
+    lost: list[str]
+
+    # -------------------------------------------------------------- helpers
+    def _frozen(self, trial_id: str):
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None:
+            return None
+        return self._ot_study._storage.get_trial(ot_trial._trial_id)   # noqa: SLF001
+
+    def _is_finished(self, trial_id: str) -> bool:
+        frozen = self._frozen(trial_id)
+        return frozen is not None and frozen.state.is_finished()
+
+    # -------------------------------------------------------------- Tune hooks
+    def suggest(self, trial_id: str):
+        config = super().suggest(trial_id)
+        ot_trial = self._ot_trials.get(trial_id)
+        if isinstance(config, dict) and ot_trial is not None:
+            ot_trial.set_user_attr(TUNE_ID_ATTR, trial_id)
+        return config
+
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
-        self._failed_on_restore: set[str] = set()
-        for trial_id, ot_trial in list(self._ot_trials.items()):
-            frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)   # noqa: SLF001
-            if frozen.state == optuna.trial.TrialState.RUNNING:
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
-                self._failed_on_restore.add(trial_id)
+        self.lost = []
+        known = {ot._trial_id for ot in self._ot_trials.values()}         # noqa: SLF001
+        for frozen in self._ot_study.get_trials(deepcopy=False):
+            if frozen.state == TrialState.RUNNING and frozen._trial_id not in known:   # noqa: SLF001
+                self._ot_study.tell(frozen.number, state=TrialState.FAIL)
+                self.lost.append(str(frozen.user_attrs.get(TUNE_ID_ATTR, f"optuna#{frozen.number}")))
+        if hasattr(self._ot_study.sampler, "reseed_rng"):
+            self._ot_study.sampler.reseed_rng()
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        # a finished Optuna trial takes no intermediate values; its final value is added on completion
-        if trial_id not in getattr(self, "_failed_on_restore", set()):
-            super().on_trial_result(trial_id, result)
+        if self._is_finished(trial_id) or trial_id not in self._ot_trials:
+            return
+        super().on_trial_result(trial_id, result)
 
     def _best_round_result(self, trial_id: str, result: dict | None) -> dict | None:
         """``result`` with the objective replaced by the best value over the trial's rounds."""
-        ot_trial = self._ot_trials.get(trial_id)
-        if not result or ot_trial is None or isinstance(self.metric, list):
+        frozen = self._frozen(trial_id)
+        if not result or frozen is None or isinstance(self.metric, list):
             return result
-        frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)   # noqa: SLF001
         values = [v for v in frozen.intermediate_values.values() if v is not None and math.isfinite(v)]
         last = result.get(self.metric)
         if isinstance(last, (int, float)) and math.isfinite(last):
@@ -53,17 +99,7 @@ class ResumableOptunaSearch(OptunaSearch):
         return {**result, self.metric: max(values) if self._mode == "max" else min(values)}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        result = self._best_round_result(trial_id, result)
-        if trial_id not in getattr(self, "_failed_on_restore", set()):
-            return super().on_trial_complete(trial_id, result, error)
-        self._failed_on_restore.discard(trial_id)
-        value = (result or {}).get(self.metric)
-        if value is None or error:
-            self._completed_trials.add(trial_id)
+        if trial_id not in self._ot_trials or self._is_finished(trial_id):
+            self._completed_trials.add(trial_id)        # told before a kill: never told twice
             return None
-        old = self._ot_trials[trial_id]
-        params: dict[str, Any] = dict(old.params)
-        dists = {k: v for k, v in old.distributions.items() if k in params}
-        self._ot_study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(value)))
-        self._completed_trials.add(trial_id)
-        return None
+        return super().on_trial_complete(trial_id, self._best_round_result(trial_id, result), error)

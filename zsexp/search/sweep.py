@@ -22,7 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from zsexp.errors import ZsexpError
+from zsexp.faults import kill_point
 from zsexp.paths import default_tracking_uri, zsexp_home
 from zsexp.search.space import SearchSpace, load_space, parse_space
 from zsexp.search.trainable import train_trial, trial_params
@@ -51,7 +54,7 @@ class SweepOptions:
     tracking_uri: str | None = None
     experiment: str | None = None
     sets: tuple[str, ...] = ()
-    retries: int = 0
+    retries: int = 2
     max_failed_trials: int | None = None
     keep_checkpoints: int | None = None
     device: str = "auto"
@@ -139,10 +142,11 @@ def _trainable(meta: dict[str, Any]):
 
 def _callback(meta: dict[str, Any], space: SearchSpace):
     """The MLflow/progress callback of a new sweep (a resumed sweep gets its own back from Tune's state)."""
-    from zsexp.tracking import Progress, make_sweep_callback
+    from zsexp.search.callback import MlflowSweepCallback
+    from zsexp.tracking import Progress
 
     progress = Progress(meta["name"], space.metric, space.mode, every_s=meta["progress_every_s"])
-    return make_sweep_callback(
+    return MlflowSweepCallback(
         tracking_uri=meta["tracking_uri"], experiment_id=meta["experiment_id"],
         parent_run_id=meta["parent_run_id"], sweep=meta["name"], metric_key=space.metric_key, mode=space.mode,
         max_rounds=space.max_rounds, params_of=functools.partial(trial_params, meta["trial_meta"]),
@@ -161,12 +165,16 @@ def _scheduler(space: SearchSpace, name: str):
 
 # --------------------------------------------------------------------------- commands
 def run_sweep(o: SweepOptions) -> dict[str, Any]:
+    """A new sweep.  Every check that can refuse it (space, budget, data, name, tracking store, Ray
+    resources) runs before anything is written: a refused command leaves no sweep directory, no
+    MLflow run and no registry entry."""
+    import ray
+
     from zsexp.config import parse_set
     from zsexp.data import load_dataset
     from zsexp.models import require_discriminative_validation
-    from zsexp.tracking import client, ensure_experiment, git_commit
+    from zsexp.tracking import client, ensure_experiment, git_commit, redact_uri
 
-    # everything that can be wrong in the input is checked before any Ray process starts
     space = load_space(o.space, o.model)
     if o.sets:     # --set pins a key for every trial; a searched key becomes fixed
         pinned = parse_set(list(o.sets))
@@ -181,131 +189,254 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
         raise ZsexpError(f"--scheduler must be asha or none, got {scheduler!r}")
     if o.trials < 1:
         raise ZsexpError(f"--trials must be >= 1, got {o.trials}")
+    if o.retries < 0:
+        raise ZsexpError(f"--retries must be >= 0, got {o.retries}")
     data = load_dataset(o.dataset, seed=o.data_seed)
     require_discriminative_validation(data)
     name = o.name or f"{o.model}-{data.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     d = sweep_dir(name, o.storage)
-    if (d / SWEEP_FILE).exists():
+    if d.exists():
         raise ZsexpError(f"sweep {name!r} already exists at {d}; continue it with `zsexp resume {name}` "
                          f"or choose another --name")
-    from zsexp.tracking import redact_uri
-
     c = client(o.tracking_uri or default_tracking_uri())
     uri = redact_uri(o.tracking_uri or default_tracking_uri())   # stored and printed without credentials
-    experiment = o.experiment or f"zsexp-{o.model}-{data.name}"
-    exp_id = ensure_experiment(c, experiment, uri)
-    tags = {"zsexp.model": o.model, "zsexp.dataset": data.name, "zsexp.fingerprint": data.fingerprint(),
-            "zsexp.git_commit": git_commit(), "zsexp.storage": str(d)}
-    parent = c.create_run(exp_id, run_name=name, tags={**tags, "zsexp.sweep": name, "zsexp.kind": "sweep"})
-    d.mkdir(parents=True, exist_ok=True)
-    c.log_text(parent.info.run_id, json.dumps(space.raw, indent=2, default=str), "search_space.json")
     opts = {"gpus": o.gpus, "gpus_per_trial": o.gpus_per_trial, "cpus_per_trial": o.cpus_per_trial,
             "max_concurrent": o.max_concurrent}
-    meta = {
-        "name": name, "dir": str(d), "model": o.model, "dataset": o.dataset, "dataset_name": data.name,
-        "fingerprint": data.fingerprint(), "trials": o.trials, "scheduler": scheduler, "seed": o.seed,
-        "space": space.raw | {"fixed": space.fixed}, "space_source": space.source, "tracking_uri": uri,
-        "experiment": experiment, "experiment_id": exp_id, "parent_run_id": parent.info.run_id, "tags": tags,
-        "options": opts, "retries": o.retries, "max_failed_trials": o.max_failed_trials,
-        "keep_checkpoints": o.keep_checkpoints,
-        "progress_every_s": o.progress_every_s, "created": dt.datetime.now().isoformat(), "status": "created",
-        "trial_meta": {"model": o.model, "dataset": o.dataset, "data_seed": o.data_seed, "seed": o.seed,
-                       "fixed": space.fixed, "fit_split": "train", "max_rounds": space.max_rounds,
-                       "device": o.device},
-    }
-    from mlflow.entities import Param
+    started = _init_ray(o.address)
+    try:
+        _resources(opts)                                    # the cluster can run it: only now write anything
+        experiment = o.experiment or f"zsexp-{o.model}-{data.name}"
+        exp_id = ensure_experiment(c, experiment, uri)
+        tags = {"zsexp.model": o.model, "zsexp.dataset": data.name, "zsexp.fingerprint": data.fingerprint(),
+                "zsexp.git_commit": git_commit(), "zsexp.storage": str(d)}
+        parent = c.create_run(exp_id, run_name=name, tags={**tags, "zsexp.sweep": name, "zsexp.kind": "sweep"})
+        d.mkdir(parents=True)
+        c.log_text(parent.info.run_id, json.dumps(space.raw, indent=2, default=str), "search_space.json")
+        meta = {
+            "name": name, "dir": str(d), "model": o.model, "dataset": o.dataset, "dataset_name": data.name,
+            "fingerprint": data.fingerprint(), "trials": o.trials, "scheduler": scheduler, "seed": o.seed,
+            "space": space.raw | {"fixed": space.fixed}, "space_source": space.source, "tracking_uri": uri,
+            "experiment": experiment, "experiment_id": exp_id, "parent_run_id": parent.info.run_id, "tags": tags,
+            "options": opts, "retries": o.retries, "max_failed_trials": o.max_failed_trials,
+            "keep_checkpoints": o.keep_checkpoints,
+            "progress_every_s": o.progress_every_s, "created": dt.datetime.now().isoformat(), "status": "created",
+            "trial_meta": {"model": o.model, "dataset": o.dataset, "data_seed": o.data_seed, "seed": o.seed,
+                           "fixed": space.fixed, "fit_split": "train", "max_rounds": space.max_rounds,
+                           "device": o.device, "sweep_dir": str(d)},
+        }
+        from mlflow.entities import Param
 
-    sweep_params = {"model": o.model, "dataset": o.dataset, "trials": o.trials, "scheduler": scheduler,
-                    "sampler": space.sampler, "gpus": o.gpus, "gpus_per_trial": o.gpus_per_trial,
-                    "objective": space.metric, "mode": space.mode, "max_rounds": space.max_rounds}
-    c.log_batch(parent.info.run_id, params=[Param(k, str(v)) for k, v in sweep_params.items()])
-    _write_json(d / SWEEP_FILE, meta)
-    return _fit(meta, space, o.address, restore=False)
+        sweep_params = {"model": o.model, "dataset": o.dataset, "trials": o.trials, "scheduler": scheduler,
+                        "sampler": space.sampler, "gpus": o.gpus, "gpus_per_trial": o.gpus_per_trial,
+                        "objective": space.metric, "mode": space.mode, "max_rounds": space.max_rounds}
+        c.log_batch(parent.info.run_id, params=[Param(k, str(v)) for k, v in sweep_params.items()])
+        _write_json(d / SWEEP_FILE, meta)
+        return _fit(meta, space, restore=False)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def resume_sweep(name: str, storage: str | None = None, address: str | None = None,
                  retry_errored: bool = False) -> dict[str, Any]:
+    import ray
+
     from zsexp.tracking import client
 
     meta = read_meta(name, storage)
     space = parse_space(meta["space"], meta["space_source"], meta["model"])
     c = client(meta["tracking_uri"])
-    c.update_run(meta["parent_run_id"], status="RUNNING")           # reopen the parent run
-    return _fit(meta, space, address, restore=True, retry_errored=retry_errored)
-
-
-def _fit(meta: dict[str, Any], space: SearchSpace, address: str | None, restore: bool,
-         retry_errored: bool = False) -> dict[str, Any]:
-    import ray
-    from ray import tune
-
-    from zsexp.search.optuna_search import ResumableOptunaSearch
-    from zsexp.search.stopper import FailureBudget
-    from zsexp.tracking import client
-
-    # Tune saves the experiment state (what `zsexp resume` restarts from) at least this often
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
     started = _init_ray(address)
-    d = Path(meta["dir"])
     try:
-        res, concurrency = _resources(meta["options"])
-        meta["resources"] = res
-        trainable = _trainable(meta)
-        print(f"[{meta['name']}] {meta['model']} on {meta['dataset_name']}: {meta['trials']} trials, up to "
-              f"{concurrency} at once ({', '.join(f'{k}={v:g}' for k, v in res.items())} each), "
-              f"objective val {space.metric} ({space.mode}), scheduler {meta['scheduler']}, sampler {space.sampler}")
-        print(f"[{meta['name']}] storage {d}; MLflow {meta['tracking_uri']} experiment {meta['experiment']!r}, "
-              f"parent run {meta['parent_run_id']}")
-        if restore:
-            if not tune.Tuner.can_restore(str(d)):
-                raise ZsexpError(f"{d}: no Tune experiment state to resume (the sweep never started a trial); "
-                                 f"start it again with `zsexp search`")
-            tuner = tune.Tuner.restore(str(d), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=retry_errored, restart_errored=False)
-        else:
-            callback = _callback(meta, space)
-            searcher = ResumableOptunaSearch(space=space.distributions(), metric=space.metric_key, mode=space.mode,
-                                             sampler=space.make_sampler(meta["seed"]))
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(metric=space.metric_key, mode=space.mode, search_alg=searcher,
-                                            scheduler=_scheduler(space, meta["scheduler"]),
-                                            num_samples=meta["trials"], max_concurrent_trials=concurrency,
-                                            # a trial reuses a finished trial's worker process: no new
-                                            # Python, torch import and dataset build per trial
-                                            reuse_actors=True),
-                run_config=tune.RunConfig(
-                    name=meta["name"], storage_path=str(d.parent), callbacks=[callback], verbose=0,
-                    stop=FailureBudget(callback, meta["max_failed_trials"]),
-                    failure_config=tune.FailureConfig(max_failures=meta["retries"]),
-                    # Every checkpoint is kept by default: Tune's periodic experiment snapshot may point at a
-                    # checkpoint that a `num_to_keep` policy deleted since, and the trial would then fail to
-                    # resume (ray-project/ray#27790).  --keep-checkpoints N trades that safety for disk.
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=meta.get("keep_checkpoints"),
-                                                            checkpoint_score_attribute=space.metric_key,
-                                                            checkpoint_score_order=space.mode)))
-        meta["status"] = "running"
-        _write_json(d / SWEEP_FILE, {k: v for k, v in meta.items() if k != "resources"})
-        t0 = time.time()
-        results = tuner.fit()
-        summary = summarise(meta, space, results, time.time() - t0)
+        _resources(meta["options"])
+        c.update_run(meta["parent_run_id"], status="RUNNING")           # reopen the parent run
+        meta["trial_meta"]["sweep_dir"] = meta["dir"]
+        meta["trial_meta"]["retry_errored"] = retry_errored
+        return _fit(meta, space, restore=True, retry_errored=retry_errored)
     finally:
         if started:
             ray.shutdown()
+
+
+# --------------------------------------------------------------------------- resume reconciliation
+def _repair_experiment_state(d: Path) -> list[str]:
+    """Set aside the newest Tune snapshot when it cannot be read (a driver killed while it was being
+    copied to storage), so that Tune restores the previous session's complete one."""
+    moved = []
+    while True:
+        states = sorted(d.glob("experiment_state-*.json"))
+        if not states:
+            return moved
+        newest = states[-1]
+        try:
+            json.loads(newest.read_text())
+            return moved
+        except (ValueError, OSError):
+            session = newest.stem[len("experiment_state-"):]
+            for f in d.glob(f"*{session}*"):
+                if f.is_file():
+                    f.rename(f.with_name(f.name + ".unreadable"))
+                    moved.append(f.name)
+
+
+def _snapshot_trial_ids(d: Path) -> set[str] | None:
+    """Trial ids in the newest Tune snapshot (None: there is none)."""
+    states = sorted(d.glob("experiment_state-*.json"))
+    if not states:
+        return None
+    state = json.loads(states[-1].read_text())
+    return {json.loads(t[0])["trial_id"] for t in state.get("trial_data", [])}
+
+
+def reconcile(meta: dict[str, Any], known: set[str], retry_errored: bool) -> dict[str, Any]:
+    """Before Tune restarts: drop what the driver logged for trials Tune's snapshot never saw.
+
+    Such a trial was created in the last moments before the kill (the snapshot is taken every
+    controller step); Tune will not run it.  Its MLflow child run, unless finished, is deleted, and
+    its entries leave the durable progress record; the searcher fails its Optuna trial on restore.
+    With ``--retry-errored`` the failed trials' outcomes and markers are cleared so they run again."""
+    from zsexp.search.callback import MARKER_DIR, write_json_atomic
+    from zsexp.tracking import TAG_SWEEP, TAG_TRIAL, client
+
+    d = Path(meta["dir"])
+    c = client(meta["tracking_uri"])
+    runs = c.search_runs([meta["experiment_id"]], filter_string=f"tags.`{TAG_SWEEP}` = '{meta['name']}' and "
+                                                                f"tags.`zsexp.kind` = 'trial'", max_results=10000)
+    deleted, kept_orphans = [], []
+    for run in runs:
+        tid = run.data.tags.get(TAG_TRIAL)
+        if tid in known:
+            continue
+        if run.info.status == "FINISHED":
+            kept_orphans.append(tid)
+        else:
+            c.delete_run(run.info.run_id)
+            deleted.append(tid)
+    progress = read_progress(d)
+    if progress:
+        drop = set(progress.get("runs", {})) - known
+        if retry_errored:
+            drop_failed = {t for t, o in progress.get("outcomes", {}).items() if o == "failed"}
+            for t in drop_failed:
+                progress["outcomes"].pop(t, None)
+                (d / MARKER_DIR / f"{t}.json").unlink(missing_ok=True)
+        for key in ("runs", "best_ckpt", "outcomes", "logged_step", "pending"):
+            for t in drop:
+                progress.get(key, {}).pop(t, None)
+        write_json_atomic(d / CALLBACK_FILE, progress)
+    return {"deleted_runs": deleted, "finished_unknown": kept_orphans}
+
+
+def _fit(meta: dict[str, Any], space: SearchSpace, restore: bool, retry_errored: bool = False) -> dict[str, Any]:
+    from ray import tune
+
+    from zsexp.search.optuna_search import ResumableOptunaSearch, journal_storage
+    from zsexp.search.stopper import FailureBudget
+    from zsexp.tracking import client
+
+    # Tune snapshots its experiment state (trials, searcher, callback) at the end of every controller
+    # step, not on a time budget: `zsexp resume` restarts from it, and the driver's own durable record
+    # (progress file, trial markers, the Optuna journal) covers the step in flight at a kill.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    d = Path(meta["dir"])
+    res, concurrency = _resources(meta["options"])
+    meta["resources"] = res
+    trainable = _trainable(meta)
+    print(f"[{meta['name']}] {meta['model']} on {meta['dataset_name']}: {meta['trials']} trials, up to "
+          f"{concurrency} at once ({', '.join(f'{k}={v:g}' for k, v in res.items())} each), "
+          f"objective val {space.metric} ({space.mode}), scheduler {meta['scheduler']}, sampler {space.sampler}")
+    print(f"[{meta['name']}] storage {d}; MLflow {meta['tracking_uri']} experiment {meta['experiment']!r}, "
+          f"parent run {meta['parent_run_id']}")
+    if restore:
+        moved = _repair_experiment_state(d)
+        if moved:
+            print(f"[{meta['name']}] set aside an unreadable snapshot ({', '.join(moved)}); using the previous one")
+        known = _snapshot_trial_ids(d)
+        rec = reconcile(meta, known or set(), retry_errored)
+        if rec["deleted_runs"]:
+            print(f"[{meta['name']}] {len(rec['deleted_runs'])} trial(s) started just before the interruption were "
+                  f"never saved by Tune; their unfinished MLflow runs were removed")
+        if rec["finished_unknown"]:
+            print(f"[{meta['name']}] warning: finished trial(s) {rec['finished_unknown']} are missing from Tune's "
+                  f"snapshot; their MLflow runs are kept")
+    if restore and known is not None and tune.Tuner.can_restore(str(d)):
+        tuner = tune.Tuner.restore(str(d), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=retry_errored, restart_errored=False)
+    else:
+        if restore:   # killed before Tune's first snapshot: start the sweep's Tune run afresh
+            print(f"[{meta['name']}] no Tune snapshot yet (interrupted during start-up): starting the trials afresh")
+            for f in d.glob("*"):
+                if f.name not in (SWEEP_FILE, "optuna_journal.log") and f.is_file():
+                    f.unlink()
+        callback = _callback(meta, space)
+        searcher = ResumableOptunaSearch(space=space.distributions(), metric=space.metric_key, mode=space.mode,
+                                         sampler=space.make_sampler(meta["seed"]), storage=journal_storage(d),
+                                         study_name=meta["name"])
+        if restore:
+            searcher.lost = _fail_running_optuna_trials(d, meta["name"])
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(metric=space.metric_key, mode=space.mode, search_alg=searcher,
+                                        scheduler=_scheduler(space, meta["scheduler"]),
+                                        num_samples=meta["trials"], max_concurrent_trials=concurrency,
+                                        # a trial reuses a finished trial's worker process: no new
+                                        # Python, torch import and dataset build per trial
+                                        reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=meta["name"], storage_path=str(d.parent), callbacks=[callback], verbose=0,
+                stop=FailureBudget(callback, meta["max_failed_trials"]),
+                failure_config=tune.FailureConfig(max_failures=meta["retries"]),
+                # Every checkpoint is kept by default: Tune's snapshot may point at a checkpoint that a
+                # `num_to_keep` policy deleted since, and the trial would then fail to resume
+                # (ray-project/ray#27790).  --keep-checkpoints N trades that safety for disk.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=meta.get("keep_checkpoints"),
+                                                        checkpoint_score_attribute=space.metric_key,
+                                                        checkpoint_score_order=space.mode)))
+    meta["status"] = "running"
+    _write_json(d / SWEEP_FILE, {k: v for k, v in meta.items() if k != "resources"})
+    kill_point("startup")
+    t0 = time.time()
+    results = tuner.fit()
+    kill_point("summary")
+    summary = summarise(meta, space, results, time.time() - t0)
+    complete = summary["counts"].get("TERMINATED", 0) + summary["counts"].get("ERROR", 0) >= meta["trials"]
+    n_failed = list(summary["outcomes"].values()).count("failed")
+    budget_stop = meta.get("max_failed_trials") is not None and n_failed > meta["max_failed_trials"]
     try:
         c = client(meta["tracking_uri"])
         if summary.get("best"):
             c.log_metric(meta["parent_run_id"], f"best_{space.metric_key}", summary["best"]["value"])
             c.set_tag(meta["parent_run_id"], "zsexp.best_trial", summary["best"]["trial_id"])
-        c.set_terminated(meta["parent_run_id"], "FINISHED")
+        c.set_terminated(meta["parent_run_id"], "FINISHED" if complete or budget_stop else "KILLED")
     except ZsexpError as exc:
         print(f"[{meta['name']}] the sweep finished but its MLflow parent run could not be closed ({exc}); "
               f"run `zsexp resume {meta['name']}` when the tracking server answers")
-    meta["status"] = "finished" if summary["counts"].get("TERMINATED", 0) + summary["counts"].get(
-        "ERROR", 0) >= meta["trials"] else "interrupted"
+    meta["status"] = "finished" if complete else "stopped" if budget_stop else "interrupted"
     _write_json(d / SWEEP_FILE, {k: v for k, v in meta.items() if k != "resources"})
     print_summary(meta, space, summary)
+    summary["complete"] = complete or budget_stop
+    if budget_stop and not complete:
+        print(f"[{meta['name']}] stopped: {n_failed} trials failed, more than --max-failed-trials "
+              f"{meta['max_failed_trials']}")
+    elif not complete:
+        print(f"[{meta['name']}] interrupted after {summary['n_trials']} of {meta['trials']} trials; "
+              f"continue with `zsexp resume {meta['name']}`")
     return summary
+
+
+def _fail_running_optuna_trials(d: Path, study_name: str) -> list[str]:
+    """A restart without a Tune snapshot: trials the killed driver had asked for never ran."""
+    from zsexp.search.optuna_search import TUNE_ID_ATTR, journal_storage
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=journal_storage(d))
+    except KeyError:
+        return []
+    lost = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        lost.append(str(t.user_attrs.get(TUNE_ID_ATTR, t.number)))
+    return lost
 
 
 def summarise(meta: dict[str, Any], space: SearchSpace, results: Any, wall_s: float) -> dict[str, Any]:

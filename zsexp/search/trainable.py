@@ -4,6 +4,12 @@ One trial = one model trained round by round (E-M iterations for ZSCRGAN, step s
 CM-GAN).  After every round it evaluates the validation classes and reports the metrics with a
 checkpoint (``tune.report``); on (re)start it resumes from ``tune.get_checkpoint()``.  A loss
 that turns NaN raises :class:`DivergenceError`, which fails the trial with that message.
+
+Before training, a (re)started trial reads the driver's finish marker (``zsexp.search.callback``):
+a trial that had already completed or been stopped before the driver died ends at once, without
+training or reporting, and one that had failed fails again with its recorded error (unless the
+sweep is resumed with ``--retry-errored``).  A diverged trial writes its own marker before it
+raises, so Tune's retries (``--retries``, meant for lost workers) do not train it again.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from zsexp.config import flat_params
+from zsexp.faults import maybe_kill_worker, note_round
 from zsexp.search.space import metric_key, trial_overrides
 
 CKPT_FILE = "model.pt"
@@ -39,9 +46,25 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
     from ray import tune
 
     from zsexp.models import build_model, get_spec
-    from zsexp.models.common import configure_cpu_math, load_checkpoint, resolve_device, save_checkpoint
+    from zsexp.models.common import (
+        DivergenceError,
+        configure_cpu_math,
+        load_checkpoint,
+        resolve_device,
+        save_checkpoint,
+    )
+    from zsexp.search.callback import read_marker, trial_marker, write_json_atomic
     from zsexp.train import checkpoint_state
 
+    trial_id = tune.get_context().get_trial_id()
+    sweep_dir = meta.get("sweep_dir")
+    if sweep_dir:
+        marker = read_marker(sweep_dir, trial_id)
+        if marker and marker["outcome"] in ("completed", "early-stopped"):
+            return                                         # finished before the driver died
+        if marker and marker["outcome"] == "failed" and not meta.get("retry_errored"):
+            raise RuntimeError(f"trial {trial_id} already failed, not run again (`zsexp resume --retry-errored` "
+                               f"would): {marker['error'][-500:]}")
     configure_cpu_math()
     data, cfg = trial_config(meta, config)
     spec = get_spec(meta["model"])
@@ -57,7 +80,15 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
         done_rounds = int(state["round"])
     rounds = min(spec.rounds(model), meta["max_rounds"])
     for r in range(done_rounds + 1, rounds + 1):
-        losses = model.train_round()
+        maybe_kill_worker(sweep_dir, r)
+        try:
+            losses = model.train_round()
+        except DivergenceError as exc:
+            if sweep_dir:      # a retry would diverge again: fail it at once
+                trial_marker(sweep_dir, trial_id).parent.mkdir(exist_ok=True)
+                write_json_atomic(trial_marker(sweep_dir, trial_id), {"outcome": "failed", "error": str(exc)})
+            raise
+        note_round(trial_id, r)
         val = model.evaluate("val")
         metrics: dict[str, Any] = {metric_key(k): v for k, v in val.items()}
         if meta["model"] == "cmgan":            # the paper's own validation measure (§4.4)

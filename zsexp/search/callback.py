@@ -1,0 +1,291 @@
+"""The sweep's Tune callback: MLflow child runs, progress, trial outcomes -- the driver's durable record.
+
+Every MLflow write is an operation queued per trial (``start``: create or re-attach the child run
+and log its params; ``metrics``; ``finish``: outcome, error, best checkpoint) and flushed in order
+at each hook.  When the tracking server is unreachable the operations wait in the queue -- trials
+keep running -- and are written when it answers again.
+
+**Durable record.**  The callback's whole state (child run ids, outcomes, best values, the last
+round logged per trial, the queue) is mirrored to ``zsexp_progress.json`` in the sweep directory
+*before* the MLflow writes it implies, atomically, on every event.  Tune's own snapshot of this
+state lags (it is taken once per controller step and copied to storage in the background), so on
+``zsexp resume`` :meth:`set_state` takes the mirror, which is never older.  Each finished trial
+also gets a marker ``zsexp_trials/<trial_id>.json`` that the trainable reads: a trial Tune's
+snapshot still shows running, but that had finished before the driver died, ends at once instead
+of training again (see :func:`zsexp.search.trainable.train_trial`).  Replayed operations are
+idempotent: a child run is found by its trial-id tag before one is created, metric rounds already
+logged are skipped, and a finished run is not reopened.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from zsexp.faults import kill_point
+from zsexp.tracking import (
+    TAG_ERROR,
+    TAG_KIND,
+    TAG_OUTCOME,
+    TAG_SWEEP,
+    TAG_TRIAL,
+    Progress,
+    find_child_run,
+    numeric_metrics,
+)
+
+MARKER_DIR = "zsexp_trials"
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, default=str))
+    os.replace(tmp, path)
+
+
+def trial_marker(sweep_dir: str | Path, trial_id: str) -> Path:
+    return Path(sweep_dir) / MARKER_DIR / f"{trial_id}.json"
+
+
+def read_marker(sweep_dir: str | Path, trial_id: str) -> dict[str, Any] | None:
+    p = trial_marker(sweep_dir, trial_id)
+    try:
+        return json.loads(p.read_text()) if p.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+class MlflowSweepCallback(tune.Callback):
+    """Logs every trial to MLflow from the driver, prints progress, counts failures."""
+
+    def __init__(self, *, tracking_uri: str, experiment_id: str, parent_run_id: str, sweep: str,
+                 metric_key: str, mode: str, max_rounds: int, params_of: Callable[[dict], dict[str, str]],
+                 flat_of: Callable[[dict], dict[str, Any]], progress: Progress, common_tags: dict[str, str],
+                 state_file: str | None = None):
+        self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+        self.sweep, self.metric_key, self.mode, self.max_rounds = sweep, metric_key, mode, max_rounds
+        self.params_of, self.flat_of, self.progress, self.common_tags = params_of, flat_of, progress, common_tags
+        self.runs: dict[str, str] = {}
+        self.best_ckpt: dict[str, dict[str, Any]] = {}
+        self.outcomes: dict[str, str] = {}
+        self.logged_step: dict[str, int] = {}                # last round whose metrics were queued
+        self.pending: dict[str, list[list[Any]]] = {}       # trial id -> queued operations
+        self.running: set[str] = set()
+        self.peak_concurrency = 0
+        self.best: dict[str, Any] | None = None
+        self.state_file = state_file
+        self._client = None
+        self._outage_since: float | None = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_client"] = None            # a live client is not part of the pickled RunConfig
+        return state
+
+    @property
+    def sweep_dir(self) -> Path | None:
+        return Path(self.state_file).parent if self.state_file else None
+
+    # -------------------------------------------------------------- MLflow operations
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def _enqueue(self, trial_id: str, op: list[Any], flush: bool = True) -> None:
+        self.pending.setdefault(trial_id, []).append(op)
+        if flush:
+            self._flush()
+
+    def _flush(self) -> None:
+        for tid in list(self.pending):
+            ops = self.pending[tid]
+            while ops:
+                try:
+                    self._apply(tid, ops[0])
+                except Exception as exc:  # noqa: BLE001 - any tracking failure: keep the op, retry later
+                    if self._outage_since is None:
+                        self._outage_since = time.time()
+                        print(f"[{self.sweep}] MLflow at {self.tracking_uri} failed "
+                              f"({str(exc).splitlines()[0][:160]}); trials keep running, tracking writes "
+                              f"are queued and retried")
+                    self._save()
+                    return
+                ops.pop(0)
+            del self.pending[tid]
+        if self._outage_since is not None:
+            print(f"[{self.sweep}] MLflow is back after {time.time() - self._outage_since:.0f}s; queued writes done")
+            self._outage_since = None
+
+    def _apply(self, tid: str, op: list[Any]) -> None:
+        from mlflow.entities import Metric, Param
+
+        kind = op[0]
+        c = self.client
+        if kind == "start":
+            run_id = self.runs.get(tid) or find_child_run(c, self.experiment_id, self.sweep, tid)
+            if run_id is None:
+                tags = {**self.common_tags, "mlflow.parentRunId": self.parent_run_id, TAG_SWEEP: self.sweep,
+                        TAG_TRIAL: tid, TAG_KIND: "trial", "mlflow.runName": f"{self.sweep}-{tid}"}
+                run_id = c.create_run(self.experiment_id, tags=tags, run_name=f"{self.sweep}-{tid}").info.run_id
+            self.runs[tid] = run_id
+            # re-logging identical params is allowed: a replay after a kill completes a half-written start
+            c.log_batch(run_id, params=[Param(k, v) for k, v in op[1].items()])
+            c.update_run(run_id, status="RUNNING")
+        elif kind == "metrics":
+            c.log_batch(self.runs[tid], metrics=[Metric(k, v, ts, step) for k, v, ts, step in op[1]])
+        elif kind == "finish":
+            _, outcome, error, ckpt_path, ckpt_round, best = op
+            run_id = self.runs[tid]
+            c.set_tag(run_id, TAG_OUTCOME, outcome)
+            if error:
+                c.set_tag(run_id, TAG_ERROR, error[-4500:])
+            if ckpt_path and Path(ckpt_path).is_dir():
+                kill_point("checkpoint_upload")
+                c.log_artifacts(run_id, ckpt_path, artifact_path="best_checkpoint")
+                c.set_tag(run_id, "zsexp.best_checkpoint_round", str(ckpt_round))
+            if best:
+                c.set_tag(run_id, "zsexp.best_round", str(best["round"]))
+                key = f"best_{self.metric_key}"
+                if key not in c.get_run(run_id).data.metrics:      # a replay logs it once
+                    c.log_metric(run_id, key, best["value"])
+            c.set_terminated(run_id, "FAILED" if outcome == "failed" else "FINISHED")
+
+    # -------------------------------------------------------------- helpers
+    def _save(self) -> None:
+        """Mirror the state to a JSON file beside the sweep: the durable record (see module doc)."""
+        if self.state_file:
+            write_json_atomic(self.state_file, self.get_state())
+
+    def _better(self, a: float, b: float) -> bool:
+        return a > b if self.mode == "max" else a < b
+
+    def _state(self) -> dict[str, Any]:
+        return {"running": len(self.running), "failed": sum(o == "failed" for o in self.outcomes.values()),
+                "completed": sum(o in ("completed", "early-stopped") for o in self.outcomes.values()),
+                "stopped": sum(o == "early-stopped" for o in self.outcomes.values()), "best": self.best}
+
+    @property
+    def n_failed(self) -> int:
+        return self._state()["failed"]
+
+    # -------------------------------------------------------------- Tune hooks
+    def on_trial_start(self, iteration, trials, trial, **info):
+        tid = trial.trial_id
+        if tid in self.outcomes:          # finished before the driver died; the trainable ends at once
+            self._flush()
+            return
+        self.running.add(tid)
+        self.peak_concurrency = max(self.peak_concurrency, len(self.running))
+        self._enqueue(tid, ["start", self.params_of(trial.config)], flush=False)
+        self._save()
+        self._flush()
+        self.progress.maybe_print(self._state())
+
+    on_trial_restore = on_trial_start
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        tid = trial.trial_id
+        if tid in self.outcomes:
+            return
+        step = int(result.get("training_iteration", 0))
+        if step <= self.logged_step.get(tid, 0):      # re-run of a round already logged (resumed trial)
+            return
+        self.logged_step[tid] = step
+        ts = int(time.time() * 1000)
+        metrics = [[k, v, ts, step] for k, v in numeric_metrics(result).items() if math.isfinite(v)]
+        value = result.get(self.metric_key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            if self.best is None or self._better(value, self.best["value"]):
+                self.best = {"value": float(value), "trial": tid, "round": step,
+                             "params": self.flat_of(trial.config), "run_id": self.runs.get(tid)}
+            tb = self.best_ckpt.get(tid)
+            if tb is None or self._better(value, tb["value"]):
+                self.best_ckpt[tid] = {"value": float(value), "round": step}
+        if metrics:
+            self._enqueue(tid, ["metrics", metrics], flush=False)
+        self._save()                      # durable before the write; a replayed identical metric is a no-op
+        self._flush()
+        self.progress.maybe_print(self._state())
+
+    @staticmethod
+    def _tune_best_checkpoint(trial) -> tuple[str | None, int | None]:
+        """The best checkpoint Tune kept for the trial (CheckpointConfig scores it by the objective)."""
+        manager = trial.run_metadata.checkpoint_manager
+        best = manager.best_checkpoint_result or manager.latest_checkpoint_result
+        if best is None:
+            return None, None
+        return best.checkpoint.path, int(best.metrics.get("training_iteration", 0))
+
+    def _finish(self, trial, outcome: str, error: str | None = None) -> None:
+        tid = trial.trial_id
+        self.running.discard(tid)
+        if tid in self.outcomes:          # already recorded before a kill: only the queue is replayed
+            self._flush()
+            return
+        self.outcomes[tid] = outcome
+        path, ck_round = self._tune_best_checkpoint(trial)
+        self._enqueue(tid, ["finish", outcome, error, path, ck_round, self.best_ckpt.get(tid)], flush=False)
+        if self.sweep_dir is not None:    # the intent is durable before any MLflow write
+            marker = trial_marker(self.sweep_dir, tid)
+            marker.parent.mkdir(exist_ok=True)
+            write_json_atomic(marker, {"outcome": outcome, "error": (error or "")[-2000:],
+                                       "best": self.best_ckpt.get(tid)})
+        self._save()
+        kill_point("trial_complete")
+        self._flush()
+        self._save()
+        kill_point("trial_logged")
+        self.progress.maybe_print(self._state(), force=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        last = trial.last_result or {}
+        finished = last.get("model_done") or int(last.get("training_iteration", 0)) >= last.get(
+            "max_rounds", self.max_rounds)
+        self._finish(trial, "completed" if finished else "early-stopped")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        # Tune writes the error to the trial's local directory before calling back; storage syncs later
+        local = trial.error_file
+        err = Path(local).read_text() if local and Path(local).is_file() else trial.get_error()
+        self._finish(trial, "failed", str(err or "unknown error"))
+
+    def on_experiment_end(self, trials, **info):
+        self._flush()
+        self._save()
+        if self.pending:
+            n = sum(len(v) for v in self.pending.values())
+            print(f"[{self.sweep}] {n} MLflow writes could not be made (server unreachable); they are kept "
+                  f"and written by `zsexp resume {self.sweep}` once the server answers")
+
+    def get_state(self) -> dict | None:
+        return {"runs": dict(self.runs), "best_ckpt": dict(self.best_ckpt), "outcomes": dict(self.outcomes),
+                "logged_step": dict(self.logged_step), "peak": self.peak_concurrency, "best": self.best,
+                "pending": dict(self.pending)}
+
+    def set_state(self, state: dict) -> None:
+        """Tune's snapshot of the state, unless the durable mirror exists (it is never older)."""
+        if self.state_file and Path(self.state_file).is_file():
+            try:
+                state = json.loads(Path(self.state_file).read_text())
+            except ValueError:
+                pass
+        self.runs = dict(state.get("runs", {}))
+        self.best_ckpt = dict(state.get("best_ckpt", {}))
+        self.outcomes = dict(state.get("outcomes", {}))
+        self.logged_step = {k: int(v) for k, v in state.get("logged_step", {}).items()}
+        self.peak_concurrency = int(state.get("peak", 0))
+        self.best = state.get("best")
+        self.pending = {k: list(v) for k, v in state.get("pending", {}).items()}
+        self.running = set()

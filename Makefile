@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.zsexp-installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,12 @@ demo: $(STAMP)
 	$(BIN)/zsexp promote zsexp-zscrgan-synthetic-tiny --list
 	$(BIN)/zsexp search cmgan --dataset synthetic-tiny --trials 4 --name $(SWEEP)-cmgan
 
-test: $(STAMP)
+# The browser test drives Debian's chromium through its chromedriver; nothing downloads a browser.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -39,8 +39,10 @@ def launch(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
 
 
 def run_with_kills(first: list[str], again: list[str], env: dict[str, str], log: Path, kills_left: int,
-                   rng: random.Random, max_delay: float) -> tuple[int, int, list[float]]:
-    """Run ``first``; while kills are left, SIGKILL it after a random delay and run ``again``.
+                   rng: random.Random, max_delay: float, started: Path | None = None) -> tuple[int, int, list[float]]:
+    """Run ``first``; while kills are left, SIGKILL it after a random delay and run ``again`` -- or
+    ``first`` again when ``started`` (the sweep's metadata) does not exist yet: a sweep killed before
+    it wrote anything was never created, and the user starts it again.
     Returns (kills made, final exit code, kill times)."""
     args, made, times = first, 0, []
     while True:
@@ -56,7 +58,7 @@ def run_with_kills(first: list[str], again: list[str], env: dict[str, str], log:
             times.append(round(delay, 2))
             with open(log, "a") as f:
                 f.write(f"\n=== battery: SIGKILL after {delay:.2f}s ===\n")
-            args = again
+            args = again if started is None or started.is_file() else first
 
 
 def audit_sweep(home: Path, name: str, trials: int, round_log: Path) -> dict:
@@ -131,7 +133,8 @@ def main() -> None:
         search = ["search", "zscrgan", "--trials", str(a.trials), "--name", name, "--max-concurrent", "1",
                   "--set", f"em_iterations={a.rounds}", "--progress-every", "5", "--seed", str(i)]
         budget = min(a.kills_per_sweep, a.kills - kills)
-        made, rc, times = run_with_kills(search, ["resume", name], env, log, budget, rng, a.max_delay)
+        made, rc, times = run_with_kills(search, ["resume", name], env, log, budget, rng, a.max_delay,
+                                         started=home / "sweeps" / name / "zsexp_sweep.json")
         kills += made
         kill_times += times
         sweeps.append({"name": name, "kills": made, "exit": rc})

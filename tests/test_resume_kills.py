@@ -158,3 +158,32 @@ def test_refused_commands_leave_nothing(ray_cluster, tmp_path, capsys, monkeypat
         assert not c.search_runs([e.experiment_id for e in c.search_experiments()], max_results=10)
         assert not c.search_registered_models()
     assert main(["status", "r1"]) == 2
+
+
+def test_a_snapshot_cut_by_the_kill_is_repaired(tmp_path, monkeypatch):
+    """Tune copies its snapshot to storage in the background every step; a kill mid-copy truncates a
+    file.  It is taken again from the driver's staging copy, or the session is set aside."""
+    import ray.cloudpickle as cloudpickle
+
+    from zsexp.search.sweep import _loadable, _repair_experiment_state
+
+    d = tmp_path / "sweeps" / "s"
+    d.mkdir(parents=True)
+    for session in ("2026-01-01_00-00-00", "2026-01-02_00-00-00"):
+        (d / f"experiment_state-{session}.json").write_text(json.dumps({"trial_data": []}))
+        for name in ("search_gen_state-{}.json", "searcher-state-{}.pkl", "callback-states-{}.pkl"):
+            (d / name.format(session)).write_bytes(cloudpickle.dumps({"session": session}))
+    newest = d / "callback-states-2026-01-02_00-00-00.pkl"
+    good = newest.read_bytes()
+    newest.write_bytes(b"")                                   # the copy the kill cut short
+    staging = tmp_path / "raytmp" / "ray" / "session_x" / "artifacts" / "t" / "s" / "driver_artifacts"
+    staging.mkdir(parents=True)
+    (staging / newest.name).write_bytes(good)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "raytmp"))
+    notes = _repair_experiment_state(d, "s")
+    assert _loadable(newest) and "staging" in notes[0]
+    newest.write_bytes(b"")                                   # no staging copy left: set the session aside
+    (staging / newest.name).unlink()
+    notes = _repair_experiment_state(d, "s")
+    assert not (d / "experiment_state-2026-01-02_00-00-00.json").exists()
+    assert (d / "experiment_state-2026-01-01_00-00-00.json").exists() and len(notes) == 4

@@ -51,6 +51,8 @@ def test_sweep_select_promote_serve(ray_cluster, capsys):
         assert (sel / png).stat().st_size > 1000
     report = (sel / "report.md").read_text()
     assert "Winner" in report and "p =" in report
+    page = (sel / "report.html").read_text()          # self-contained: the figures are inside
+    assert "<table>" in page and page.count("data:image/png;base64,") == 3 and "Winner" in page
     name = result["registered_model"]
 
     # MLflow: one selection run, a nested run per configuration x seed, the report as artifacts
@@ -60,7 +62,8 @@ def test_sweep_select_promote_serve(ray_cluster, capsys):
     nested = c.search_runs([sel_run.info.experiment_id],
                            filter_string=f"tags.`mlflow.parentRunId` = '{sel_run.info.run_id}'")
     assert len(nested) == 8           # (configuration, seed) x (validation run, final run)
-    assert "report/report.md" in [a.path for a in c.list_artifacts(sel_run.info.run_id, "report")]
+    assert {"report/report.md", "report/report.html"} <= {a.path for a in c.list_artifacts(sel_run.info.run_id,
+                                                                                            "report")}
     mv = c.get_model_version_by_alias(name, "candidate")
     assert mv.tags["zsexp.sweep"] == "e2e" and "test.precision_at_50" in mv.tags
     w = result["summary"][result["winner"]]

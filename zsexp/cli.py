@@ -110,13 +110,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     for t in st["trials"]:
         best = "-" if t["best"] is None else f"{t['best']:.3f}"
         print(f"  {t['trial_id']:<14}{t['status']:<12}{(t['outcome'] or '-'):<15}{t['rounds']:>7}{best:>10}")
+    from zsexp.search.space import parse_space
+    from zsexp.search.sweep import show_links
+
+    show_links(m, parse_space(m["space"], m["space_source"], m["model"]))
     return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from zsexp.tracking import start_ui
 
-    return start_ui(args.tracking_uri, args.host, args.port)
+    links = None
+    if args.sweep:
+        from zsexp.search.space import parse_space
+        from zsexp.search.sweep import read_meta, show_links
+
+        meta = read_meta(args.sweep, args.storage)
+        space = parse_space(meta["space"], meta["space_source"], meta["model"])
+        args.tracking_uri = args.tracking_uri or meta["tracking_uri"]
+
+        def links(ui: str) -> None:
+            show_links(meta, space, ui)
+    return start_ui(args.tracking_uri, args.host, args.port, links)
 
 
 # --------------------------------------------------------------------------- select / promote
@@ -253,7 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("ui", help="open the MLflow UI on zsexp's tracking store",
-                       description="Start `mlflow ui` on zsexp's store (SQLite under $ZSEXP_HOME by default).")
+                       description="Start `mlflow ui` on zsexp's store (SQLite under $ZSEXP_HOME by default).  With "
+                                   "SWEEP, first print a link that opens that sweep's trials (objective and searched "
+                                   "parameters as columns, best first) and one to their compare view.")
+    p.add_argument("sweep", nargs="?", help="a sweep whose trials the printed links open")
+    p.add_argument("--storage", help="where the sweep lives (default $ZSEXP_HOME/sweeps)")
     p.add_argument("--tracking-uri")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)

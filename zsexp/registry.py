@@ -69,7 +69,7 @@ def log_selection(o, meta: dict[str, Any], d: dict[str, Any], results: list[dict
     if d["test"]:
         metrics.append(Metric("wilcoxon_p_value", d["test"]["p_value"], ts, 0))
     c.log_batch(parent, metrics=metrics)
-    for name in ("report.md", "candidates.png", "history.png", "importance.png", "candidates.json"):
+    for name in ("report.html", "report.md", "candidates.png", "history.png", "importance.png", "candidates.json"):
         if (sel_dir / name).is_file():
             c.log_artifact(parent, str(sel_dir / name), artifact_path="report")
     # the winner as a registered retrieval model

@@ -115,7 +115,54 @@ def write_report(meta: dict[str, Any], space: SearchSpace, d: dict[str, Any], se
         lines.append("(Parameter importances need at least 3 completed sweep trials with varied values.)")
     report = sel_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
+    (sel_dir / "report.html").write_text(markdown_to_html(lines, sel_dir, title=f"Final selection: {meta['name']}"))
     return report
+
+
+def markdown_to_html(lines: list[str], base: Path, title: str) -> str:
+    """The report's Markdown as one self-contained HTML page: headings, paragraphs, tables, and the
+    PNG figures embedded as data URIs, so it opens as it is in MLflow's artifact viewer."""
+    import base64
+    import html
+    import re
+
+    def inline(text: str) -> str:
+        t = html.escape(text)
+        t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+    out, table = [], []
+
+    def flush_table() -> None:
+        if not table:
+            return
+        rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table if not set(r) <= set("|-: ")]
+        out.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in rows[0]) + "</tr>")
+        out.extend("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+        out.append("</table>")
+        table.clear()
+
+    for line in lines:
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush_table()
+        img = re.fullmatch(r"!\[(.*?)\]\((.+?)\)", line.strip())
+        if img and (base / img.group(2)).is_file():
+            data = base64.b64encode((base / img.group(2)).read_bytes()).decode()
+            out.append(f'<p><img alt="{html.escape(img.group(1))}" src="data:image/png;base64,{data}"></p>')
+        elif line.startswith("## "):
+            out.append(f"<h2>{inline(line[3:])}</h2>")
+        elif line.startswith("# "):
+            out.append(f"<h1>{inline(line[2:])}</h1>")
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    flush_table()
+    style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+             "font-size:14px}th{background:#f3f3f3}img{max-width:100%}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
 
 
 def _test_runs(d: dict[str, Any], s: dict[str, Any]) -> list[dict[str, Any]]:

@@ -334,3 +334,7 @@ def print_selection(out: dict[str, Any], order: list[dict[str, Any]]) -> None:
     print(f"[select {out['sweep']}] registered {out['registered_model']} version {out['version']} (seed "
           f"{out['winner_seed']}: {out['seed_rule']}) as @candidate; load it with "
           f"mlflow.pyfunc.load_model('{out['model_uri']}')")
+    from zsexp.ui_links import DEFAULT_UI, model_link
+
+    print(f"[select {out['sweep']}] in the MLflow UI (`zsexp ui`): {model_link(DEFAULT_UI, out['registered_model'])}; "
+          f"report.html is in the selection run's artifacts")

@@ -90,13 +90,19 @@ def client(tracking_uri: str | None = None):
 
 
 def ensure_experiment(c, name: str, uri: str) -> str:
+    """The experiment's id, created when missing; declared a model-training experiment so that the
+    MLflow UI opens it on runs, not on the GenAI traces page (``mlflow.experimentKind``)."""
+    from zsexp.ui_links import EXPERIMENT_KIND
+
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+            c.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
         return exp.experiment_id
     artifact_location = None
     if not uri.startswith("http"):
         artifact_location = (default_artifact_root() / name).as_uri()
-    return c.create_experiment(name, artifact_location=artifact_location)
+    return c.create_experiment(name, artifact_location=artifact_location, tags=dict([EXPERIMENT_KIND]))
 
 
 def find_child_run(c, experiment_id: str, sweep: str, trial_id: str) -> str | None:
@@ -145,9 +151,12 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def start_ui(tracking_uri: str | None, host: str, port: int) -> int:
-    """``mlflow ui`` on zsexp's store (the SQLite file under ZSEXP_HOME unless a URI is given)."""
+def start_ui(tracking_uri: str | None, host: str, port: int, links: Callable[[str], None] | None = None) -> int:
+    """``mlflow ui`` on zsexp's store (the SQLite file under ZSEXP_HOME unless a URI is given);
+    ``links(ui_url)`` prints the links of a sweep before the server starts."""
     uri = tracking_uri or default_tracking_uri()
+    if links is not None:
+        links(f"http://{host}:{port}")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     if not uri.startswith("http"):
         cmd += ["--default-artifact-root", default_artifact_root().as_uri()]

@@ -63,6 +63,14 @@ def read_marker(sweep_dir: str | Path, trial_id: str) -> dict[str, Any] | None:
         return None
 
 
+def run_name(trial_id: str, searched: dict[str, Any], width: int = 72) -> str:
+    """A child run's name: the trial id and its searched values, short enough for the runs table."""
+    def fmt(v: Any) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+    name = trial_id + " " + " ".join(f"{k.replace('_', '')}={fmt(v)}" for k, v in sorted(searched.items()))
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
 class MlflowSweepCallback(tune.Callback):
     """Logs every trial to MLflow from the driver, prints progress, counts failures."""
 
@@ -136,9 +144,10 @@ class MlflowSweepCallback(tune.Callback):
         if kind == "start":
             run_id = self.runs.get(tid) or find_child_run(c, self.experiment_id, self.sweep, tid)
             if run_id is None:
+                name = op[2] if len(op) > 2 else f"{self.sweep}-{tid}"
                 tags = {**self.common_tags, "mlflow.parentRunId": self.parent_run_id, TAG_SWEEP: self.sweep,
-                        TAG_TRIAL: tid, TAG_KIND: "trial", "mlflow.runName": f"{self.sweep}-{tid}"}
-                run_id = c.create_run(self.experiment_id, tags=tags, run_name=f"{self.sweep}-{tid}").info.run_id
+                        TAG_TRIAL: tid, TAG_KIND: "trial", "mlflow.runName": name}
+                run_id = c.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
             self.runs[tid] = run_id
             # re-logging identical params is allowed: a replay after a kill completes a half-written start
             c.log_batch(run_id, params=[Param(k, v) for k, v in op[1].items()])
@@ -188,7 +197,8 @@ class MlflowSweepCallback(tune.Callback):
             return
         self.running.add(tid)
         self.peak_concurrency = max(self.peak_concurrency, len(self.running))
-        self._enqueue(tid, ["start", self.params_of(trial.config)], flush=False)
+        self._enqueue(tid, ["start", self.params_of(trial.config), run_name(tid, self.flat_of(trial.config))],
+                      flush=False)
         self._save()
         self._flush()
         self.progress.maybe_print(self._state())

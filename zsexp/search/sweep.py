@@ -195,7 +195,7 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
     require_discriminative_validation(data)
     name = o.name or f"{o.model}-{data.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     d = sweep_dir(name, o.storage)
-    if d.exists():
+    if (d / SWEEP_FILE).exists():
         raise ZsexpError(f"sweep {name!r} already exists at {d}; continue it with `zsexp resume {name}` "
                          f"or choose another --name")
     c = client(o.tracking_uri or default_tracking_uri())
@@ -209,8 +209,12 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
         exp_id = ensure_experiment(c, experiment, uri)
         tags = {"zsexp.model": o.model, "zsexp.dataset": data.name, "zsexp.fingerprint": data.fingerprint(),
                 "zsexp.git_commit": git_commit(), "zsexp.storage": str(d)}
-        parent = c.create_run(exp_id, run_name=name, tags={**tags, "zsexp.sweep": name, "zsexp.kind": "sweep"})
-        d.mkdir(parents=True)
+        # a start killed before it wrote the sweep file left at most this run behind: take it over
+        found = c.search_runs([exp_id], filter_string=f"tags.`zsexp.sweep` = '{name}' and tags.`zsexp.kind` = 'sweep'",
+                              max_results=1)
+        parent = found[0] if found else c.create_run(exp_id, run_name=name,
+                                                     tags={**tags, "zsexp.sweep": name, "zsexp.kind": "sweep"})
+        d.mkdir(parents=True, exist_ok=True)
         c.log_text(parent.info.run_id, json.dumps(space.raw, indent=2, default=str), "search_space.json")
         meta = {
             "name": name, "dir": str(d), "model": o.model, "dataset": o.dataset, "dataset_name": data.name,
@@ -259,24 +263,56 @@ def resume_sweep(name: str, storage: str | None = None, address: str | None = No
 
 
 # --------------------------------------------------------------------------- resume reconciliation
-def _repair_experiment_state(d: Path) -> list[str]:
-    """Set aside the newest Tune snapshot when it cannot be read (a driver killed while it was being
-    copied to storage), so that Tune restores the previous session's complete one."""
-    moved = []
+STATE_FILES = ("experiment_state-{}.json", "search_gen_state-{}.json", "searcher-state-{}.pkl",
+               "callback-states-{}.pkl")
+
+
+def _loadable(path: Path) -> bool:
+    try:
+        if path.name.startswith("experiment_state-"):            # JSON; the others are pickles, whatever
+            json.loads(path.read_text())                           # their suffix
+        else:
+            import ray.cloudpickle as cloudpickle
+
+            with open(path, "rb") as f:
+                cloudpickle.load(f)
+        return True
+    except Exception:  # noqa: BLE001 - truncated or empty file of any kind
+        return False
+
+
+def _repair_experiment_state(d: Path, name: str) -> list[str]:
+    """Make Tune's newest snapshot loadable.  Tune writes it in a local staging directory and copies
+    it to storage in the background, once per step; a driver killed during that copy leaves truncated
+    files in storage.  A truncated file is taken again from the staging copy when this machine still
+    has it (Ray keeps it under its temp dir, ``session_*/artifacts/*/NAME/driver_artifacts``);
+    otherwise the whole session's snapshot is set aside and Tune restores the previous one."""
+    import glob
+    import shutil
+    import tempfile
+
+    ray_tmp = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray"
+    notes = []
     while True:
         states = sorted(d.glob("experiment_state-*.json"))
         if not states:
-            return moved
-        newest = states[-1]
-        try:
-            json.loads(newest.read_text())
-            return moved
-        except (ValueError, OSError):
-            session = newest.stem[len("experiment_state-"):]
-            for f in d.glob(f"*{session}*"):
-                if f.is_file():
-                    f.rename(f.with_name(f.name + ".unreadable"))
-                    moved.append(f.name)
+            return notes
+        session = states[-1].stem[len("experiment_state-"):]
+        files = [d / t.format(session) for t in STATE_FILES if (d / t.format(session)).exists()]
+        bad = [f for f in files if not _loadable(f)]
+        for f in bad:
+            staged = sorted(glob.glob(str(ray_tmp / "session_*" / "artifacts" / "*" / name / "driver_artifacts" /
+                                          f.name)), key=os.path.getmtime, reverse=True)
+            for cand in staged:
+                if _loadable(Path(cand)):
+                    shutil.copyfile(cand, f)
+                    notes.append(f"{f.name} taken from the driver's staging copy")
+                    break
+        if all(_loadable(f) for f in files):
+            return notes
+        for f in files:
+            f.rename(f.with_name(f.name + ".unreadable"))
+            notes.append(f"{f.name} set aside (unreadable)")
 
 
 def _snapshot_trial_ids(d: Path) -> set[str] | None:
@@ -348,9 +384,9 @@ def _fit(meta: dict[str, Any], space: SearchSpace, restore: bool, retry_errored:
     print(f"[{meta['name']}] storage {d}; MLflow {meta['tracking_uri']} experiment {meta['experiment']!r}, "
           f"parent run {meta['parent_run_id']}")
     if restore:
-        moved = _repair_experiment_state(d)
-        if moved:
-            print(f"[{meta['name']}] set aside an unreadable snapshot ({', '.join(moved)}); using the previous one")
+        notes = _repair_experiment_state(d, meta["name"])
+        if notes:
+            print(f"[{meta['name']}] Tune's snapshot was cut by the kill: {'; '.join(notes)}")
         known = _snapshot_trial_ids(d)
         rec = reconcile(meta, known or set(), retry_errored)
         if rec["deleted_runs"]:
@@ -407,6 +443,10 @@ def _fit(meta: dict[str, Any], space: SearchSpace, restore: bool, retry_errored:
         if summary.get("best"):
             c.log_metric(meta["parent_run_id"], f"best_{space.metric_key}", summary["best"]["value"])
             c.set_tag(meta["parent_run_id"], "zsexp.best_trial", summary["best"]["trial_id"])
+        outcomes = list(summary["outcomes"].values())
+        for key, label in (("trials_completed", "completed"), ("trials_early_stopped", "early-stopped"),
+                           ("trials_failed", "failed")):
+            c.log_metric(meta["parent_run_id"], key, outcomes.count(label))
         c.set_terminated(meta["parent_run_id"], "FINISHED" if complete or budget_stop else "KILLED")
     except ZsexpError as exc:
         print(f"[{meta['name']}] the sweep finished but its MLflow parent run could not be closed ({exc}); "
@@ -478,8 +518,19 @@ def print_summary(meta: dict[str, Any], space: SearchSpace, s: dict[str, Any]) -
                                      for k, v in sorted(b["config"].items())))
     print(f"    checkpoint: {b['checkpoint']}")
     print(f"    MLflow run: {b['run_id']} (parent {meta['parent_run_id']}, experiment {meta['experiment']!r})")
-    print(f"Compare the trials: `zsexp ui` (or `mlflow ui --backend-store-uri {meta['tracking_uri']}`), open "
-          f"experiment {meta['experiment']!r}, select the runs of sweep {meta['name']!r}, press Compare.")
+    show_links(meta, space)
+
+
+def show_links(meta: dict[str, Any], space: SearchSpace, ui: str | None = None) -> None:
+    """Print the two MLflow UI links of the sweep's trials (a tracking outage only skips them)."""
+    from zsexp.ui_links import DEFAULT_UI, print_links, sweep_links
+
+    try:
+        links = sweep_links(meta, space.metric_key, space.mode, sorted(space.params), ui or DEFAULT_UI)
+    except Exception as exc:  # noqa: BLE001 - links are a convenience; never fail a command for them
+        print(f"[{meta['name']}] (no MLflow UI links: {str(exc).splitlines()[0][:200]})")
+        return
+    print_links(meta["name"], links)
 
 
 def read_progress(sweep_dir: str | Path) -> dict[str, Any]:

@@ -1,0 +1,142 @@
+"""Issue 12: the MLflow comparison a user actually sees, in a real headless Chromium.
+
+A 3-trial sweep, a selection and a promotion on the real stores; ``zsexp ui SWEEP`` as a real
+server; Selenium drives Debian's ``chromium`` through its ``chromedriver`` (both installed by
+``make test`` when missing; nothing is downloaded here).  Screenshots go to the test's temporary
+directory and their paths are in every failure message.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from zsexp.cli import main
+from zsexp.search.sweep import read_meta
+from zsexp.tracking import client
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def _browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
+        opts.add_argument(a)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(pred, timeout: float, what: str, shots: list[str], shoot=None):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.5)
+    if shoot is not None:
+        shoot("failed-" + what.split()[0])
+    raise AssertionError(f"timed out waiting for {what}; screenshots (the last is the failure): {shots}")
+
+
+def test_ui_links_open_the_sweep_trials_compare_view_and_registry(ray_cluster, tmp_path, capsys):
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.fail("chromium and chromedriver are needed: `make test` installs Debian's chromium and "
+                    "chromium-driver packages when they are missing")
+    assert main(["search", "zscrgan", "--trials", "3", "--name", "web", "--scheduler", "none",
+                 "--set", "em_iterations=3", "--progress-every", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "trials:  http" in out and "compare: http" in out          # the sweep ends with the links
+    assert main(["select", "web", "--k", "1", "--seeds", "1", "--register-as", "webmodel"]) == 0
+    assert main(["promote", "webmodel"]) == 0
+    meta = read_meta("web", None)
+    c = client()
+    trials = c.search_runs([meta["experiment_id"]], filter_string="tags.`zsexp.sweep` = 'web' and "
+                                                                  "tags.`zsexp.kind` = 'trial'")
+    assert len(trials) == 3
+    parent = c.get_run(meta["parent_run_id"])
+    assert parent.data.metrics["trials_completed"] == 3 and "best_val_precision_at_50" in parent.data.metrics
+    assert c.get_experiment(meta["experiment_id"]).tags["mlflow.experimentKind"] == "custom_model_development"
+    best = max(trials, key=lambda r: r.data.metrics["best_val_precision_at_50"])
+    best_txt = format(best.data.metrics["best_val_precision_at_50"], "g")[:4]       # as the table shows it
+
+    port = _free_port()
+    log = tmp_path / "ui.log"
+    ui = subprocess.Popen([sys.executable, "-m", "zsexp.cli", "ui", "web", "--port", str(port)],
+                          stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    shots: list[str] = []
+    driver = None
+    try:
+        def healthy():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+        _wait(healthy, 120, "the MLflow UI", shots)
+        lines = log.read_text().splitlines()
+        runs_url = next(ln.split()[1] for ln in lines if ln.strip().startswith("trials:"))
+        compare_url = next(ln.split()[1] for ln in lines if ln.strip().startswith("compare:"))
+        driver = _browser()
+
+        def shot(name: str) -> None:
+            path = str(tmp_path / f"{name}.png")
+            driver.save_screenshot(path)
+            shots.append(path)
+
+        def page_has(*texts: str):
+            def check():
+                body = driver.find_element("tag name", "body").text
+                return all(t in body for t in texts)
+            return check
+
+        # 1. the printed link: this sweep's trials, objective and searched parameters as columns
+        driver.get(runs_url)
+        _wait(page_has(*(r.data.tags["zsexp.trial_id"] for r in trials), "best_val_precision_at_50", "alpha",
+                       best_txt, "3 matching runs"), 90, "every trial run and the objective on the runs page", shots,
+              shot)
+        shot("1-trials")
+        assert all(r.info.run_name.startswith(r.data.tags["zsexp.trial_id"] + " alpha=") for r in trials)
+        body = driver.find_element("tag name", "body").text
+        assert "web-selection" not in body and "\nweb\n" not in body      # only the trials, not other runs
+        # 2. the compare link: the parallel-coordinates plot over the searched parameters renders
+        driver.get(compare_url)
+        _wait(lambda: driver.find_elements("css selector", ".parcoords"), 90, "the parallel-coordinates plot",
+              shots, shot)
+        _wait(page_has("Parallel Coordinates Plot", "val_precision_at_50"), 30, "the plot's axes", shots, shot)
+        shot("2-compare")
+        # 3. the registered model shows its @champion alias
+        driver.get(f"http://127.0.0.1:{port}/#/models/webmodel")
+        _wait(page_has("champion"), 90, "the @champion alias on the registered model", shots, shot)
+        shot("3-model")
+        # 4. the experiment link opens on runs (model training), not on the GenAI overview
+        driver.get(f"http://127.0.0.1:{port}/#/experiments/{meta['experiment_id']}?workflowType=machine_learning")
+        _wait(lambda: "/runs" in driver.current_url, 60, "the experiment to open on its runs", shots, shot)
+        shot("4-experiment")
+    finally:
+        if driver is not None:
+            driver.quit()
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
+    assert all(Path(s).stat().st_size > 10_000 for s in shots), shots

@@ -61,7 +61,18 @@ def run_with_kills(first: list[str], again: list[str], env: dict[str, str], log:
             args = again if started is None or started.is_file() else first
 
 
-def audit_sweep(home: Path, name: str, trials: int, round_log: Path) -> dict:
+def audit_rounds(round_log: Path, final_ids: set[str]) -> tuple[int, int]:
+    """(rounds the sweeps needed, rounds run again): every (trial, round) the trainable ran, once per
+    run of it; a round of a trial that is not one of the sweeps' final trials is all re-run."""
+    lines = [ln.split() for ln in round_log.read_text().splitlines() if ln.strip()] if round_log.is_file() else []
+    ran = Counter((t, int(r)) for t, r in lines)
+    needed = sum(1 for (t, _r) in ran if t in final_ids)
+    rerun = sum(n - 1 for (t, _r), n in ran.items() if t in final_ids) + sum(
+        n for (t, _r), n in ran.items() if t not in final_ids)
+    return needed, rerun
+
+
+def audit_sweep(home: Path, name: str, trials: int) -> dict:
     import optuna
     from mlflow.tracking import MlflowClient
 
@@ -77,17 +88,12 @@ def audit_sweep(home: Path, name: str, trials: int, round_log: Path) -> dict:
     cfgs = Counter(json.dumps({k: v for k, v in r.data.params.items()}, sort_keys=True) for r in finished)
     study = optuna.load_study(study_name=name, storage=journal_storage(sweep))
     told = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
-    # rounds: every (trial, round) the trainable ran, once per run of it
-    lines = [ln.split() for ln in round_log.read_text().splitlines() if ln.strip()] if round_log.is_file() else []
-    ran = Counter((t, int(r)) for t, r in lines)
-    final_ids = set(ids)
-    needed = sum(1 for (t, _r) in ran if t in final_ids)                    # distinct rounds of final trials
-    rerun = sum(n - 1 for n in ran.values()) + sum(n for (t, _r), n in ran.items() if t not in final_ids)
-    return {"name": name, "status": meta["status"], "child_runs": len(runs), "distinct_trials": len(ids),
+    return {"trial_ids": sorted(ids), "name": name, "status": meta["status"], "child_runs": len(runs),
+            "distinct_trials": len(ids),
             "duplicate_child_runs": sum(n - 1 for n in ids.values()),
             "configs_trained_twice": sum(1 for n in cfgs.values() if n > 1),
             "finished_runs": len(finished), "lost_trials": max(0, trials - len(finished)),
-            "optuna_told": len(told), "rounds_needed": needed, "rounds_rerun": rerun}
+            "optuna_told": len(told)}
 
 
 def audit_selection(home: Path, name: str, k: int, seeds: int) -> dict:
@@ -139,20 +145,19 @@ def main() -> None:
         kill_times += times
         sweeps.append({"name": name, "kills": made, "exit": rc})
         print(f"sweep {name}: {made} kill(s) at {times} s, final exit code {rc}", flush=True)
-    audits = [audit_sweep(home, s["name"], a.trials, round_log) for s in sweeps]
+    audits = [audit_sweep(home, s["name"], a.trials) for s in sweeps]
     for s, au in zip(sweeps, audits, strict=True):
         s.update(au)
     # the selection, killed and re-run
     last = sweeps[-1]["name"]
     sel_args = ["select", last, "--k", "2", "--seeds", "2"]
-    made, rc, times = run_with_kills(sel_args, sel_args, env, log, a.select_kills, rng, 20.0)
+    made, rc, times = run_with_kills(sel_args, sel_args, env, log, a.select_kills, rng, 10.0)
     sel = audit_selection(home, last, 2, 2)
     sel.update(kills=made, kill_times=times, exit=rc)
     wall = time.time() - t0
 
     survived = sum(s["kills"] for s in sweeps if s["exit"] == 0 and s["status"] == "finished")
-    needed = sum(s["rounds_needed"] for s in sweeps)
-    rerun = sum(s["rounds_rerun"] for s in sweeps)
+    needed, rerun = audit_rounds(round_log, {t for s in sweeps for t in s["trial_ids"]})
     figures = {
         "kills": kills, "kills_survived": survived, "sweeps": len(sweeps),
         "sweeps_completed": sum(s["status"] == "finished" and s["exit"] == 0 for s in sweeps),

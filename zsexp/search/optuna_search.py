@@ -17,7 +17,10 @@ them).  Each Optuna trial carries its Tune trial id as the user attribute ``tune
   last moments before the kill: Tune will never run it, so it is marked FAIL (a RUNNING trial
   would bias the sampler as a ``constant_liar`` guess forever) and counted in ``lost``;
 * the sampler's random state is reseeded, so it does not re-suggest the configurations of the
-  snapshot's future (optuna#3255).
+  snapshot's future (optuna#3255);
+* a *finished* Optuna trial whose Tune trial the snapshot does not know (possible only when an
+  unreadable snapshot had to be set aside for an older one) still counts toward the sweep's
+  ``total_trials``: the searcher stops suggesting once Tune's trials and these reach it.
 
 **One rule from sweep to registry.**  Optuna is told a trial's *best* round value when it
 completes, computed from the study's own record of intermediate values, so a resumed trial keeps
@@ -49,6 +52,8 @@ def journal_storage(sweep_dir: str | Path) -> optuna.storages.JournalStorage:
 
 class ResumableOptunaSearch(OptunaSearch):
     lost: list[str]
+    total_trials: int | None = None
+    finished_elsewhere: int = 0
 
     # -------------------------------------------------------------- helpers
     def _frozen(self, trial_id: str):
@@ -63,6 +68,8 @@ class ResumableOptunaSearch(OptunaSearch):
 
     # -------------------------------------------------------------- Tune hooks
     def suggest(self, trial_id: str):
+        if self.total_trials and len(self._ot_trials) + self.finished_elsewhere >= self.total_trials:
+            return OptunaSearch.FINISHED
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials.get(trial_id)
         if isinstance(config, dict) and ot_trial is not None:
@@ -74,9 +81,14 @@ class ResumableOptunaSearch(OptunaSearch):
         self.lost = []
         known = {ot._trial_id for ot in self._ot_trials.values()}         # noqa: SLF001
         for frozen in self._ot_study.get_trials(deepcopy=False):
-            if frozen.state == TrialState.RUNNING and frozen._trial_id not in known:   # noqa: SLF001
+            if frozen._trial_id in known:                                            # noqa: SLF001
+                continue
+            if frozen.state == TrialState.RUNNING:
+                self._ot_study._storage.set_trial_user_attr(frozen._trial_id, "zsexp_lost", True)  # noqa: SLF001
                 self._ot_study.tell(frozen.number, state=TrialState.FAIL)
                 self.lost.append(str(frozen.user_attrs.get(TUNE_ID_ATTR, f"optuna#{frozen.number}")))
+            elif frozen.state.is_finished() and not frozen.user_attrs.get("zsexp_lost"):
+                self.finished_elsewhere += 1
         if hasattr(self._ot_study.sampler, "reseed_rng"):
             self._ot_study.sampler.reseed_rng()
 

@@ -350,7 +350,7 @@ def reconcile(meta: dict[str, Any], known: set[str], retry_errored: bool) -> dic
             deleted.append(tid)
     progress = read_progress(d)
     if progress:
-        drop = set(progress.get("runs", {})) - known
+        drop = set(progress.get("runs", {})) - known - set(kept_orphans)
         if retry_errored:
             drop_failed = {t for t, o in progress.get("outcomes", {}).items() if o == "failed"}
             for t in drop_failed:
@@ -408,8 +408,9 @@ def _fit(meta: dict[str, Any], space: SearchSpace, restore: bool, retry_errored:
         searcher = ResumableOptunaSearch(space=space.distributions(), metric=space.metric_key, mode=space.mode,
                                          sampler=space.make_sampler(meta["seed"]), storage=journal_storage(d),
                                          study_name=meta["name"])
+        searcher.total_trials = meta["trials"]
         if restore:
-            searcher.lost = _fail_running_optuna_trials(d, meta["name"])
+            searcher.lost, searcher.finished_elsewhere = _fail_running_optuna_trials(d, meta["name"])
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(metric=space.metric_key, mode=space.mode, search_alg=searcher,
@@ -435,7 +436,8 @@ def _fit(meta: dict[str, Any], space: SearchSpace, restore: bool, retry_errored:
     results = tuner.fit()
     kill_point("summary")
     summary = summarise(meta, space, results, time.time() - t0)
-    complete = summary["counts"].get("TERMINATED", 0) + summary["counts"].get("ERROR", 0) >= meta["trials"]
+    done = summary["counts"].get("TERMINATED", 0) + summary["counts"].get("ERROR", 0)
+    complete = done + len(rec["finished_unknown"] if restore else []) >= meta["trials"]
     n_failed = list(summary["outcomes"].values()).count("failed")
     budget_stop = meta.get("max_failed_trials") is not None and n_failed > meta["max_failed_trials"]
     try:
@@ -464,19 +466,24 @@ def _fit(meta: dict[str, Any], space: SearchSpace, restore: bool, retry_errored:
     return summary
 
 
-def _fail_running_optuna_trials(d: Path, study_name: str) -> list[str]:
-    """A restart without a Tune snapshot: trials the killed driver had asked for never ran."""
+def _fail_running_optuna_trials(d: Path, study_name: str) -> tuple[list[str], int]:
+    """A restart without a usable Tune snapshot: trials the killed driver had asked for never ran
+    (failed and marked lost); finished ones still count toward the sweep's number of trials."""
     from zsexp.search.optuna_search import TUNE_ID_ATTR, journal_storage
 
     try:
         study = optuna.load_study(study_name=study_name, storage=journal_storage(d))
     except KeyError:
-        return []
-    lost = []
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        lost.append(str(t.user_attrs.get(TUNE_ID_ATTR, t.number)))
-    return lost
+        return [], 0
+    lost, finished = [], 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == optuna.trial.TrialState.RUNNING:
+            study._storage.set_trial_user_attr(t._trial_id, "zsexp_lost", True)     # noqa: SLF001
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            lost.append(str(t.user_attrs.get(TUNE_ID_ATTR, t.number)))
+        elif t.state.is_finished() and not t.user_attrs.get("zsexp_lost"):
+            finished += 1
+    return lost, finished
 
 
 def summarise(meta: dict[str, Any], space: SearchSpace, results: Any, wall_s: float) -> dict[str, Any]:

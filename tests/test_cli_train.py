@@ -67,3 +67,18 @@ def test_train_with_nothing_to_train(tmp_path, capsys):
     assert main(["train", "cmgan", "--set", "ablation=conse", "--out", str(out), "--device", "cpu"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["rounds"] == 0 and 0 < metrics["test"]["zsl/mfr"] < 100
+
+
+def test_threads_option(tmp_path, capsys):
+    import torch
+
+    from zsexp.cli import main
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["train", "zscrgan", "--set", "em_iterations=1", "--threads", "1", "--out", str(tmp_path)]) == 0
+        assert "1 CPU threads" in capsys.readouterr().out and torch.get_num_threads() == 1
+        assert main(["train", "zscrgan", "--threads", "0", "--out", str(tmp_path / "x")]) == 2
+        assert "--threads must be >= 1" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

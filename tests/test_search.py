@@ -57,6 +57,7 @@ def test_sweep_logs_parent_and_child_runs(ray_cluster, capsys):
         assert {"alpha", "beta", "lam", "d_steps", "g_hidden", "variant"} <= set(run.data.params)
         hist = c.get_metric_history(run.info.run_id, "val_precision_at_50")
         assert [m.step for m in hist] == list(range(1, len(hist) + 1)) and hist
+        assert run.data.metrics["cpu_threads"] == 1              # one thread per granted CPU (1 each)
         arts = [a.path for a in c.list_artifacts(run.info.run_id, "best_checkpoint")]
         assert arts == ["best_checkpoint/model.pt"]
     assert main(["status", "mlf"]) == 0

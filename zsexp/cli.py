@@ -55,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     out = args.out or f"runs/{args.model}-{args.dataset.replace('/', '_')}-seed{args.seed}"
     train_run(args.model, args.dataset, config_file=args.config, sets=args.set, seed=args.seed,
-              data_seed=args.data_seed, out_dir=out, device=args.device, fit_split=args.fit)
+              data_seed=args.data_seed, out_dir=out, device=args.device, fit_split=args.fit, threads=args.threads)
     return 0
 
 
@@ -210,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="model seed (default 0)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of a synthetic dataset (default 0)")
+    p.add_argument("--threads", type=int, help="intra-op CPU threads (default: torch's, one per core); on a "
+                                              "shared or loaded machine 1-2 is often much faster")
     p.add_argument("--fit", choices=["train", "trainval"], default="train",
                    help="classes to fit on: train (val held out for tuning) or trainval (final model)")
     p.add_argument("--out", help="output directory (default runs/MODEL-DATASET-seedS)")

@@ -110,10 +110,17 @@ def selection_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
     from ray import tune
 
     from zsexp.models import build_model
-    from zsexp.models.common import configure_cpu_math, load_checkpoint, resolve_device, save_checkpoint
+    from zsexp.models.common import (
+        configure_cpu_math,
+        load_checkpoint,
+        resolve_device,
+        save_checkpoint,
+        trial_threads,
+    )
     from zsexp.search.trainable import trial_config
     from zsexp.train import checkpoint_state
 
+    trial_threads()
     ci, seed, phase = job["pairs"][config["pair"]]
     cand = job["candidates"][ci]
     out = Path(job["dir"])

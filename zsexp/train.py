@@ -25,7 +25,7 @@ from zsexp.config import build_config, load_yaml, parse_set, to_dict
 from zsexp.data import ZSLData, load_dataset
 from zsexp.errors import ZsexpError
 from zsexp.models import build_model, get_spec, make_config, require_discriminative_validation
-from zsexp.models.common import configure_cpu_math, load_checkpoint, resolve_device, save_checkpoint
+from zsexp.models.common import configure_cpu_math, load_checkpoint, resolve_device, save_checkpoint, set_threads
 
 
 def resolve_config(family: str, data: ZSLData, config_file: str | None = None, sets: list[str] | None = None,
@@ -59,13 +59,14 @@ def format_losses(losses: dict[str, float]) -> str:
 
 def train_run(family: str, dataset: str, *, config_file: str | None = None, sets: list[str] | None = None,
               seed: int = 0, data_seed: int = 0, out_dir: str | Path = "runs/train", device: str = "auto",
-              fit_split: str = "train", log: Callable[[str], None] = print) -> dict:
+              fit_split: str = "train", log: Callable[[str], None] = print, threads: int | None = None) -> dict:
     spec = get_spec(family)
     data = load_dataset(dataset, seed=data_seed)
     if fit_split == "train":
         require_discriminative_validation(data)
     cfg = resolve_config(family, data, config_file, sets)
     dev = resolve_device(device)
+    n_threads = set_threads(threads)
     configure_cpu_math()
     torch.manual_seed(seed)
     model = build_model(family, cfg, data, device=dev, seed=seed, fit_split=fit_split)
@@ -74,7 +75,8 @@ def train_run(family: str, dataset: str, *, config_file: str | None = None, sets
     out.mkdir(parents=True, exist_ok=True)
     objective = spec.objective
     select_on_val = fit_split == "train"
-    log(f"[{family}] dataset {data.name} ({data.fingerprint()}), device {dev}, seed {seed}, {rounds} rounds; "
+    log(f"[{family}] dataset {data.name} ({data.fingerprint()}), device {dev}, {n_threads} CPU threads, seed {seed}, "
+        f"{rounds} rounds; "
         + (f"validation objective {objective} ({spec.mode})" if select_on_val else
            "fit on train + val: the validation classes are training classes, so no round is chosen on them; "
            "the last round is the model"))

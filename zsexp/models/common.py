@@ -35,6 +35,24 @@ def configure_cpu_math() -> None:
     torch.set_flush_denormal(True)
 
 
+def set_threads(n: int | None) -> int:
+    """Intra-op CPU threads of this process (``None``: torch's default, one per core); returns the count."""
+    if n is not None:
+        if n < 1:
+            raise ZsexpError(f"--threads must be >= 1, got {n}")
+        torch.set_num_threads(int(n))
+    return torch.get_num_threads()
+
+
+def trial_threads() -> int:
+    """Under Ray: one intra-op thread per CPU the trial was granted, at least one.  Trials that share a
+    machine then do not oversubscribe its cores (torch's default is one thread per core *each*)."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    return set_threads(max(1, int(cpus)))
+
+
 def mlp(sizes: list[int], hidden_act: nn.Module, out_act: nn.Module | None = None) -> nn.Sequential:
     """Linear layers between consecutive ``sizes`` with ``hidden_act`` between them."""
     layers: list[nn.Module] = []

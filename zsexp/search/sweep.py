@@ -487,26 +487,31 @@ def _fail_running_optuna_trials(d: Path, study_name: str) -> tuple[list[str], in
 
 
 def summarise(meta: dict[str, Any], space: SearchSpace, results: Any, wall_s: float) -> dict[str, Any]:
+    """Counts, outcomes and the best trial.  The best trial and its best round come from the driver's
+    durable record (the same best-round values Optuna was told): a trial's ``progress.csv`` in
+    storage can be cut short by a kill, and a finished trial that Tune restarted ends without
+    reporting again."""
     counts: dict[str, int] = {}
-    best = None
+    by_id: dict[str, Any] = {}
     for r in results:
         status = "ERROR" if r.error else "TERMINATED"
         counts[status] = counts.get(status, 0) + 1
+        tid = (r.metrics or {}).get("trial_id") or Path(r.path).name.split("_")[2]
+        by_id[tid] = r
     progress = read_progress(meta["dir"])
-    try:
-        br = results.get_best_result(metric=space.metric_key, mode=space.mode, scope="all")
-    except RuntimeError:
-        br = None
-    if br is not None and br.metrics and space.metric_key in (br.metrics or {}):
-        df = br.metrics_dataframe
-        col = df[space.metric_key]
-        idx = col.idxmax() if space.mode == "max" else col.idxmin()
-        trial_id = br.metrics.get("trial_id")
-        best_ckpt = br.get_best_checkpoint(space.metric_key, space.mode) if br.best_checkpoints else br.checkpoint
-        best = {"trial_id": trial_id, "value": float(col[idx]), "round": int(df.loc[idx, "training_iteration"]),
-                "config": br.config, "checkpoint": best_ckpt.path if best_ckpt else None,
-                "run_id": progress.get("runs", {}).get(trial_id),
-                "metrics": {k: v for k, v in df.loc[idx].items() if str(k).startswith("val_")}}
+    values = {t: v for t, v in progress.get("best_ckpt", {}).items() if t in by_id and v.get("value") is not None}
+    best = None
+    if values:
+        sign = 1.0 if space.mode == "max" else -1.0
+        tid = max(values, key=lambda t: sign * values[t]["value"])
+        r, rnd = by_id[tid], int(values[tid]["round"])
+        ckpt, metrics = r.checkpoint, {}
+        for c, m in r.best_checkpoints or []:
+            if int(m.get("training_iteration", -1)) == rnd:
+                ckpt, metrics = c, m
+        best = {"trial_id": tid, "value": float(values[tid]["value"]), "round": rnd, "config": r.config,
+                "checkpoint": ckpt.path if ckpt else None, "run_id": progress.get("runs", {}).get(tid),
+                "metrics": {k: v for k, v in metrics.items() if str(k).startswith("val_")}}
     return {"name": meta["name"], "counts": counts, "outcomes": progress.get("outcomes", {}), "best": best,
             "peak_concurrency": progress.get("peak", 0), "wall_s": wall_s, "n_trials": len(results)}
 

@@ -52,6 +52,7 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
         load_checkpoint,
         resolve_device,
         save_checkpoint,
+        trial_threads,
     )
     from zsexp.search.callback import read_marker, trial_marker, write_json_atomic
     from zsexp.train import checkpoint_state
@@ -66,6 +67,7 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
             raise RuntimeError(f"trial {trial_id} already failed, not run again (`zsexp resume --retry-errored` "
                                f"would): {marker['error'][-500:]}")
     configure_cpu_math()
+    trial_threads()                                # one intra-op thread per CPU the trial was granted
     data, cfg = trial_config(meta, config)
     spec = get_spec(meta["model"])
     device = resolve_device(meta.get("device", "auto"))
@@ -95,6 +97,7 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
             metrics["val_val_lsup"] = model.validation_measure()
         metrics.update({f"train_{k}": v for k, v in losses.items()})
         metrics.update(round=r, max_rounds=rounds, model_done=bool(getattr(model, "done", False)),
+                       cpu_threads=torch.get_num_threads(),
                        node_id=ray.get_runtime_context().get_node_id())     # which Ray node ran it
         with tempfile.TemporaryDirectory() as tmp:
             save_checkpoint(checkpoint_state(model, data, meta["dataset"], meta["data_seed"], {"round": r}),

@@ -171,7 +171,8 @@ def test_kill_and_resume(ray_cluster, tmp_path):
 def test_ui_serves_zsexp_store(tmp_path):
     """`zsexp ui` starts a real MLflow UI on zsexp's SQLite store; it answers /health, then stops."""
     import socket
-    import urllib.request
+
+    from conftest import mlflow_ui_up
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -179,13 +180,7 @@ def test_ui_serves_zsexp_store(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "zsexp.cli", "ui", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        def healthy():
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-        _wait_for(healthy, 120, "the MLflow UI")
+        _wait_for(lambda: mlflow_ui_up(port), 120, "the MLflow UI")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

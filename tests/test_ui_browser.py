@@ -15,10 +15,10 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import mlflow_ui_up
 
 from zsexp.cli import main
 from zsexp.search.sweep import read_meta
@@ -88,13 +88,7 @@ def test_ui_links_open_the_sweep_trials_compare_view_and_registry(ray_cluster, t
     shots: list[str] = []
     driver = None
     try:
-        def healthy():
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-        _wait(healthy, 120, "the MLflow UI", shots)
+        _wait(lambda: mlflow_ui_up(port), 120, "the MLflow UI", shots)
         lines = log.read_text().splitlines()
         runs_url = next(ln.split()[1] for ln in lines if ln.strip().startswith("trials:"))
         compare_url = next(ln.split()[1] for ln in lines if ln.strip().startswith("compare:"))

@@ -16,15 +16,18 @@ def _isolated_home(tmp_path, monkeypatch):
     os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
-def mlflow_ui_up(port: int) -> bool:
-    """True once an MLflow UI answers /health on 127.0.0.1:port."""
+@pytest.fixture()
+def mlflow_ui_up():
+    """``up(port)``: True once an MLflow UI answers /health on 127.0.0.1:port."""
     import urllib.request
 
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
+    def up(port: int) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+    return up
 
 
 @pytest.fixture(scope="session")

@@ -168,11 +168,9 @@ def test_kill_and_resume(ray_cluster, tmp_path):
     assert json.loads((sweep / SWEEP_FILE).read_text())["status"] == "finished"
 
 
-def test_ui_serves_zsexp_store(tmp_path):
+def test_ui_serves_zsexp_store(tmp_path, mlflow_ui_up):
     """`zsexp ui` starts a real MLflow UI on zsexp's SQLite store; it answers /health, then stops."""
     import socket
-
-    from conftest import mlflow_ui_up
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import mlflow_ui_up
 
 from zsexp.cli import main
 from zsexp.search.sweep import read_meta
@@ -59,7 +58,7 @@ def _wait(pred, timeout: float, what: str, shots: list[str], shoot=None):
     raise AssertionError(f"timed out waiting for {what}; screenshots (the last is the failure): {shots}")
 
 
-def test_ui_links_open_the_sweep_trials_compare_view_and_registry(ray_cluster, tmp_path, capsys):
+def test_ui_links_open_the_sweep_trials_compare_view_and_registry(ray_cluster, tmp_path, capsys, mlflow_ui_up):
     if CHROMIUM is None or CHROMEDRIVER is None:
         pytest.fail("chromium and chromedriver are needed: `make test` installs Debian's chromium and "
                     "chromium-driver packages when they are missing")

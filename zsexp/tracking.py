@@ -89,6 +89,14 @@ def client(tracking_uri: str | None = None):
     return c
 
 
+def mark_model_training(c, exp) -> None:
+    """Tag an existing experiment (one an older zsexp created) as a model-training experiment."""
+    from zsexp.ui_links import EXPERIMENT_KIND
+
+    if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        c.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+
+
 def ensure_experiment(c, name: str, uri: str) -> str:
     """The experiment's id, created when missing; declared a model-training experiment so that the
     MLflow UI opens it on runs, not on the GenAI traces page (``mlflow.experimentKind``)."""
@@ -96,8 +104,7 @@ def ensure_experiment(c, name: str, uri: str) -> str:
 
     exp = c.get_experiment_by_name(name)
     if exp is not None:
-        if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
-            c.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+        mark_model_training(c, exp)
         return exp.experiment_id
     artifact_location = None
     if not uri.startswith("http"):

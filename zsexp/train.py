@@ -87,23 +87,21 @@ def train_run(family: str, dataset: str, *, config_file: str | None = None, sets
         save_checkpoint(checkpoint_state(model, data, dataset, data_seed, {"round": 0}), out / "best.pt")
     for r in range(1, rounds + 1):
         losses = model.train_round()
-        if not select_on_val:
-            history.append({"round": r, **losses})
+        row, val_txt, keep = {"round": r, **losses}, "", True       # trainval: every round is the latest model
+        if select_on_val:
+            val = model.evaluate("val")
+            score = val[objective]
+            row.update({f"val/{k}": v for k, v in val.items()})
+            keep = is_better(score, best, spec.mode)
+            if keep:
+                best = score
+        if keep:
             best_round = r
             save_checkpoint(checkpoint_state(model, data, dataset, data_seed, {"round": r}), out / "best.pt")
-            log(f"[{family}] round {r:>3}/{rounds}  {format_losses(losses)} | {time.time() - t0:.1f}s")
-            if getattr(model, "done", False):
-                log(f"[{family}] training finished after round {r} (stopping rule)")
-                break
-            continue
-        val = model.evaluate("val")
-        score = val[objective]
-        history.append({"round": r, **losses, **{f"val/{k}": v for k, v in val.items()}})
-        if is_better(score, best, spec.mode):
-            best, best_round = score, r
-            save_checkpoint(checkpoint_state(model, data, dataset, data_seed, {"round": r}), out / "best.pt")
-        log(f"[{family}] round {r:>3}/{rounds}  {format_losses(losses)} | val {objective}={score:.2f} "
-            f"(best {best:.2f} @ {best_round}) | {time.time() - t0:.1f}s")
+        if select_on_val:
+            val_txt = f" | val {objective}={score:.2f} (best {best:.2f} @ {best_round})"
+        history.append(row)
+        log(f"[{family}] round {r:>3}/{rounds}  {format_losses(losses)}{val_txt} | {time.time() - t0:.1f}s")
         if getattr(model, "done", False):
             log(f"[{family}] training finished after round {r} (stopping rule)")
             break

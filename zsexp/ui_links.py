@@ -76,12 +76,10 @@ def model_link(ui: str, name: str) -> str:
 def sweep_links(meta: dict[str, Any], metric_key: str, mode: str, params: list[str],
                 ui: str = DEFAULT_UI) -> dict[str, str]:
     """Publish the view and return the two links (runs view, compare view) of a sweep's trials."""
-    from zsexp.tracking import TAG_SWEEP, client
+    from zsexp.tracking import TAG_SWEEP, client, mark_model_training
 
     c = client(meta["tracking_uri"])
-    exp = c.get_experiment(meta["experiment_id"])
-    if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:       # created by an older zsexp
-        c.set_experiment_tag(meta["experiment_id"], *EXPERIMENT_KIND)
+    mark_model_training(c, c.get_experiment(meta["experiment_id"]))
     key = publish_sweep_view(c, meta["experiment_id"], meta["name"], metric_key, mode, params)
     runs = c.search_runs([meta["experiment_id"]], filter_string=f"tags.`{TAG_SWEEP}` = '{meta['name']}' and "
                                                                 f"tags.`zsexp.kind` = 'trial'", max_results=500)

@@ -60,7 +60,7 @@ from zsexp.data.conse import conse_image_representations
 from zsexp.data.schema import ZSLData
 from zsexp.errors import ZsexpError
 from zsexp.metrics import zsl_metrics_from_ranks, zsl_ranks_from_embeddings
-from zsexp.models.common import check_finite, optimizer_to
+from zsexp.models.common import check_eval_split, check_finite, optimizer_to
 
 ABLATIONS = ("full", "conse", "cycle", "gan", "cgan", "sup")
 
@@ -449,8 +449,7 @@ class CMGAN:
             return self._evaluate_sentences(split)
         if split not in ("val", "test"):
             raise ZsexpError(f"CM-GAN evaluates on val or test, got {split!r}")
-        if split == "val" and self.fit_split == "trainval":
-            raise ZsexpError("a model fitted on train + val has seen the validation classes: evaluate it on test")
+        check_eval_split(split, self.fit_split)
         if split == "test" and self.fit_split == "train":
             unseen, seen = self.data.test_classes, self.data.classes("trainval")
         else:

@@ -35,6 +35,12 @@ def configure_cpu_math() -> None:
     torch.set_flush_denormal(True)
 
 
+def check_eval_split(split: str, fit_split: str) -> None:
+    """A model fitted on train + val has no unseen validation classes left to be evaluated on."""
+    if split == "val" and fit_split == "trainval":
+        raise ZsexpError("a model fitted on train + val has seen the validation classes: evaluate it on test")
+
+
 def set_threads(n: int | None) -> int:
     """Intra-op CPU threads of this process (``None``: torch's default, one per core); returns the count."""
     if n is not None:

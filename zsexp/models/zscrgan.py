@@ -62,7 +62,7 @@ from zsexp.config import param
 from zsexp.data.schema import ZSLData
 from zsexp.errors import ZsexpError
 from zsexp.metrics import retrieval_per_query_from_embeddings
-from zsexp.models.common import check_finite, mlp, normal_init_, optimizer_to
+from zsexp.models.common import check_eval_split, check_finite, mlp, normal_init_, optimizer_to
 
 ABLATIONS = ("none", "no_wrong", "no_r", "no_triplet", "no_r_triplet", "no_gan")
 
@@ -486,8 +486,7 @@ class ZSCRGAN:
 
     def evaluate(self, split: str = "val", per_query: bool = False) -> dict[str, Any]:
         """P@K, mAP@K, Top-1 (%) with the split's class texts as queries over its images (§4.2)."""
-        if split == "val" and self.fit_split == "trainval":
-            raise ZsexpError("a model fitted on train + val has seen the validation classes: evaluate it on test")
+        check_eval_split(split, self.fit_split)
         theta_t, q_labels = self._queries(split)
         idx = self.data.images(split)
         theta_i = self.embed_images(torch.as_tensor(self.data.features[idx]))

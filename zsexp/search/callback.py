@@ -55,6 +55,13 @@ def trial_marker(sweep_dir: str | Path, trial_id: str) -> Path:
     return Path(sweep_dir) / MARKER_DIR / f"{trial_id}.json"
 
 
+def write_marker(sweep_dir: str | Path, trial_id: str, outcome: str, error: str | None = None,
+                 best: dict[str, Any] | None = None) -> None:
+    marker = trial_marker(sweep_dir, trial_id)
+    marker.parent.mkdir(exist_ok=True)
+    write_json_atomic(marker, {"outcome": outcome, "error": (error or "")[-2000:], "best": best})
+
+
 def read_marker(sweep_dir: str | Path, trial_id: str) -> dict[str, Any] | None:
     p = trial_marker(sweep_dir, trial_id)
     try:
@@ -248,10 +255,7 @@ class MlflowSweepCallback(tune.Callback):
         path, ck_round = self._tune_best_checkpoint(trial)
         self._enqueue(tid, ["finish", outcome, error, path, ck_round, self.best_ckpt.get(tid)], flush=False)
         if self.sweep_dir is not None:    # the intent is durable before any MLflow write
-            marker = trial_marker(self.sweep_dir, tid)
-            marker.parent.mkdir(exist_ok=True)
-            write_json_atomic(marker, {"outcome": outcome, "error": (error or "")[-2000:],
-                                       "best": self.best_ckpt.get(tid)})
+            write_marker(self.sweep_dir, tid, outcome, error, self.best_ckpt.get(tid))
         self._save()
         kill_point("trial_complete")
         self._flush()

@@ -39,6 +39,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 JOURNAL_FILE = "optuna_journal.log"
 TUNE_ID_ATTR = "tune_trial_id"
+LOST_ATTR = "zsexp_lost"
 
 
 def journal_storage(sweep_dir: str | Path) -> optuna.storages.JournalStorage:
@@ -48,6 +49,23 @@ def journal_storage(sweep_dir: str | Path) -> optuna.storages.JournalStorage:
     # an O_EXCL lock file: a lock left by a killed driver is broken after the grace period
     return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path,
                                                                                                 grace_period=5)))
+
+
+def reconcile_study(study: optuna.Study, known: set[int]) -> tuple[list[str], int]:
+    """Trials of ``study`` outside ``known`` (Optuna trial ids Tune still has): a RUNNING one never ran
+    and never will -- it is failed and marked lost; a finished one that is not lost still counts.
+    Returns (the lost trials' Tune ids, how many finished trials count)."""
+    lost, finished = [], 0
+    for frozen in study.get_trials(deepcopy=False):
+        if frozen._trial_id in known:                                                # noqa: SLF001
+            continue
+        if frozen.state == TrialState.RUNNING:
+            study._storage.set_trial_user_attr(frozen._trial_id, LOST_ATTR, True)    # noqa: SLF001
+            study.tell(frozen.number, state=TrialState.FAIL)
+            lost.append(str(frozen.user_attrs.get(TUNE_ID_ATTR, f"optuna#{frozen.number}")))
+        elif frozen.state.is_finished() and not frozen.user_attrs.get(LOST_ATTR):
+            finished += 1
+    return lost, finished
 
 
 class ResumableOptunaSearch(OptunaSearch):
@@ -78,17 +96,8 @@ class ResumableOptunaSearch(OptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
-        self.lost = []
         known = {ot._trial_id for ot in self._ot_trials.values()}         # noqa: SLF001
-        for frozen in self._ot_study.get_trials(deepcopy=False):
-            if frozen._trial_id in known:                                            # noqa: SLF001
-                continue
-            if frozen.state == TrialState.RUNNING:
-                self._ot_study._storage.set_trial_user_attr(frozen._trial_id, "zsexp_lost", True)  # noqa: SLF001
-                self._ot_study.tell(frozen.number, state=TrialState.FAIL)
-                self.lost.append(str(frozen.user_attrs.get(TUNE_ID_ATTR, f"optuna#{frozen.number}")))
-            elif frozen.state.is_finished() and not frozen.user_attrs.get("zsexp_lost"):
-                self.finished_elsewhere += 1
+        self.lost, self.finished_elsewhere = reconcile_study(self._ot_study, known)
         if hasattr(self._ot_study.sampler, "reseed_rng"):
             self._ot_study.sampler.reseed_rng()
 

@@ -204,7 +204,7 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
             "max_concurrent": o.max_concurrent}
     started = _init_ray(o.address)
     try:
-        _resources(opts)                                    # the cluster can run it: only now write anything
+        resources = _resources(opts)                        # the cluster can run it: only now write anything
         experiment = o.experiment or f"zsexp-{o.model}-{data.name}"
         exp_id = ensure_experiment(c, experiment, uri)
         tags = {"zsexp.model": o.model, "zsexp.dataset": data.name, "zsexp.fingerprint": data.fingerprint(),
@@ -235,7 +235,7 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
                         "objective": space.metric, "mode": space.mode, "max_rounds": space.max_rounds}
         c.log_batch(parent.info.run_id, params=[Param(k, str(v)) for k, v in sweep_params.items()])
         _write_json(d / SWEEP_FILE, meta)
-        return _fit(meta, space, restore=False)
+        return _fit(meta, space, resources, restore=False)
     finally:
         if started:
             ray.shutdown()
@@ -252,11 +252,11 @@ def resume_sweep(name: str, storage: str | None = None, address: str | None = No
     c = client(meta["tracking_uri"])
     started = _init_ray(address)
     try:
-        _resources(meta["options"])
+        resources = _resources(meta["options"])
         c.update_run(meta["parent_run_id"], status="RUNNING")           # reopen the parent run
         meta["trial_meta"]["sweep_dir"] = meta["dir"]
         meta["trial_meta"]["retry_errored"] = retry_errored
-        return _fit(meta, space, restore=True, retry_errored=retry_errored)
+        return _fit(meta, space, resources, restore=True, retry_errored=retry_errored)
     finally:
         if started:
             ray.shutdown()
@@ -363,7 +363,8 @@ def reconcile(meta: dict[str, Any], known: set[str], retry_errored: bool) -> dic
     return {"deleted_runs": deleted, "finished_unknown": kept_orphans}
 
 
-def _fit(meta: dict[str, Any], space: SearchSpace, restore: bool, retry_errored: bool = False) -> dict[str, Any]:
+def _fit(meta: dict[str, Any], space: SearchSpace, resources: tuple[dict[str, float], int], restore: bool,
+         retry_errored: bool = False) -> dict[str, Any]:
     from ray import tune
 
     from zsexp.search.optuna_search import ResumableOptunaSearch, journal_storage
@@ -375,7 +376,7 @@ def _fit(meta: dict[str, Any], space: SearchSpace, restore: bool, retry_errored:
     # (progress file, trial markers, the Optuna journal) covers the step in flight at a kill.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     d = Path(meta["dir"])
-    res, concurrency = _resources(meta["options"])
+    res, concurrency = resources
     meta["resources"] = res
     trainable = _trainable(meta)
     print(f"[{meta['name']}] {meta['model']} on {meta['dataset_name']}: {meta['trials']} trials, up to "
@@ -467,23 +468,14 @@ def _fit(meta: dict[str, Any], space: SearchSpace, restore: bool, retry_errored:
 
 
 def _fail_running_optuna_trials(d: Path, study_name: str) -> tuple[list[str], int]:
-    """A restart without a usable Tune snapshot: trials the killed driver had asked for never ran
-    (failed and marked lost); finished ones still count toward the sweep's number of trials."""
-    from zsexp.search.optuna_search import TUNE_ID_ATTR, journal_storage
+    """A restart without a usable Tune snapshot: no trial of the study is known to Tune."""
+    from zsexp.search.optuna_search import journal_storage, reconcile_study
 
     try:
         study = optuna.load_study(study_name=study_name, storage=journal_storage(d))
     except KeyError:
         return [], 0
-    lost, finished = [], 0
-    for t in study.get_trials(deepcopy=False):
-        if t.state == optuna.trial.TrialState.RUNNING:
-            study._storage.set_trial_user_attr(t._trial_id, "zsexp_lost", True)     # noqa: SLF001
-            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-            lost.append(str(t.user_attrs.get(TUNE_ID_ATTR, t.number)))
-        elif t.state.is_finished() and not t.user_attrs.get("zsexp_lost"):
-            finished += 1
-    return lost, finished
+    return reconcile_study(study, known=set())
 
 
 def summarise(meta: dict[str, Any], space: SearchSpace, results: Any, wall_s: float) -> dict[str, Any]:

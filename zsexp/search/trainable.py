@@ -54,7 +54,7 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
         save_checkpoint,
         trial_threads,
     )
-    from zsexp.search.callback import read_marker, trial_marker, write_json_atomic
+    from zsexp.search.callback import read_marker, write_marker
     from zsexp.train import checkpoint_state
 
     trial_id = tune.get_context().get_trial_id()
@@ -87,8 +87,7 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
             losses = model.train_round()
         except DivergenceError as exc:
             if sweep_dir:      # a retry would diverge again: fail it at once
-                trial_marker(sweep_dir, trial_id).parent.mkdir(exist_ok=True)
-                write_json_atomic(trial_marker(sweep_dir, trial_id), {"outcome": "failed", "error": str(exc)})
+                write_marker(sweep_dir, trial_id, "failed", str(exc))
             raise
         note_round(trial_id, r)
         val = model.evaluate("val")

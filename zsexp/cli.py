@@ -66,9 +66,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        print(f"{res['model']} on {res['dataset']} [{res['split']}]")
+        base = res.get("baseline")
+        split = res["split"]
+        print(f"{res['model']} on {res['dataset']} [{split}]"
+              + (f"   ({base['model']} baseline and chance on the same split beside it)" if base else
+                 "   (chance beside it)"))
         for key, val in res["metrics"].items():
-            print(f"  {key:<16}{val:8.2f}")
+            b = base[split].get(key) if base and base.get(split) else None
+            c = res["chance"].get(key)
+            print(f"  {key:<20}{val:8.2f}" + (f"   {base['model']} {b:8.2f}" if b is not None else "")
+                  + (f"   chance {c:6.2f}" if c is not None else ""))
     return 0
 
 
@@ -158,16 +165,59 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_help() -> str:
+def model_config_help(family: str | None, dataset: str | None = None) -> str:
+    """Every config key of a model: default, allowed values, help text; then the dataset defaults
+    that replace paper defaults (built-in datasets, or the size rule for a given ``dataset``)."""
     import dataclasses
 
-    from zsexp.models import MODELS
+    from zsexp.config import describe_field
+    from zsexp.data.synthetic import SPECS
+    from zsexp.models import MODELS, dataset_defaults, size_defaults
 
     lines = []
     for name, spec in MODELS.items():
-        keys = ", ".join(f.name for f in dataclasses.fields(spec.config_cls))
-        lines.append(f"{name} config keys: {keys}")
+        if family and name != family:
+            continue
+        lines.append(f"{name} config keys (--set KEY=VALUE; paper default, allowed values, meaning):")
+        for f in dataclasses.fields(spec.config_cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            lines.append(f"  {f.name:<18} {default!s:<14} {describe_field(f):<32} {f.metadata.get('help', '')}")
+        built_in = [(ds, s.defaults.get(name)) for ds, s in SPECS.items() if s.defaults.get(name)]
+        if built_in:
+            lines.append("  dataset defaults (replace the paper's on that data):")
+            lines.extend(f"    {ds}: " + ", ".join(f"{k}={v}" for k, v in d.items()) for ds, d in built_in)
+        lines.append("  " + size_defaults.__doc__.strip().splitlines()[0])
+        if dataset:
+            from zsexp.data import load_dataset
+
+            try:
+                data = load_dataset(dataset)
+                d = dataset_defaults(name, data)
+                lines.append(f"  on {dataset}: " + (", ".join(f"{k}={v}" for k, v in d.items()) if d
+                                                     else "the paper defaults"))
+            except ZsexpError as exc:
+                lines.append(f"  ({exc})")
+        lines.append("")
     return "\n".join(lines)
+
+
+def _models() -> tuple[str, ...]:
+    from zsexp.models import MODELS
+
+    return tuple(MODELS)
+
+
+class _ModelHelp(argparse.Action):
+    """``-h``: the command's help, then the chosen model's config keys (all models when none is given yet)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.print_help()
+        print()
+        print(model_config_help(getattr(namespace, "model", None), getattr(namespace, "dataset", None)))
+        parser.exit()
 
 
 # --------------------------------------------------------------------------- parser
@@ -200,11 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train one model on one dataset (progress, metrics.json, checkpoints)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train one model: rounds of E-M iterations (ZSCRGAN) or alternating steps (CM-GAN), "
-                    "validation after each, best/last checkpoints, then test metrics of the "
-                    "best-on-validation model.  Config precedence: paper defaults < dataset defaults < "
-                    "--config YAML < --set.",
-        epilog=_model_help())
-    p.add_argument("model", choices=["zscrgan", "cmgan"])
+                    "one closed-form fit (ridge, ridge-zsl: the tasks' baselines), validation after each, "
+                    "best/last checkpoints, then test metrics of the best-on-validation model, printed beside "
+                    "chance and the task's baseline on the same split.  Config precedence: paper defaults < "
+                    "dataset (size) defaults < --config YAML < --set.  `zsexp train MODEL [--dataset D] --help` "
+                    "lists MODEL's keys with defaults and ranges (and the defaults D gets).",
+        add_help=False)
+    p.add_argument("-h", "--help", action=_ModelHelp, help="show this help and the model's config keys")
+    p.add_argument("model", choices=list(_models()))
     p.add_argument("--dataset", default="synthetic-tiny", help="built-in name, xlsa17 directory or .npz file")
     p.add_argument("--config", help="YAML file of config keys")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key (repeatable)")
@@ -224,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(through Ray's OptunaSearch), ASHA stops weak trials on the round axis, MLflow records a "
                     "parent run per sweep and a child run per trial.  The objective is a metric on the "
                     "VALIDATION classes; test classes are never seen during a sweep.")
-    p.add_argument("model", choices=["zscrgan", "cmgan"])
+    p.add_argument("model", choices=list(_models()))
     p.add_argument("--space", help="search-space YAML (default search_spaces/MODEL.yaml)")
     p.add_argument("--dataset", default="synthetic-tiny", help="built-in name, xlsa17 directory or .npz file")
     p.add_argument("--trials", type=int, default=8, help="number of trials (default 8)")

@@ -4,6 +4,8 @@ Retrieval (ZSCRGAN §4.2), per query q over a ranked gallery:
   Precision@k(q) = (# relevant among the top k) / k
   AveP_k(q) = (sum over ranks r <= k holding a relevant item of Precision@r(q)) / (# such ranks),
               0 when the top k holds no relevant item;  mAP@k = mean_q AveP_k(q)
+  AveP(q) over the full ranking = (sum over every rank r holding a relevant item of Precision@r(q))
+              / (# relevant items in the gallery);  mAP = mean_q AveP(q)  (reported as ``map``)
   Top-1 = share of queries whose first result is relevant.
 Zero-shot classification (CM-GAN §4.2), per image with the rank FR of its correct class:
   Flat-Hit@k = share of images with FR <= k;  MFR = 100 / (K |images|) * sum FR   (eq. 7)
@@ -50,7 +52,7 @@ def _rank_gallery(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> torch
 
 def retrieval_per_query(scores: torch.Tensor, relevant: torch.Tensor, k: int = 50,
                         max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict[str, torch.Tensor]:
-    """Per-query Precision@k, AveP@k and top-1 hit (percent), each a float tensor [Q]."""
+    """Per-query Precision@k, AveP@k, AveP over the full ranking and top-1 hit (percent), each [Q]."""
     scores = torch.as_tensor(scores)
     relevant = torch.as_tensor(relevant, device=scores.device).bool()
     if scores.ndim != 2 or scores.shape != relevant.shape:
@@ -59,16 +61,19 @@ def retrieval_per_query(scores: torch.Tensor, relevant: torch.Tensor, k: int = 5
     if k < 1:
         raise ValueError(f"retrieval metrics: k must be >= 1, got {k}")
     _check_scores(scores, "retrieval metrics")
-    out = {"precision": [], "ap": [], "top1": []}
+    out = {"precision": [], "ap": [], "ap_full": [], "top1": []}
     step = _rows_per_chunk(scores.shape[1], max_elements)
     for start in range(0, scores.shape[0], step):
-        rel = _rank_gallery(scores[start:start + step].float(), relevant[start:start + step], k).float()
-        ranks = torch.arange(1, rel.shape[1] + 1, device=rel.device, dtype=torch.float32)
-        hits = rel.cumsum(dim=1)
+        full = _rank_gallery(scores[start:start + step].float(), relevant[start:start + step],
+                             scores.shape[1]).float()
+        ranks = torch.arange(1, full.shape[1] + 1, device=full.device, dtype=torch.float32)
+        prec_at_r = full.cumsum(dim=1) / ranks
+        rel = full[:, :k]
         n_rel = rel.sum(dim=1)
         out["precision"].append(100.0 * n_rel / k)
-        ap = (hits / ranks * rel).sum(dim=1) / n_rel.clamp_min(1.0)
+        ap = (prec_at_r[:, :k] * rel).sum(dim=1) / n_rel.clamp_min(1.0)
         out["ap"].append(100.0 * ap)
+        out["ap_full"].append(100.0 * (prec_at_r * full).sum(dim=1) / full.sum(dim=1).clamp_min(1.0))
         out["top1"].append(100.0 * rel[:, 0])
     return {key: torch.cat(val) for key, val in out.items()}
 
@@ -78,7 +83,7 @@ def retrieval_metrics(scores: torch.Tensor, relevant: torch.Tensor, k: int = 50,
     """``scores`` [Q, N] (higher = better), ``relevant`` bool [Q, N] -> precision@k, map@k, top1 (%)."""
     per = retrieval_per_query(scores, relevant, k, max_elements)
     return {f"precision@{k}": float(per["precision"].mean()), f"map@{k}": float(per["ap"].mean()),
-            "top1": float(per["top1"].mean())}
+            "map": float(per["ap_full"].mean()), "top1": float(per["top1"].mean())}
 
 
 def cosine_scores(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
@@ -93,7 +98,7 @@ def retrieval_per_query_from_embeddings(queries: torch.Tensor, query_labels: tor
     """Cosine retrieval without the full [Q, N] matrix: relevant = same label."""
     gallery_labels = gallery_labels.to(gallery.device)
     query_labels = query_labels.to(gallery.device)
-    parts: dict[str, list[torch.Tensor]] = {"precision": [], "ap": [], "top1": []}
+    parts: dict[str, list[torch.Tensor]] = {"precision": [], "ap": [], "ap_full": [], "top1": []}
     step = _rows_per_chunk(gallery.shape[0], max_elements)
     for start in range(0, queries.shape[0], step):
         s = cosine_scores(queries[start:start + step], gallery)
@@ -151,3 +156,42 @@ def zsl_ranks_from_embeddings(images: torch.Tensor, candidates: torch.Tensor, la
         s = cosine_scores(images[start:start + step].to(candidates.device), candidates)
         out.append(zsl_ranks(s, labels[start:start + step], max_elements))
     return torch.cat(out)
+
+
+def degenerate_rows(x: torch.Tensor) -> int:
+    """Rows with (numerically) zero norm: cosine similarity is undefined for them, every candidate ties,
+    and the pessimistic tie rule scores them 0 -- a dead-ReLU embedding, reported, never hidden."""
+    return int((x.float().norm(dim=1) <= 1e-12).sum())
+
+
+def retrieval_evaluation(queries: torch.Tensor, query_labels: torch.Tensor, gallery: torch.Tensor,
+                         gallery_labels: torch.Tensor, k: int, per_query: bool = False) -> dict:
+    """The one retrieval evaluation of every model (ZSCRGAN Alg. 2 scoring, ridge): cosine ranking of the
+    gallery per query; P@k, mAP@k, mAP over the full ranking, top-1 (%), and the counts of degenerate
+    (all-zero) query and gallery embeddings."""
+    per = retrieval_per_query_from_embeddings(queries, query_labels, gallery, gallery_labels, k=k)
+    res: dict = {f"precision@{k}": float(per["precision"].mean()), f"map@{k}": float(per["ap"].mean()),
+                 "map": float(per["ap_full"].mean()), "top1": float(per["top1"].mean()),
+                 "degenerate_queries": degenerate_rows(queries), "degenerate_images": degenerate_rows(gallery)}
+    if per_query:
+        res["per_query"] = {key: v.cpu().tolist() for key, v in per.items()}
+        res["query_classes"] = query_labels.tolist()
+    return res
+
+
+def retrieval_chance(gallery_labels: torch.Tensor | Sequence[int], query_labels: torch.Tensor | Sequence[int],
+                     k: int) -> dict[str, float]:
+    """Expected P@k of a uniformly random ranking: per query, the share of relevant gallery items (mean
+    over queries).  (Expected AP has no such closed form; P@k is the figure a reader compares.)"""
+    g = torch.as_tensor(gallery_labels).cpu()
+    q = torch.as_tensor(query_labels).cpu()
+    shares = (q[:, None] == g[None, :]).float().mean(dim=1)
+    return {f"precision@{k}": float(100.0 * shares.mean())}
+
+
+def zsl_chance(n_candidates: int, ks: Sequence[int]) -> dict[str, float]:
+    """Expected Flat-Hit@k and MFR (eq. 7) of a uniformly random ranking of K candidates:
+    FH@k = min(k, K) / K, E[FR] = (K + 1) / 2, so MFR = 100 (K + 1) / (2K)."""
+    res = {f"fh@{k}": 100.0 * min(k, n_candidates) / n_candidates for k in ks}
+    res["mfr"] = 100.0 * (n_candidates + 1) / (2.0 * n_candidates)
+    return res

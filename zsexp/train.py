@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from zsexp.baselines import beside, task_baseline
 from zsexp.config import build_config, load_yaml, parse_set, to_dict
 from zsexp.data import ZSLData, load_dataset
 from zsexp.errors import ZsexpError
@@ -115,12 +116,27 @@ def train_run(family: str, dataset: str, *, config_file: str | None = None, sets
               "val": best_model.evaluate("val") if select_on_val else None, "test": best_model.evaluate("test"),
               "checkpoint": str((out / "best.pt").resolve()), "history": history,
               "wall_time_s": round(time.time() - t0, 2)}
+    result["chance"] = {s: best_model.chance(s) for s in (("val", "test") if select_on_val else ("test",))}
+    result["baseline"] = task_baseline(family, data, fit_split, model_cfg=cfg)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     head = (f"best round {best_round}: val {objective}={result['val'][objective]:.2f}" if select_on_val
             else f"last round {best_round} (fit on train + val)")
-    log(f"[{family}] {head}; test: " + ", ".join(f"{k}={v:.2f}" for k, v in result["test"].items()))
+    log(f"[{family}] {head}; test: " + ", ".join(f"{k}={v:.2f}" for k, v in result["test"].items()
+                                                  if isinstance(v, float)))
+    for split in ("val", "test") if select_on_val else ("test",):
+        log(f"[{family}] {split} " + beside(objective, result[split][objective], result["baseline"],
+                                             result["chance"][split], split))
+    warn_degenerate(family, result["test"], log)
     log(f"[{family}] wrote {out / 'metrics.json'} and checkpoints {out / 'best.pt'}, {out / 'last.pt'}")
     return result
+
+
+def warn_degenerate(family: str, metrics: dict, log: Callable[[str], None]) -> None:
+    """All-zero embeddings make every cosine 0: such a query scores 0 whatever the gallery.  Say so."""
+    q, i = metrics.get("degenerate_queries", 0), metrics.get("degenerate_images", 0)
+    if q or i:
+        log(f"[{family}] WARNING: {q} query and {i} image embeddings are all-zero (dead ReLU units): they tie "
+            f"with every candidate and score 0; see `degenerate_queries` / `degenerate_images` in metrics.json")
 
 
 def evaluate_checkpoint(path: str | Path, split: str = "test", dataset: str | None = None,
@@ -140,4 +156,6 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", dataset: str | No
     model = build_model(family, cfg, data, device=resolve_device(device), seed=int(mstate["seed"]),
                         fit_split=mstate.get("fit_split", "train"))
     model.load_state_dict(mstate)
-    return {"model": family, "dataset": data.name, "split": split, "metrics": model.evaluate(split)}
+    fit_split = mstate.get("fit_split", "train")
+    return {"model": family, "dataset": data.name, "split": split, "metrics": model.evaluate(split),
+            "chance": model.chance(split), "baseline": task_baseline(family, data, fit_split, model_cfg=cfg)}

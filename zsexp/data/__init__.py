@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zsexp.data.conse import conse, conse_image_representations, seen_class_probabilities
+from zsexp.data.mfeat import is_mfeat, load_mfeat
 from zsexp.data.npz import load_npz, save_npz
 from zsexp.data.schema import ZSLData, validate
 from zsexp.data.synthetic import SPECS, make_synthetic
@@ -12,7 +13,7 @@ from zsexp.data.xlsa17 import load_xlsa17
 from zsexp.errors import ZsexpError
 
 __all__ = ["ZSLData", "validate", "load_dataset", "list_datasets", "make_synthetic", "load_npz", "save_npz",
-           "load_xlsa17", "conse", "conse_image_representations", "seen_class_probabilities"]
+           "load_xlsa17", "load_mfeat", "conse", "conse_image_representations", "seen_class_probabilities"]
 
 _CACHE: dict[tuple[str, int], ZSLData] = {}
 
@@ -28,19 +29,25 @@ def list_datasets() -> list[dict]:
 
 
 def load_dataset(name_or_path: str, seed: int = 0) -> ZSLData:
-    """A built-in synthetic name, an xlsa17 directory, or a ``.npz`` file."""
+    """A built-in synthetic name, an xlsa17 directory, a ``.npz`` file, or the UCI digits directory
+    (``DIR`` or ``DIR:TEXT-IMAGE`` views; ``seed`` draws its class split, see :mod:`zsexp.data.mfeat`)."""
     if name_or_path in SPECS:
         key = (name_or_path, seed)
         if key not in _CACHE:
             _CACHE[key] = make_synthetic(name_or_path, seed=seed)
         return _CACHE[key]
     path = Path(name_or_path).expanduser()
+    base, _, views = name_or_path.rpartition(":")
+    if base and not path.exists() and is_mfeat(Path(base).expanduser()):
+        return load_mfeat(Path(base).expanduser(), seed=seed, views=views)
+    if path.is_dir() and is_mfeat(path):
+        return load_mfeat(path, seed=seed)
     if path.is_dir():
         return load_xlsa17(path)
     if path.suffix == ".npz":
         return load_npz(path)
     if not path.exists():
         raise ZsexpError(f"dataset {name_or_path!r} not found: not a built-in name ({', '.join(SPECS)}), "
-                         f"nor an existing xlsa17 directory or .npz file")
+                         f"nor an existing xlsa17 directory, UCI digits directory or .npz file")
     raise ZsexpError(f"dataset {name_or_path!r}: unsupported file type {path.suffix!r}; "
                      f"give an xlsa17 directory or a .npz file")

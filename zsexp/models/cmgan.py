@@ -59,7 +59,7 @@ from zsexp.config import param
 from zsexp.data.conse import conse_image_representations
 from zsexp.data.schema import ZSLData
 from zsexp.errors import ZsexpError
-from zsexp.metrics import zsl_metrics_from_ranks, zsl_ranks_from_embeddings
+from zsexp.metrics import zsl_chance, zsl_metrics_from_ranks, zsl_ranks_from_embeddings
 from zsexp.models.common import check_eval_split, check_finite, optimizer_to
 
 ABLATIONS = ("full", "conse", "cycle", "gan", "cgan", "sup")
@@ -450,10 +450,7 @@ class CMGAN:
         if split not in ("val", "test"):
             raise ZsexpError(f"CM-GAN evaluates on val or test, got {split!r}")
         check_eval_split(split, self.fit_split)
-        if split == "test" and self.fit_split == "train":
-            unseen, seen = self.data.test_classes, self.data.classes("trainval")
-        else:
-            unseen, seen = self.data.classes(split), self.seen_classes
+        unseen, seen = self._candidate_sets(split)
         v_hat, t_hat = self.current_representations()
         imgs = self.data.images(split)
         lab = self.data.labels[imgs]
@@ -467,6 +464,23 @@ class CMGAN:
             if per_image:
                 res[f"{setting}/ranks"] = ranks.cpu().tolist()
         return res
+
+    def _candidate_sets(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        if split == "test" and self.fit_split == "train":
+            return self.data.test_classes, self.data.classes("trainval")
+        return self.data.classes(split), self.seen_classes
+
+    def chance(self, split: str = "val") -> dict[str, float]:
+        """Expected FH@k / MFR of a random ranking of the same candidates (ZSL and GZSL)."""
+        if self.cfg.mode == "sentence":
+            n = len(self.data.images(split))
+            ks = [k for k in (1, 5, 10) if k <= n]
+            return {f"{d}/{k}": v for d in ("t2i", "i2t") for k, v in zsl_chance(n, ks).items()}
+        unseen, seen = self._candidate_sets(split)
+        out = {}
+        for setting, n in (("zsl", len(unseen)), ("gzsl", len(np.unique(np.concatenate([seen, unseen]))))):
+            out.update({f"{setting}/{k}": v for k, v in zsl_chance(n, self.cfg.ks).items()})
+        return out
 
     def _evaluate_sentences(self, split: str) -> dict[str, Any]:
         imgs = self.data.images(split)

@@ -61,7 +61,7 @@ from torch import nn
 from zsexp.config import param
 from zsexp.data.schema import ZSLData
 from zsexp.errors import ZsexpError
-from zsexp.metrics import retrieval_per_query_from_embeddings
+from zsexp.metrics import retrieval_chance, retrieval_evaluation
 from zsexp.models.common import check_eval_split, check_finite, mlp, normal_init_, optimizer_to
 
 ABLATIONS = ("none", "no_wrong", "no_r", "no_triplet", "no_r_triplet", "no_gan")
@@ -99,8 +99,9 @@ class ZSCRGANConfig:
     ablation: str = param("none", choices=ABLATIONS, help="Table 8 ablations")
     text_source: str = param("captions", choices=("captions", "class"),
                              help="train on per-image caption embeddings when the dataset has them")
-    query: str = param("class", choices=("class", "captions"),
-                       help="query = class text (§4.2) or pooled caption queries (reference code)")
+    query: str = param("class", choices=("class", "captions", "documents"),
+                       help="query = class text (§4.2), pooled caption queries (reference code), or each "
+                            "split document (per-image text) as its own query")
     eval_c: str = param("mean", choices=("mean", "sample"), help="c_hat at test time")
     eval_z_samples: int = param(1, low=1, high=1000, help="z samples averaged per query at test time")
     eval_k: int = param(50, low=1, high=100000, help="K of Precision@K / mAP@K")
@@ -232,6 +233,20 @@ def alg2_query_embedding(te: TextEncoder, g: Generator | None, csem: CSEM | None
         i_t = g(z, c)                                                      # l.6
         out = out + (csem(i_t) if csem is not None else i_t)               # l.7
     return out / z_samples
+
+
+def query_inputs(data: ZSLData, split: str, query: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The retrieval queries of a split (shared with the ridge baseline): ``class``: one class text per
+    class (§4.2); ``captions``: every document of the split, pooled per class after embedding (reference
+    code); ``documents``: every document of the split is its own query (one text per image, as real
+    cross-modal sets have).  Returns texts [Q, Dt], their class labels, and whether to pool."""
+    classes = data.classes(split)
+    if query == "class":
+        return torch.as_tensor(data.class_embeddings[classes]), torch.as_tensor(classes), False
+    if data.text_features is None:
+        raise ZsexpError(f"query={query} needs per-image text (`text_features`) in dataset {data.name!r}")
+    idx = data.images(split)
+    return torch.as_tensor(data.text_features[idx]), torch.as_tensor(data.labels[idx]), query == "captions"
 
 
 # --------------------------------------------------------------------------- the model
@@ -472,39 +487,34 @@ class ZSCRGAN:
         images = images.to(self.device)
         return self.csem(images) if self.use_triplet else images
 
+    def _query_inputs(self, split: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Query texts, their class labels, and whether to pool them per class (``query=captions``)."""
+        return query_inputs(self.data, split, self.cfg.query)
+
     def _queries(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        classes = self.data.classes(split)
-        if self.cfg.query == "captions":
-            if self.data.text_features is None:
-                raise ZsexpError("query=captions needs per-image text (text_features) in the dataset")
-            idx = self.data.images(split)
-            theta = self.embed_queries(torch.as_tensor(self.data.text_features[idx]))
-            labels = torch.as_tensor(self.data.labels[idx], device=theta.device)
-            pooled = torch.stack([theta[labels == c].mean(0) for c in classes.tolist()])
-            return pooled, torch.as_tensor(classes)
-        return self.embed_queries(torch.as_tensor(self.data.class_embeddings[classes])), torch.as_tensor(classes)
+        phi, labels, pool = self._query_inputs(split)
+        theta = self.embed_queries(phi)
+        if not pool:
+            return theta, labels
+        classes = torch.as_tensor(self.data.classes(split))
+        lab = labels.to(theta.device)
+        return torch.stack([theta[lab == c].mean(0) for c in classes.tolist()]), classes
 
     def evaluate(self, split: str = "val", per_query: bool = False) -> dict[str, Any]:
-        """P@K, mAP@K, Top-1 (%) with the split's class texts as queries over its images (§4.2)."""
+        """P@K, mAP@K, mAP (full ranking), Top-1 (%) with the split's queries over its images (§4.2, Alg. 2),
+        plus the number of degenerate (all-zero) query / image embeddings."""
         check_eval_split(split, self.fit_split)
         theta_t, q_labels = self._queries(split)
         idx = self.data.images(split)
         theta_i = self.embed_images(torch.as_tensor(self.data.features[idx]))
-        k = self.cfg.eval_k
-        per = retrieval_per_query_from_embeddings(theta_t, q_labels, theta_i,
-                                                  torch.as_tensor(self.data.labels[idx]), k=k)
-        res: dict[str, Any] = {f"precision@{k}": float(per["precision"].mean()), f"map@{k}": float(per["ap"].mean()),
-                               "top1": float(per["top1"].mean())}
-        if per_query:
-            res["per_query"] = {key: v.cpu().tolist() for key, v in per.items()}
-            res["query_classes"] = q_labels.tolist()
-        return res
+        return retrieval_evaluation(theta_t, q_labels, theta_i, torch.as_tensor(self.data.labels[idx]),
+                                    k=self.cfg.eval_k, per_query=per_query)
 
     def chance(self, split: str = "val") -> dict[str, float]:
-        """Expected P@K of a random ranking: the mean share of relevant gallery images."""
-        labels = self.data.labels[self.data.images(split)]
-        shares = [(labels == c).mean() for c in self.data.classes(split)]
-        return {f"precision@{self.cfg.eval_k}": 100.0 * float(np.mean(shares))}
+        """Expected P@K of a random ranking for this split's queries."""
+        _, labels, pool = self._query_inputs(split)
+        q = self.data.classes(split) if pool else labels
+        return retrieval_chance(self.data.labels[self.data.images(split)], q, self.cfg.eval_k)
 
     # ------------------------------------------------------------------ state
     def networks(self) -> dict[str, nn.Module]:

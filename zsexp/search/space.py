@@ -38,9 +38,9 @@ from zsexp.models import MODELS, get_spec
 TOP_KEYS = {"model", "objective", "fidelity", "sampler", "scheduler", "fixed", "params", "description"}
 PARAM_TYPES = {"uniform", "loguniform", "int", "logint", "categorical"}
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp")
-OBJECTIVES = {"zscrgan": ("precision@50", "map@50", "top1"),
-              "cmgan": tuple(f"{s}/{m}" for s in ("zsl", "gzsl") for m in
-                             ("mfr", "fh@1", "fh@2", "fh@5", "fh@10", "fh@20")) + ("val_lsup",)}
+_RETRIEVAL = ("precision@50", "map@50", "map", "top1")
+_ZSL = tuple(f"{s}/{m}" for s in ("zsl", "gzsl") for m in ("mfr", "fh@1", "fh@2", "fh@5", "fh@10", "fh@20"))
+OBJECTIVES = {"zscrgan": _RETRIEVAL, "ridge": _RETRIEVAL, "cmgan": _ZSL + ("val_lsup",), "ridge-zsl": _ZSL}
 _INDEXED = re.compile(r"^(\w+)\[(\d+)\]$")
 
 # Searched keys that cannot change training while another key holds certain values:

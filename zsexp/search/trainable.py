@@ -28,11 +28,11 @@ CKPT_FILE = "model.pt"
 def trial_config(meta: dict[str, Any], flat: dict[str, Any]):
     """The full typed config of a trial (also used by the driver to log MLflow params)."""
     from zsexp.data import load_dataset
-    from zsexp.models import get_spec, make_config
+    from zsexp.models import dataset_defaults, get_spec, make_config
 
     data = load_dataset(meta["dataset"], seed=meta["data_seed"])
     spec = get_spec(meta["model"])
-    overrides = trial_overrides(spec.config_cls, data.defaults.get(meta["model"], {}), meta["fixed"], flat)
+    overrides = trial_overrides(spec.config_cls, dataset_defaults(meta["model"], data), meta["fixed"], flat)
     return data, make_config(meta["model"], data, ("search space", overrides))
 
 

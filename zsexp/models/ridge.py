@@ -1,0 +1,197 @@
+"""Closed-form linear baselines: the simplest honest reference for each task, trained and evaluated
+exactly like the GANs (same splits, same queries, same metrics, same checkpoints and sweeps).
+
+* ``ridge`` (the retrieval task of ZSCRGAN): a linear map W from text to image space, fitted on the
+  fit split's (text, image) pairs -- per-image captions when the data has them and
+  ``text_source=captions``, else each image's class text (which is a count-weighted fit to the class-mean
+  images).  A query text t is mapped to ``t W + b`` and the split's images are ranked by cosine
+  similarity, scored with the metrics of ZSCRGAN §4.2 (P@K, mAP@K, top-1, mAP over the full ranking).
+* ``ridge-zsl`` (the zero-shot classification task of CM-GAN): a linear map from image features to the
+  class-embedding space, fitted on the fit split's images and their class embeddings; an image ranks the
+  candidate classes by cosine similarity between its mapped features and their embeddings, scored with
+  CM-GAN's Flat-Hit@k and MFR (§4.2, eq. 7), ZSL (unseen candidates) and GZSL (seen + unseen).
+
+Scoring is cosine similarity in the target space *centred on the fit targets' mean* (``centre=true``,
+the default; ``false`` scores raw vectors).  A ridge prediction is the target mean plus a shrunk
+class-specific part; with non-negative image features the shared mean dominates raw cosines, so every
+query looks alike.  Centring both sides (an affine change the GANs learn for themselves in the CSEM /
+maps) measured +1 to +9 P@50 on the built-in data at the same lam.
+
+The fit (the one "round"): minimise ``mean_n ||x_n W + b - y_n||^2 + lam ||W||_F^2`` with an
+unpenalised bias, solved in float64 through the smaller of the primal and dual normal equations.  The
+penalty is per fitted pair (the mean, not the sum), so one ``lam`` means the same on data of any size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from zsexp.config import param
+from zsexp.data.schema import ZSLData
+from zsexp.errors import ZsexpError
+from zsexp.metrics import (
+    retrieval_chance,
+    retrieval_evaluation,
+    zsl_chance,
+    zsl_metrics_from_ranks,
+    zsl_ranks_from_embeddings,
+)
+from zsexp.models.common import check_eval_split
+from zsexp.models.zscrgan import query_inputs
+
+
+def fit_ridge(x: torch.Tensor, y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """W [Dx, Dy], b [Dy] minimising mean ||x W + b - y||^2 + lam ||W||^2 (bias not penalised)."""
+    x, y = x.double(), y.double()
+    n = x.shape[0]
+    if n == 0:
+        raise ZsexpError("ridge: nothing to fit (no training pairs)")
+    mx, my = x.mean(0), y.mean(0)
+    xc, yc = x - mx, y - my
+    if x.shape[1] <= n:              # primal: (X'X/n + lam I) W = X'Y/n
+        a = xc.T @ xc / n + lam * torch.eye(x.shape[1], dtype=x.dtype)
+        w = torch.linalg.solve(a, xc.T @ yc / n)
+    else:                            # dual: W = X' (XX'/n + lam I)^-1 Y / n
+        a = xc @ xc.T / n + lam * torch.eye(n, dtype=x.dtype)
+        w = xc.T @ torch.linalg.solve(a, yc) / n
+    b = my - mx @ w
+    if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
+        raise ZsexpError(f"ridge: the fit is not finite (lam={lam}); raise `lam`")
+    return w.float(), b.float()
+
+
+@dataclass
+class RidgeConfig:
+    lam: float = param(1.0, low=1e-8, high=1e8, help="ridge penalty on W per fitted pair (bias unpenalised)")
+    text_source: str = param("class", choices=("captions", "class"),
+                             help="fit on each image's class text, or on its caption embedding when the data has one")
+    centre: bool = param(True, help="score cosines around the fit images' mean (see module doc)")
+    query: str = param("class", choices=("class", "captions", "documents"),
+                       help="query = class text, pooled captions, or each document (as ZSCRGAN)")
+    eval_k: int = param(50, low=1, high=100000, help="K of Precision@K / mAP@K")
+
+
+@dataclass
+class RidgeZSLConfig:
+    lam: float = param(1.0, low=1e-8, high=1e8, help="ridge penalty on W per fitted image (bias unpenalised)")
+    centre: bool = param(True, help="score cosines around the fit class embeddings' mean (see module doc)")
+    ks: list[int] = param([1, 2, 5, 10, 20], low=1, high=100000, help="k of the Flat-Hit@k metrics")
+
+
+class _ClosedForm:
+    """Shared plumbing: one round (the fit), state as plain tensors."""
+
+    family = ""
+
+    def __init__(self, cfg: Any, data: ZSLData, device: torch.device | str = "cpu", seed: int = 0,
+                 fit_split: str = "train"):
+        if fit_split not in ("train", "trainval"):
+            raise ZsexpError(f"fit_split must be train or trainval, got {fit_split!r}")
+        self.cfg, self.data, self.device, self.seed, self.fit_split = cfg, data, torch.device(device), seed, fit_split
+        self.w: torch.Tensor | None = None
+        self.b: torch.Tensor | None = None
+        self.origin: torch.Tensor | None = None     # the point cosines are measured around
+        self.iteration = 0
+
+    def total_rounds(self) -> int:
+        return 1
+
+    def train_round(self) -> dict[str, float]:
+        x, y = self._pairs()
+        self.w, self.b = fit_ridge(x, y, self.cfg.lam)
+        self.origin = y.mean(0) if self.cfg.centre else torch.zeros(y.shape[1])
+        self.iteration = 1
+        resid = (x @ self.w + self.b - y).pow(2).sum(1).mean()
+        return {"loss_fit": float(resid), "pairs": float(x.shape[0])}
+
+    def _map(self, x: torch.Tensor) -> torch.Tensor:
+        if self.w is None:
+            raise ZsexpError(f"{self.family}: evaluate() before the fit (train one round first)")
+        return x.float().cpu() @ self.w + self.b - self.origin
+
+    def _target(self, y: np.ndarray) -> torch.Tensor:
+        """Gallery images / candidate class embeddings, in the same (centred) coordinates."""
+        return torch.as_tensor(y).float() - self.origin
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"family": self.family, "config": asdict(self.cfg), "seed": self.seed, "fit_split": self.fit_split,
+                "iteration": self.iteration, "w": self.w, "b": self.b, "origin": self.origin}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("family") != self.family:
+            raise ZsexpError(f"checkpoint is for model {state.get('family')!r}, not {self.family!r}")
+        self.w, self.b, self.origin = state["w"], state["b"], state["origin"]
+        self.iteration = int(state["iteration"])
+
+
+class RidgeRetrieval(_ClosedForm):
+    """Text -> image ridge map, cosine ranking of the split's images (the ZSCRGAN task's baseline)."""
+
+    family = "ridge"
+
+    def _pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.data.images(self.fit_split)
+        if self.cfg.text_source == "captions" and self.data.text_features is not None:
+            text = self.data.text_features[idx]
+        else:
+            text = self.data.class_embeddings[self.data.labels[idx]]
+        return torch.as_tensor(text), torch.as_tensor(self.data.features[idx])
+
+    def evaluate(self, split: str = "val", per_query: bool = False) -> dict[str, Any]:
+        check_eval_split(split, self.fit_split)
+        phi, labels, pool = query_inputs(self.data, split, self.cfg.query)
+        theta = self._map(phi)
+        if pool:
+            classes = torch.as_tensor(self.data.classes(split))
+            theta = torch.stack([theta[labels == c].mean(0) for c in classes.tolist()])
+            labels = classes
+        idx = self.data.images(split)
+        return retrieval_evaluation(theta, labels, self._target(self.data.features[idx]),
+                                    torch.as_tensor(self.data.labels[idx]), k=self.cfg.eval_k, per_query=per_query)
+
+    def chance(self, split: str = "val") -> dict[str, float]:
+        _, labels, pool = query_inputs(self.data, split, self.cfg.query)
+        q = self.data.classes(split) if pool else labels
+        return retrieval_chance(self.data.labels[self.data.images(split)], q, self.cfg.eval_k)
+
+
+class RidgeZSL(_ClosedForm):
+    """Image -> class-embedding ridge map, cosine ranking of candidate classes (the CM-GAN task's baseline)."""
+
+    family = "ridge-zsl"
+
+    def _pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.data.images(self.fit_split)
+        return (torch.as_tensor(self.data.features[idx]),
+                torch.as_tensor(self.data.class_embeddings[self.data.labels[idx]]))
+
+    def _candidates(self, split: str) -> dict[str, np.ndarray]:
+        """As CM-GAN's evaluate(): ZSL ranks the split's classes; GZSL adds the seen (fit) classes."""
+        if split not in ("val", "test"):
+            raise ZsexpError(f"{self.family} evaluates on val or test, got {split!r}")
+        unseen = self.data.classes(split)
+        seen = self.data.classes("trainval") if split == "test" else self.data.classes(self.fit_split)
+        return {"zsl": np.sort(unseen), "gzsl": np.unique(np.concatenate([seen, unseen]))}
+
+    def evaluate(self, split: str = "val", per_image: bool = False) -> dict[str, Any]:
+        check_eval_split(split, self.fit_split)
+        imgs = self.data.images(split)
+        lab = self.data.labels[imgs]
+        v = self._map(torch.as_tensor(self.data.features[imgs]))
+        res: dict[str, Any] = {}
+        for setting, cands in self._candidates(split).items():
+            pos = torch.as_tensor(np.searchsorted(cands, lab))
+            ranks = zsl_ranks_from_embeddings(v, self._target(self.data.class_embeddings[cands]), pos)
+            for key, val in zsl_metrics_from_ranks(ranks, len(cands), self.cfg.ks).items():
+                res[f"{setting}/{key}"] = val
+            if per_image:
+                res[f"{setting}/ranks"] = ranks.cpu().tolist()
+        return res
+
+    def chance(self, split: str = "val") -> dict[str, float]:
+        return {f"{setting}/{k}": v for setting, cands in self._candidates(split).items()
+                for k, v in zsl_chance(len(cands), self.cfg.ks).items()}

@@ -12,7 +12,7 @@ import pytest
 
 from zsexp.cli import main
 from zsexp.search.sweep import read_meta
-from zsexp.selection import paired_test, summarise
+from zsexp.selection import fmt_stats, paired_test, summarise
 from zsexp.tracking import client
 
 pytestmark = pytest.mark.slow
@@ -30,12 +30,28 @@ print(json.dumps({"p50": float(100 * rel.mean()), "shape": list(out["indices"].s
 """
 
 
+def w_stats(result: dict) -> dict:
+    return result["summary"][result["winner"]]["stats"]["precision@50"]
+
+
 def test_sweep_select_promote_serve(ray_cluster, capsys):
     assert main(["search", "zscrgan", "--trials", "3", "--name", "e2e", "--set", "em_iterations=5",
                  "--progress-every", "0"]) == 0
+    out = capsys.readouterr().out
+    meta = read_meta("e2e", None)
+    base_val = meta["reference"]["baseline"]["val"]["precision@50"]       # tuned on val, fitted on train
+    assert meta["reference"]["baseline"]["model"] == "ridge" and meta["reference"]["chance"]["precision@50"] > 0
+    assert f"val precision@50={base_val:.3f}" in out and "chance" in out
+    parent = client().get_run(meta["parent_run_id"]).data
+    assert parent.metrics["baseline_val_precision_at_50"] == pytest.approx(base_val)
+    assert parent.metrics["best_margin_over_baseline"] == pytest.approx(
+        parent.metrics["best_val_precision_at_50"] - base_val)
+    assert main(["status", "e2e"]) == 0
+    assert "baseline ridge" in capsys.readouterr().out
     assert main(["select", "e2e", "--k", "2", "--seeds", "2"]) == 0
     out = capsys.readouterr().out
     assert "Wilcoxon" in out and "@candidate" in out
+    assert "beside it on the same test split: ridge" in out and "paired Wilcoxon over 6 test queries" in out
     sel = Path(read_meta("e2e", None)["dir"]) / "selection-k2-s2"
     result = json.loads((sel / "selection.json").read_text())
     assert len(result["summary"]) == 2 and all(s["stats"]["precision@50"]["n"] == 2 for s in result["summary"])
@@ -51,6 +67,11 @@ def test_sweep_select_promote_serve(ray_cluster, capsys):
         assert (sel / png).stat().st_size > 1000
     report = (sel / "report.md").read_text()
     assert "Winner" in report and "p =" in report
+    # the baseline on the same test split, with chance and a paired test over the 6 test queries
+    b = result["baseline"]
+    assert b["model"] == "ridge" and b["test"]["unit"] == "query" and b["test"]["n"] == 6
+    assert b["chance"]["precision@50"] == pytest.approx(100 / 6, abs=0.5)     # 6 test classes, equal sizes
+    assert f"| precision@50 | {fmt_stats(w_stats(result))} | {b['metrics']['precision@50']:.2f} |" in report
     page = (sel / "report.html").read_text()          # self-contained: the figures are inside
     assert "<table>" in page and page.count("data:image/png;base64,") == 3 and "Winner" in page
     name = result["registered_model"]
@@ -157,3 +178,7 @@ def test_cmgan_selection_with_paper_validation_objective(ray_cluster, tmp_path, 
     assert "test zsl/mfr (report)" in out
     sel = json.loads((Path(read_meta("cml", None)["dir"]) / "selection-k2-s2" / "selection.json").read_text())
     assert sel["objective"] == "val_lsup" and sel["test_objective"] == "zsl/mfr" and sel["test_mode"] == "min"
+    # CM-GAN's task baseline beside it: ridge-zsl, paired over the test images
+    assert sel["baseline"]["model"] == "ridge-zsl" and sel["baseline"]["test"]["unit"] == "image"
+    assert "zsl/mfr" in sel["baseline"]["metrics"] and sel["baseline"]["chance"]["zsl/mfr"] == pytest.approx(
+        100 * 7 / 12)

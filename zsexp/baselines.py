@@ -13,6 +13,7 @@ from typing import Any
 
 from zsexp.config import to_dict
 from zsexp.data import ZSLData
+from zsexp.errors import ZsexpError
 from zsexp.models import build_model, get_spec, make_config
 
 LAM_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
@@ -68,11 +69,21 @@ def beside(metric: str, value: float, baseline: dict | None, chance: dict | None
     return " | ".join(parts)
 
 
+BASELINE_ERRORS = (ZsexpError, ValueError, RuntimeError)
+
+
+def baseline_error(exc: Exception) -> str:
+    return f"the baseline could not be computed: {str(exc).splitlines()[0][:300]}"
+
+
 def sweep_reference(family: str, data: ZSLData, fixed: dict[str, Any]) -> dict[str, Any]:
     """What a sweep of ``family`` is measured against on the validation classes: the task's baseline
     (tuned on validation, fitted on train, exactly like the sweep's trials) and chance."""
     cfg = make_config(family, data, ("search space fixed", fixed))
-    base = task_baseline(family, data, "train", model_cfg=cfg)
+    try:
+        base = task_baseline(family, data, "train", model_cfg=cfg)
+    except BASELINE_ERRORS as exc:           # e.g. features that overflow: the trials will say so too
+        return {"baseline": None, "chance": {}, "error": baseline_error(exc)}
     if base is not None:
         return {"baseline": {"model": base["model"], "lam": base["config"]["lam"], "chosen_by": base["chosen_by"],
                              "val": base["val"]}, "chance": base["chance"]["val"]}

@@ -113,6 +113,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  storage {m['dir']}")
     print(f"  MLflow {m['tracking_uri']} experiment {m['experiment']!r}, parent run {m['parent_run_id']}")
     print(f"  objective val {st['metric']} ({st['mode']})")
+    print(f"  reference: {st['reference']}")
     print(f"  {'trial':<14}{'status':<12}{'outcome':<15}{'rounds':>7}{'best':>10}")
     for t in st["trials"]:
         best = "-" if t["best"] is None else f"{t['best']:.3f}"

@@ -68,6 +68,12 @@ def log_selection(o, meta: dict[str, Any], d: dict[str, Any], results: list[dict
             metrics.append(Metric(f"c{s['candidate']}_test_{safe_name(m)}_mean", st["mean"], ts, 0))
     if d["test"]:
         metrics.append(Metric("wilcoxon_p_value", d["test"]["p_value"], ts, 0))
+    b = d.get("baseline")
+    if b:          # the task's baseline and chance on the same test split, beside the candidates
+        metrics += [Metric(f"baseline_test_{safe_name(m)}", v, ts, 0) for m, v in b["metrics"].items()]
+        metrics += [Metric(f"chance_test_{safe_name(m)}", v, ts, 0) for m, v in b["chance"].items()]
+        metrics.append(Metric("winner_vs_baseline_wilcoxon_p_value", b["test"]["p_value"], ts, 0))
+        c.set_tag(parent, "zsexp.baseline", f"{b['model']} lam={b['lam']:g}")
     c.log_batch(parent, metrics=metrics)
     for name in ("report.html", "report.md", "candidates.png", "history.png", "importance.png", "candidates.json"):
         if (sel_dir / name).is_file():

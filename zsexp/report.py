@@ -18,7 +18,7 @@ def write_report(meta: dict[str, Any], space: SearchSpace, d: dict[str, Any], se
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from zsexp.selection import PROTOCOL, SEED_RULE, fmt_stats
+    from zsexp.selection import PLURAL, PROTOCOL, SEED_RULE, fmt_stats
 
     summary, order, test = d["summary"], d["order"], d["test"]
     obj, tobj = d["objective"], d["test_objective"]
@@ -32,6 +32,12 @@ def write_report(meta: dict[str, Any], space: SearchSpace, d: dict[str, Any], se
             ax.scatter([i] * len(vals), vals, alpha=0.7)
             ax.errorbar(i, float(np.mean(vals)), yerr=float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
                         fmt="_", color="k", capsize=6)
+        b = d.get("baseline")
+        if label.startswith("test") and b:           # the references on the same test split
+            ax.axhline(b["metrics"][tobj], ls="--", color="tab:red", label=f"{b['model']} (baseline)")
+            if tobj in b["chance"]:
+                ax.axhline(b["chance"][tobj], ls=":", color="grey", label="chance")
+            ax.legend(fontsize=8)
         ax.set_xticks(range(len(summary)), [f"c{s['candidate']}" + ("*" if s["candidate"] == d["winner"] else "")
                                             for s in summary])
         ax.set_title(label, fontsize=10)
@@ -96,10 +102,27 @@ def write_report(meta: dict[str, Any], space: SearchSpace, d: dict[str, Any], se
                      f"On test the difference is {dt:+.2f} points of {tobj}; paired Wilcoxon signed-rank test over "
                      f"{test['n']} test classes (per-class values averaged over seeds): p = {test['p_value']:.4f}, "
                      f"{verdict} at 0.05.")
-    lines += ["", "All test metrics of the winner (final models fitted on train + val):", "",
-              "| metric | mean ± sd [95% CI] |", "|---|---|"]
+    b = d.get("baseline")
+    if b:
+        t = b["test"]
+        bw = b["metrics"].get(tobj)
+        diff = w["stats"][tobj]["mean"] - bw
+        better = diff > 0 if d["test_mode"] == "max" else diff < 0
+        verdict = "significant" if t["significant"] else "**not significant**"
+        lines += ["", f"Beside the task's baseline on the same split: {b['model']} (lam = {b['lam']:g}, "
+                      f"{b['chosen_by']}; refitted on train + val like the winner) scores {bw:.2f} test {tobj}; "
+                      f"the winner is {abs(diff):.2f} points {'better' if better else '**worse**'}.  Paired Wilcoxon "
+                      f"signed-rank test over the {t['n']} test {PLURAL[t['unit']]} (winner's values averaged over "
+                      f"seeds): "
+                      f"p = {t['p_value']:.4f}, {verdict} at 0.05."]
+    lines += ["", "All test metrics of the winner (final models fitted on train + val), the baseline and chance "
+                  "on the same test split:", "",
+              "| metric | winner mean ± sd [95% CI] | baseline | chance |", "|---|---|---|---|"]
     for m, st in w["stats"].items():
-        lines.append(f"| {m} | {fmt_stats(st)} |")
+        bv = b["metrics"].get(m) if b else None
+        cv = b["chance"].get(m) if b else None
+        lines.append(f"| {m} | {fmt_stats(st)} | {'-' if bv is None else f'{bv:.2f}'} | "
+                     f"{'-' if cv is None else f'{cv:.2f}'} |")
     lines += ["", "Winner configuration (searched keys):", "", "| key | value |", "|---|---|"]
     for k, v in w["params"].items():
         lines.append(f"| {k} | {v} |")

@@ -43,7 +43,8 @@ from zsexp.models import get_spec
 from zsexp.search.space import SearchSpace, parse_space
 from zsexp.search.sweep import _init_ray, _resources, read_meta, sweep_trials
 
-PER_QUERY_KEY = {"precision@50": "precision", "map@50": "ap", "top1": "top1"}
+PER_QUERY_KEY = {"precision@50": "precision", "map@50": "ap", "top1": "top1", "map": "ap_full"}
+PLURAL = {"query": "queries", "image": "images"}
 PHASES = {"val": "train", "test": "trainval"}          # phase -> classes the model is fitted on
 SEED_RULE = "the seed whose validation objective is nearest the winner's mean over seeds (ties: lower seed)"
 PROTOCOL = ("Candidates are ranked and the winner chosen by their mean validation objective over seeds "
@@ -189,6 +190,59 @@ def per_class_values(model: str, objective: str, result: dict[str, Any]) -> dict
     return out
 
 
+def per_unit_values(objective: str, per: dict[str, Any], n_candidates: dict[str, int]) -> np.ndarray:
+    """The objective per query (retrieval) or per test image (ZSL), in the split's fixed order: the unit
+    of the paired test of a model against the task's baseline, which sees the same queries / images."""
+    if "per_query" in per:
+        return np.asarray(per["per_query"][PER_QUERY_KEY[objective]], dtype=float)
+    setting, metric = objective.split("/")
+    ranks = np.asarray(per[f"{setting}/ranks"], dtype=float)
+    if metric == "mfr":
+        return 100.0 * ranks / n_candidates[setting]
+    return 100.0 * (ranks <= int(metric.split("@")[1]))
+
+
+def paired_units(a: np.ndarray, b: np.ndarray, unit: str) -> dict[str, Any]:
+    """Wilcoxon signed-rank test of two models over the same queries / images."""
+    from scipy import stats
+
+    if a.shape != b.shape:
+        raise ZsexpError(f"paired test: {a.size} vs {b.size} {unit}s; the two models were not evaluated alike")
+    if a.size < 2 or np.allclose(a, b):
+        return {"test": "wilcoxon", "unit": unit, "n": int(a.size), "p_value": 1.0, "significant": False,
+                "note": "identical values" if a.size >= 2 else f"too few {unit}s"}
+    res = stats.wilcoxon(a, b)
+    return {"test": "wilcoxon", "unit": unit, "n": int(a.size), "statistic": float(res.statistic),
+            "p_value": float(res.pvalue), "significant": bool(res.pvalue < 0.05)}
+
+
+def baseline_beside(model: str, d: dict[str, Any], data: Any, cfg: Any) -> dict[str, Any] | None:
+    """The task's baseline on the same test split as the winner's final models: tuned on validation,
+    fitted on train + val (like them), evaluated once on test, with chance and a paired test over the
+    test queries / images (the winner's per-unit values averaged over its seeds).  Reported, never used
+    to decide."""
+    from zsexp.baselines import BASELINE_ERRORS, baseline_error, task_baseline
+
+    try:
+        base = task_baseline(model, data, "trainval", per_query=True, model_cfg=cfg)
+    except BASELINE_ERRORS as exc:
+        print(f"[select] WARNING: {baseline_error(exc)}")
+        return None
+    if base is None:
+        return None
+    chance = base["chance"]["test"]
+    tobj = d["test_objective"]
+    ncand = {"zsl": len(data.test_classes), "gzsl": len(data.test_classes) + len(data.classes("trainval"))}
+    runs = [r for r in d["test_runs"] if r["candidate"] == d["winner"]]
+    unit = "query" if "per_query" in runs[0]["per"] else "image"
+    winner = np.mean([per_unit_values(tobj, r["per"], ncand) for r in runs], axis=0)
+    per_b = {k: v for k, v in base["test"].items() if not isinstance(v, float)}
+    ref = per_unit_values(tobj, per_b, ncand)
+    return {"model": base["model"], "lam": base["config"]["lam"], "chosen_by": base["chosen_by"],
+            "metrics": {k: v for k, v in base["test"].items() if isinstance(v, float)}, "chance": chance,
+            "test": paired_units(winner, ref, unit)}
+
+
 def summarise(values: list[float]) -> dict[str, float]:
     from scipy import stats
 
@@ -309,10 +363,15 @@ def finish_selection(o: SelectOptions, meta: dict[str, Any], space: SearchSpace,
     n_unseen = len(data.test_classes)
     n_all = n_unseen + len(data.classes("trainval"))
     d = decide(meta["model"], space, cands, results, n_unseen, n_all)
+    from zsexp.search.trainable import trial_config
+
+    winner_cfg = trial_config(meta["trial_meta"], cands[d["winner"]]["params"])[1]
+    d["baseline"] = baseline_beside(meta["model"], d, data, winner_cfg)
     report = write_report(meta, space, d, sel_dir, trials)
     out = {"sweep": meta["name"], "protocol": PROTOCOL, "objective": d["objective"], "mode": space.mode,
            "test_objective": d["test_objective"], "test_mode": d["test_mode"], "summary": d["summary"],
            "winner": d["winner"], "winner_seed": d["seed"], "seed_rule": SEED_RULE, "test": d["test"],
+           "baseline": d["baseline"],
            "report": str(report), "dir": str(sel_dir)}
     out.update(log_selection(o, meta, d, results, sel_dir, data))
     (sel_dir / "selection.json").write_text(json.dumps(out, indent=2, default=str))
@@ -337,6 +396,16 @@ def print_selection(out: dict[str, Any], order: list[dict[str, Any]]) -> None:
     if t:
         word = "significant" if t["significant"] else "NOT significant"
         print(f"    on test, winner c{out['winner']} vs runner-up: Wilcoxon p = {t['p_value']:.4f} ({word} at 0.05)")
+    b = out.get("baseline")
+    if b:
+        w = next(s for s in order if s["candidate"] == out["winner"])
+        t = b["test"]
+        chance = b["chance"].get(tobj)
+        print(f"    beside it on the same test split: {b['model']} (lam={b['lam']:g}, chosen on validation) {tobj} "
+              f"{b['metrics'][tobj]:.2f}" + (f", chance {chance:.2f}" if chance is not None else "")
+              + f"; winner mean {w['stats'][tobj]['mean']:.2f}; paired Wilcoxon over {t['n']} test "
+              f"{PLURAL[t['unit']]}: "
+              f"p = {t['p_value']:.4f} ({'significant' if t['significant'] else 'NOT significant'} at 0.05)")
     print(f"[select {out['sweep']}] report {out['report']}")
     print(f"[select {out['sweep']}] registered {out['registered_model']} version {out['version']} (seed "
           f"{out['winner_seed']}: {out['seed_rule']}) as @candidate; load it with "

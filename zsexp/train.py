@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from zsexp.baselines import beside, task_baseline
+from zsexp.baselines import BASELINE_ERRORS, baseline_error, beside, task_baseline
 from zsexp.config import build_config, load_yaml, parse_set, to_dict
 from zsexp.data import ZSLData, load_dataset
 from zsexp.errors import ZsexpError
@@ -117,7 +117,7 @@ def train_run(family: str, dataset: str, *, config_file: str | None = None, sets
               "checkpoint": str((out / "best.pt").resolve()), "history": history,
               "wall_time_s": round(time.time() - t0, 2)}
     result["chance"] = {s: best_model.chance(s) for s in (("val", "test") if select_on_val else ("test",))}
-    result["baseline"] = task_baseline(family, data, fit_split, model_cfg=cfg)
+    result["baseline"] = safe_baseline(family, data, fit_split, cfg, log)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     head = (f"best round {best_round}: val {objective}={result['val'][objective]:.2f}" if select_on_val
             else f"last round {best_round} (fit on train + val)")
@@ -129,6 +129,16 @@ def train_run(family: str, dataset: str, *, config_file: str | None = None, sets
     warn_degenerate(family, result["test"], log)
     log(f"[{family}] wrote {out / 'metrics.json'} and checkpoints {out / 'best.pt'}, {out / 'last.pt'}")
     return result
+
+
+def safe_baseline(family: str, data: ZSLData, fit_split: str, cfg: Any, log: Callable[[str], None]) -> dict | None:
+    """The task's baseline, or ``{"model", "error"}`` where it cannot be computed (the model's own
+    figures are still reported)."""
+    try:
+        return task_baseline(family, data, fit_split, model_cfg=cfg)
+    except BASELINE_ERRORS as exc:
+        log(f"[{family}] WARNING: {baseline_error(exc)}")
+        return {"model": get_spec(family).baseline, "error": baseline_error(exc)}
 
 
 def warn_degenerate(family: str, metrics: dict, log: Callable[[str], None]) -> None:
@@ -158,4 +168,4 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", dataset: str | No
     model.load_state_dict(mstate)
     fit_split = mstate.get("fit_split", "train")
     return {"model": family, "dataset": data.name, "split": split, "metrics": model.evaluate(split),
-            "chance": model.chance(split), "baseline": task_baseline(family, data, fit_split, model_cfg=cfg)}
+            "chance": model.chance(split), "baseline": safe_baseline(family, data, fit_split, cfg, print)}

@@ -24,6 +24,7 @@ from typing import Any
 
 import optuna
 
+from zsexp.baselines import margin
 from zsexp.errors import ZsexpError
 from zsexp.faults import kill_point
 from zsexp.paths import default_tracking_uri, zsexp_home
@@ -170,6 +171,7 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
     MLflow run and no registry entry."""
     import ray
 
+    from zsexp.baselines import sweep_reference
     from zsexp.config import parse_set
     from zsexp.data import load_dataset
     from zsexp.models import require_discriminative_validation
@@ -193,6 +195,7 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
         raise ZsexpError(f"--retries must be >= 0, got {o.retries}")
     data = load_dataset(o.dataset, seed=o.data_seed)
     require_discriminative_validation(data)
+    reference = sweep_reference(o.model, data, space.fixed)      # validation classes only, like the trials
     name = o.name or f"{o.model}-{data.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     d = sweep_dir(name, o.storage)
     if (d / SWEEP_FILE).exists():
@@ -222,7 +225,7 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
             "space": space.raw | {"fixed": space.fixed}, "space_source": space.source, "tracking_uri": uri,
             "experiment": experiment, "experiment_id": exp_id, "parent_run_id": parent.info.run_id, "tags": tags,
             "options": opts, "retries": o.retries, "max_failed_trials": o.max_failed_trials,
-            "keep_checkpoints": o.keep_checkpoints,
+            "keep_checkpoints": o.keep_checkpoints, "reference": reference,
             "progress_every_s": o.progress_every_s, "created": dt.datetime.now().isoformat(), "status": "created",
             "trial_meta": {"model": o.model, "dataset": o.dataset, "data_seed": o.data_seed, "seed": o.seed,
                            "fixed": space.fixed, "fit_split": "train", "max_rounds": space.max_rounds,
@@ -234,6 +237,7 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
                         "sampler": space.sampler, "gpus": o.gpus, "gpus_per_trial": o.gpus_per_trial,
                         "objective": space.metric, "mode": space.mode, "max_rounds": space.max_rounds}
         c.log_batch(parent.info.run_id, params=[Param(k, str(v)) for k, v in sweep_params.items()])
+        log_reference(c, parent.info.run_id, meta, space)
         _write_json(d / SWEEP_FILE, meta)
         return _fit(meta, space, resources, restore=False)
     finally:
@@ -445,6 +449,8 @@ def _fit(meta: dict[str, Any], space: SearchSpace, resources: tuple[dict[str, fl
         c = client(meta["tracking_uri"])
         if summary.get("best"):
             c.log_metric(meta["parent_run_id"], f"best_{space.metric_key}", summary["best"]["value"])
+            if summary.get("margin") is not None:
+                c.log_metric(meta["parent_run_id"], "best_margin_over_baseline", summary["margin"])
             c.set_tag(meta["parent_run_id"], "zsexp.best_trial", summary["best"]["trial_id"])
         outcomes = list(summary["outcomes"].values())
         for key, label in (("trials_completed", "completed"), ("trials_early_stopped", "early-stopped"),
@@ -504,8 +510,53 @@ def summarise(meta: dict[str, Any], space: SearchSpace, results: Any, wall_s: fl
         best = {"trial_id": tid, "value": float(values[tid]["value"]), "round": rnd, "config": r.config,
                 "checkpoint": ckpt.path if ckpt else None, "run_id": progress.get("runs", {}).get(tid),
                 "metrics": {k: v for k, v in metrics.items() if str(k).startswith("val_")}}
+    base, chance = reference_values(meta, space)
     return {"name": meta["name"], "counts": counts, "outcomes": progress.get("outcomes", {}), "best": best,
-            "peak_concurrency": progress.get("peak", 0), "wall_s": wall_s, "n_trials": len(results)}
+            "peak_concurrency": progress.get("peak", 0), "wall_s": wall_s, "n_trials": len(results),
+            "baseline": base, "chance": chance,
+            "margin": margin(best["value"] if best else None, base["value"] if base else None, space.mode)}
+
+
+def reference_values(meta: dict[str, Any], space: SearchSpace) -> tuple[dict | None, float | None]:
+    """The baseline's validation objective (``{"model", "lam", "value"}``, None where the task has none or
+    the sweep predates baselines) and chance of the objective, from the sweep's stored reference."""
+    ref = meta.get("reference") or {}
+    b = ref.get("baseline")
+    value = (b.get("val") or {}).get(space.metric) if b else None
+    base = {"model": b["model"], "lam": b["lam"], "value": float(value)} if value is not None else None
+    chance = (ref.get("chance") or {}).get(space.metric)
+    return base, (float(chance) if chance is not None else None)
+
+
+def reference_line(meta: dict[str, Any], space: SearchSpace, best: float | None) -> str:
+    """``baseline ridge (lam=0.1) val precision@50=39.00; best trial +2.30 over it; chance 16.67``."""
+    base, chance = reference_values(meta, space)
+    parts = []
+    if base:
+        parts.append(f"baseline {base['model']} (lam={base['lam']:g}) val {space.metric}={base['value']:.3f}")
+        m = margin(best, base["value"], space.mode)
+        if m is not None:
+            parts.append(f"best trial {m:+.3f} {'over' if m >= 0 else 'BELOW'} it")
+    elif (meta.get("reference") or {}).get("error"):
+        parts.append(meta["reference"]["error"])
+    elif meta.get("reference") is None:
+        parts.append("no baseline recorded (sweep made before zsexp computed baselines)")
+    else:
+        parts.append(f"no baseline for val {space.metric}")
+    if chance is not None:
+        parts.append(f"chance {chance:.3f}")
+    return "; ".join(parts)
+
+
+def log_reference(c: Any, run_id: str, meta: dict[str, Any], space: SearchSpace) -> None:
+    """The baseline's and chance's validation objective on the sweep's MLflow parent run."""
+    base, chance = reference_values(meta, space)
+    if base:
+        c.log_metric(run_id, f"baseline_{space.metric_key}", base["value"])
+        c.set_tag(run_id, "zsexp.baseline", f"{base['model']} lam={base['lam']:g} "
+                                            f"({meta['reference']['baseline']['chosen_by']})")
+    if chance is not None:
+        c.log_metric(run_id, f"chance_{space.metric_key}", chance)
 
 
 def print_summary(meta: dict[str, Any], space: SearchSpace, s: dict[str, Any]) -> None:
@@ -522,6 +573,7 @@ def print_summary(meta: dict[str, Any], space: SearchSpace, s: dict[str, Any]) -
                                      for k, v in sorted(b["config"].items())))
     print(f"    checkpoint: {b['checkpoint']}")
     print(f"    MLflow run: {b['run_id']} (parent {meta['parent_run_id']}, experiment {meta['experiment']!r})")
+    print(f"    reference: {reference_line(meta, space, b['value'])}")
     show_links(meta, space)
 
 
@@ -564,4 +616,9 @@ def sweep_status(name: str, storage: str | None = None) -> dict[str, Any]:
         trials = sweep_trials(meta, space)
     except Exception:  # noqa: BLE001 - no experiment state yet
         trials = []
-    return {"meta": meta, "metric": space.metric, "mode": space.mode, "trials": trials}
+    bests = [t["best"] for t in trials if t["best"] is not None]
+    best = (max(bests) if space.mode == "max" else min(bests)) if bests else None
+    base, chance = reference_values(meta, space)
+    return {"meta": meta, "metric": space.metric, "mode": space.mode, "trials": trials, "best": best,
+            "baseline": base, "chance": chance, "margin": margin(best, base["value"] if base else None, space.mode),
+            "reference": reference_line(meta, space, best)}

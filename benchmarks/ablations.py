@@ -5,7 +5,8 @@
 
 Each row is one ablation trained with ``zsexp.train.train_run`` (the code behind ``zsexp train``:
 best round chosen on validation classes, then evaluated on the unseen test classes), over several
-seeds; the table prints mean ± std and the chance level.  ZSCRGAN fits on ``train`` classes;
+seeds; the table prints mean ± std, the task's ridge baseline on the same split and fit classes
+(``zsexp.baselines.task_baseline``) and chance.  ZSCRGAN fits on ``train`` classes;
 CM-GAN fits on ``trainval`` with the test classes' unlabelled images as its transductive data,
 the paper's protocol for Table 5.
 """
@@ -59,6 +60,7 @@ def main() -> None:
     rows = [r for r in ROWS[args.model] if not args.rows or r[1] in args.rows.split(",")]
     print(f"{args.model} on {dataset}, fit={fit}, seeds 0..{args.seeds - 1}, overrides {sets}")
     results = {}
+    baseline, chance_row = None, {}
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         for label, ablation in rows:
@@ -67,6 +69,9 @@ def main() -> None:
                 res = train_run(args.model, dataset, sets=[*sets, f"ablation={ablation}"], seed=seed,
                                 out_dir=f"{tmp}/{ablation}-{seed}", device="cpu", fit_split=fit, log=lambda _m: None)
                 per_seed.append(res["test"])
+                if res.get("baseline") and res["baseline"].get("test"):     # same split, same fit classes
+                    baseline = res["baseline"]
+                chance_row = res["chance"]["test"]
                 print(f"  {label:<28} seed {seed}: " + ", ".join(f"{m}={res['test'][m]:.2f}" for m in metrics)
                       + f"  ({time.time() - t0:.0f}s)", flush=True)
             results[label] = per_seed
@@ -81,7 +86,11 @@ def main() -> None:
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
             cells.append(f"{statistics.mean(vals):.2f} ± {sd:.2f}")
         print(f"| {label} | " + " | ".join(cells) + " |")
-    print("| chance | " + " | ".join("n/a" if np.isnan(ch[m]) else f"{ch[m]:.2f}" for m in metrics) + " |")
+    if baseline:
+        print(f"| {baseline['model']} baseline (lam {baseline['config']['lam']:g}, chosen on validation) | "
+              + " | ".join(f"{baseline['test'][m]:.2f}" for m in metrics) + " |")
+    print("| chance | " + " | ".join(f"{chance_row[m]:.2f}" if m in chance_row else
+                                     ("n/a" if np.isnan(ch[m]) else f"{ch[m]:.2f}") for m in metrics) + " |")
     print(f"\ntotal {time.time() - t0:.0f}s")
 
 

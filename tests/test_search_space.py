@@ -20,6 +20,17 @@ def test_shipped_spaces_load(model):
     assert set(dists) == set(space.params)
 
 
+def test_shipped_zscrgan_spaces_reach_working_budgets():
+    """The small-data rule trains ZSCRGAN 2,000 updates (README, budgets): a sweep can reach it and more,
+    and ASHA compares trials at equal updates, not at equal iterations of unequal size."""
+    for path in (None, default_space_path("zscrgan").parent / "zscrgan-small.yaml"):
+        space = load_space(path, "zscrgan")
+        assert space.unit == "updates" and space.fixed["em_schedule"] == "fixed"
+        most = max(space.params["updates_per_step"]["choices"]) * space.fixed["em_iterations"]
+        assert most >= space.max_updates >= 2000 > space.grace_updates
+    assert "latent_dim" in load_space(default_space_path("zscrgan").parent / "zscrgan-small.yaml", "zscrgan").params
+
+
 BASE = {"model": "zscrgan", "params": {"alpha": {"type": "uniform", "low": 0.1, "high": 1.0}}}
 
 
@@ -35,6 +46,9 @@ BASE = {"model": "zscrgan", "params": {"alpha": {"type": "uniform", "low": 0.1, 
     ({"objective": {"metric": "accuracy", "mode": "max"}}, r"objective.metric"),
     ({"objective": {"metric": "top1", "mode": "up"}}, r"objective.mode"),
     ({"fidelity": {"max_rounds": 0}}, r"fidelity.max_rounds"),
+    ({"fidelity": {"unit": "epochs"}}, r"fidelity.unit.*rounds or updates"),
+    ({"fidelity": {"unit": "updates", "grace_updates": 500, "max_updates": 100}}, r"fidelity.grace_updates"),
+    ({"fidelity": {"grace_updates": 5}}, r"need `unit: updates`"),
     ({"sampler": {"name": "bayes"}}, r"sampler.name"),
     ({"fixed": {"gamma": 1}}, r"unknown key\(s\) \['gamma'\]"),
     ({"colour": "red"}, r"unknown top-level key"),

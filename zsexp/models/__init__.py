@@ -67,10 +67,15 @@ def size_defaults(family: str, data: ZSLData) -> dict[str, Any]:
     chance while 100 updates per iteration reach the paper's level.  So a dataset with fewer training
     images gets :data:`SMALL_DATA_DEFAULTS` (ZSCRGAN: G [256, 512], D 256, latent 64, noise 32, a fixed
     schedule of 100 updates x 20 iterations; CM-GAN: widths 256, 1,000 iterations per step); larger
-    data keeps the paper's values.  Built-in synthetic sets carry their own (``ZSLData.defaults``)."""
-    if family not in SMALL_DATA_DEFAULTS or len(data.images("train")) >= SMALL_DATA_IMAGES:
-        return {}
-    return dict(SMALL_DATA_DEFAULTS[family])
+    data keeps the paper's values.  With fewer than 10 seen classes CM-GAN's ``conse_k`` (CONSE's T,
+    eq. 1) becomes the number of seen classes.  Built-in synthetic sets carry their own (``ZSLData.defaults``)."""
+    out: dict[str, Any] = {}
+    if family in SMALL_DATA_DEFAULTS and len(data.images("train")) < SMALL_DATA_IMAGES:
+        out.update(SMALL_DATA_DEFAULTS[family])
+    n_seen = len(data.train_classes)
+    if family == "cmgan" and n_seen < 10:      # CONSE's top-T (eq. 1, paper T = 10) cannot exceed the seen classes
+        out["conse_k"] = n_seen
+    return out
 
 
 def dataset_defaults(family: str, data: ZSLData) -> dict[str, Any]:

@@ -367,7 +367,7 @@ class CMGAN:
         self.iter_in_step += n_iter
         out = {key: float(np.mean([log[key] for log in logs if key in log])) for key in logs[0]} if logs else {}
         check_finite(out, f"CM-GAN step {k + 1} ({kind})")
-        out.update(step=float(k + 1), kind_sup=1.0 if kind == "sup" else 0.0)
+        out.update(step=float(k + 1), kind_sup=1.0 if kind == "sup" else 0.0, updates=float(n_iter))
         if self.iter_in_step >= self.cfg.iters_per_step:
             out.update(self._finish_step(kind))
         return out

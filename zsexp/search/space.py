@@ -5,6 +5,9 @@ File format (see ``search_spaces/*.yaml``)::
     model: zscrgan
     objective: {metric: precision@50, mode: max}   # on the VALIDATION classes
     fidelity: {max_rounds: 30, grace_rounds: 3, reduction_factor: 3}   # rounds = E-M iterations / step slices
+    # or, when the searched keys change the updates per round (ZSCRGAN's updates_per_step, CM-GAN's
+    # iters_per_step), ASHA's axis in optimiser updates, so its rungs compare trials at equal compute:
+    # fidelity: {unit: updates, max_rounds: 30, grace_updates: 300, max_updates: 3000, reduction_factor: 3}
     sampler: {name: tpe, n_startup_trials: 5}      # tpe | random | cmaes | qmc | gp
     scheduler: asha                               # asha | none
     fixed: {em_schedule: linear}                  # config keys held constant
@@ -69,6 +72,9 @@ class SearchSpace:
     max_rounds: int
     grace_rounds: int
     reduction_factor: float
+    unit: str
+    grace_updates: int
+    max_updates: int
     sampler: str
     sampler_args: dict[str, Any]
     scheduler: str
@@ -200,8 +206,23 @@ def parse_space(raw: Any, source: str, model: str | None = None) -> SearchSpace:
     if mode not in ("min", "max"):
         raise _err(source, "objective.mode", f"must be min or max, got {mode!r}")
     fid = raw.get("fidelity") or {}
-    if not isinstance(fid, dict) or sorted(set(fid) - {"max_rounds", "grace_rounds", "reduction_factor"}):
-        raise _err(source, "fidelity", "allowed keys: max_rounds, grace_rounds, reduction_factor")
+    fid_keys = {"unit", "max_rounds", "grace_rounds", "reduction_factor", "grace_updates", "max_updates"}
+    if not isinstance(fid, dict) or sorted(set(fid) - fid_keys):
+        raise _err(source, "fidelity", f"allowed keys: {', '.join(sorted(fid_keys))}")
+    unit = fid.get("unit", "rounds")
+    if unit not in ("rounds", "updates"):
+        raise _err(source, "fidelity.unit", f"must be rounds or updates, got {unit!r}")
+    grace_u, max_u = fid.get("grace_updates", 0), fid.get("max_updates", 0)
+    if unit == "updates":
+        if fam not in ("zscrgan", "cmgan"):
+            raise _err(source, "fidelity.unit", f"{fam} has no optimiser updates to count; use rounds")
+        if not isinstance(max_u, int) or max_u < 1:
+            raise _err(source, "fidelity.max_updates", f"must be an integer >= 1, got {max_u!r}")
+        if not isinstance(grace_u, int) or not 1 <= grace_u <= max_u:
+            raise _err(source, "fidelity.grace_updates",
+                       f"must be an integer in [1, max_updates={max_u}], got {grace_u!r}")
+    elif "grace_updates" in fid or "max_updates" in fid:
+        raise _err(source, "fidelity", "grace_updates / max_updates need `unit: updates`")
     max_rounds = fid.get("max_rounds", 30)
     grace = fid.get("grace_rounds", 1)
     rf = fid.get("reduction_factor", 3)
@@ -246,7 +267,8 @@ def parse_space(raw: Any, source: str, model: str | None = None) -> SearchSpace:
         params[str(key)] = _check_param(source, str(key), p, hints[base_key], cfg_cls)
     _refuse_inert(source, fam, cfg_cls, fixed, params)
     return SearchSpace(model=fam, metric=metric, mode=mode, max_rounds=max_rounds, grace_rounds=grace,
-                       reduction_factor=float(rf), sampler=name, sampler_args=sampler_args, scheduler=sched,
+                       reduction_factor=float(rf), unit=unit, grace_updates=grace_u, max_updates=max_u, sampler=name,
+                       sampler_args=sampler_args, scheduler=sched,
                        fixed=fixed, params=params, source=source, raw=raw)
 
 

@@ -29,7 +29,7 @@ from zsexp.errors import ZsexpError
 from zsexp.faults import kill_point
 from zsexp.paths import default_tracking_uri, zsexp_home
 from zsexp.search.space import SearchSpace, load_space, parse_space
-from zsexp.search.trainable import train_trial, trial_params
+from zsexp.search.trainable import UPDATES_KEY, train_trial, trial_params
 
 SWEEP_FILE = "zsexp_sweep.json"
 CALLBACK_FILE = "zsexp_progress.json"
@@ -158,6 +158,9 @@ def _callback(meta: dict[str, Any], space: SearchSpace):
 def _scheduler(space: SearchSpace, name: str):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    if name == "asha" and space.unit == "updates":       # rungs at equal optimiser updates
+        return ASHAScheduler(time_attr=UPDATES_KEY, max_t=space.max_updates, grace_period=space.grace_updates,
+                             reduction_factor=space.reduction_factor)
     if name == "asha":
         return ASHAScheduler(time_attr="training_iteration", max_t=space.max_rounds, grace_period=space.grace_rounds,
                              reduction_factor=space.reduction_factor)

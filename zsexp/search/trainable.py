@@ -23,6 +23,7 @@ from zsexp.faults import maybe_kill_worker, note_round
 from zsexp.search.space import metric_key, trial_overrides
 
 CKPT_FILE = "model.pt"
+UPDATES_KEY = "updates_done"     # cumulative optimiser updates of a trial (ASHA's axis with `unit: updates`)
 
 
 def trial_config(meta: dict[str, Any], flat: dict[str, Any]):
@@ -73,13 +74,14 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
     device = resolve_device(meta.get("device", "auto"))
     torch.manual_seed(meta["seed"])
     model = build_model(meta["model"], cfg, data, device=device, seed=meta["seed"], fit_split=meta["fit_split"])
-    done_rounds = 0
+    done_rounds, updates_done = 0, 0.0
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
             state = load_checkpoint(Path(d) / CKPT_FILE)
         model.load_state_dict(state["model"])
         done_rounds = int(state["round"])
+        updates_done = float(state.get("updates", 0.0))
     rounds = min(spec.rounds(model), meta["max_rounds"])
     for r in range(done_rounds + 1, rounds + 1):
         maybe_kill_worker(sweep_dir, r)
@@ -95,12 +97,14 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
         if meta["model"] == "cmgan":            # the paper's own validation measure (§4.4)
             metrics["val_val_lsup"] = model.validation_measure()
         metrics.update({f"train_{k}": v for k, v in losses.items()})
+        updates_done += losses.get("updates", 0.0)
+        metrics[UPDATES_KEY] = updates_done
         metrics.update(round=r, max_rounds=rounds, model_done=bool(getattr(model, "done", False)),
                        cpu_threads=torch.get_num_threads(),
                        node_id=ray.get_runtime_context().get_node_id())     # which Ray node ran it
         with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint(checkpoint_state(model, data, meta["dataset"], meta["data_seed"], {"round": r}),
-                            Path(tmp) / CKPT_FILE)
+            save_checkpoint(checkpoint_state(model, data, meta["dataset"], meta["data_seed"],
+                                             {"round": r, "updates": updates_done}), Path(tmp) / CKPT_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
         if getattr(model, "done", False):
             break

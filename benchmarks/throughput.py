@@ -62,7 +62,7 @@ def zscrgan_flops_per_update(b: int, dv: int, dt: int, lat: int, nz: int, gh: li
     return d_steps * critic + gen
 
 
-def bench_zscrgan(device: torch.device, seconds: float) -> dict:
+def bench_zscrgan(device: torch.device, seconds: float, overrides: dict | None = None) -> dict:
     from zsexp.models import build_model, make_config
 
     n_cls, per, dv, dt = 20, 40, 2048, 1024
@@ -73,7 +73,9 @@ def bench_zscrgan(device: torch.device, seconds: float) -> dict:
         class_embeddings=torch.randn(n_cls, dt, generator=gen).numpy(), class_names=[str(i) for i in range(n_cls)],
         train_classes=torch.arange(0, 14).numpy(), val_classes=torch.arange(14, 17).numpy(),
         test_classes=torch.arange(17, 20).numpy()))
-    cfg = make_config("zscrgan", data, ("bench", {"batch_size": 64, "em_schedule": "fixed", "updates_per_step": 1}))
+    paper = {"g_hidden": [2048, 4096], "d_hidden": 1024, "latent_dim": 1024, "noise_dim": 256}  # not the size rule
+    cfg = make_config("zscrgan", data, ("bench", {"batch_size": 64, "em_schedule": "fixed", "updates_per_step": 1,
+                                                  **paper, **(overrides or {})}))
     model = build_model("zscrgan", cfg, data, device=device)
     model._generator_step()
     model._critic_steps(cfg.d_steps)
@@ -103,12 +105,12 @@ def cmgan_flops(b: int, d: int, h: int, dh: int) -> dict[str, float]:
     return {"sup": sup, "trans": critic + maps}
 
 
-def bench_cmgan(device: torch.device, seconds: float) -> dict:
+def bench_cmgan(device: torch.device, seconds: float, hidden: int = 500) -> dict:
     from zsexp.data import load_dataset
     from zsexp.models import build_model, make_config
 
     data = load_dataset("synthetic-imagenet")
-    cfg = make_config("cmgan", data, ("bench", {"hidden": 500, "d_hidden": 500, "batch_size": 128}))
+    cfg = make_config("cmgan", data, ("bench", {"hidden": hidden, "d_hidden": hidden, "batch_size": 128}))
     model = build_model("cmgan", cfg, data, device=device)
     out = {}
     for kind, fn in (("sup", model._sup_iteration), ("trans", lambda: model._trans_iteration(1.0))):

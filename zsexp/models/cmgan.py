@@ -60,7 +60,15 @@ from zsexp.data.conse import conse_image_representations
 from zsexp.data.schema import ZSLData
 from zsexp.errors import ZsexpError
 from zsexp.metrics import zsl_chance, zsl_metrics_from_ranks, zsl_ranks_from_embeddings
-from zsexp.models.common import check_eval_split, check_finite, optimizer_to
+from zsexp.models.common import (
+    check_eval_split,
+    check_finite,
+    device_generator,
+    optimizer_to,
+    read_means,
+    restore_rng,
+    rng_state,
+)
 
 ABLATIONS = ("full", "conse", "cycle", "gan", "cgan", "sup")
 
@@ -167,20 +175,23 @@ class _ClassTable:
     def __init__(self, table: torch.Tensor, counts: torch.Tensor):
         self.table, self.counts = table, counts
         self.present = torch.nonzero(counts > 0).squeeze(1)           # positions with images in the pool
-        self.rank = torch.full((len(counts),), -1, dtype=torch.long)
-        self.rank[self.present] = torch.arange(len(self.present))
+        self.rank = torch.full((len(counts),), -1, dtype=torch.long, device=counts.device)
+        self.rank[self.present] = torch.arange(len(self.present), device=counts.device)
+
+    def to(self, device: torch.device) -> _ClassTable:
+        return _ClassTable(self.table.to(device), self.counts.to(device))
 
     def negatives(self, pos: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """One image per entry of ``pos`` (class positions), of a uniformly drawn other present class."""
         m = len(self.present)
         if m < 2:
             raise ZsexpError("CM-GAN needs images of at least 2 seen classes in each image pool for negatives")
-        r = self.rank[pos]
-        other = (r.clamp_min(0) + torch.randint(1, m, (len(pos),), generator=gen)) % m
+        r, dev = self.rank[pos], self.table.device
+        other = (r.clamp_min(0) + torch.randint(1, m, (len(pos),), generator=gen, device=dev)) % m
         # a class absent from the pool (r = -1) may draw any present class
-        other = torch.where(r < 0, torch.randint(0, m, (len(pos),), generator=gen), other)
+        other = torch.where(r < 0, torch.randint(0, m, (len(pos),), generator=gen, device=dev), other)
         cls = self.present[other]
-        slot = (torch.rand(len(pos), generator=gen) * self.counts[cls]).long()
+        slot = (torch.rand(len(pos), generator=gen, device=dev) * self.counts[cls]).long()
         return self.table[cls, slot]
 
 
@@ -205,7 +216,7 @@ class CMGAN:
         if fit_split not in ("train", "trainval"):
             raise ZsexpError(f"fit_split must be train or trainval, got {fit_split!r}")
         self.cfg, self.data, self.device, self.seed, self.fit_split = cfg, data, torch.device(device), seed, fit_split
-        self.gen = torch.Generator().manual_seed(seed)
+        self.gen = device_generator(self.device, seed)     # training randomness, on the model's device
         torch.manual_seed(seed)
         self.step = 0                 # completed steps
         self.iter_in_step = 0
@@ -249,6 +260,13 @@ class CMGAN:
                                       self.seen_pos, len(seen))
         self.val_table = _class_table(self.labels[torch.as_tensor(self.val_imgs)], torch.as_tensor(self.val_imgs),
                                       self.seen_pos, len(seen))
+        # the training loop's index pools and tables, on the device (no per-batch host-to-device copies)
+        self.dev_pools = {"sup": torch.as_tensor(self.sup_imgs, device=dev),
+                          "unseen_imgs": torch.as_tensor(self.unseen_imgs, device=dev),
+                          "unseen_classes": torch.as_tensor(self.unseen_classes, device=dev)}
+        self.dev_labels, self.dev_seen_pos = self.labels.to(dev), self.seen_pos.to(dev)
+        self.dev_seen = torch.as_tensor(seen, device=dev)
+        self.dev_sup_table = self.sup_table.to(dev)
         self.v_hat = self.v0.clone()
         self.t_hat = self.t0.clone()
         self.val_start = self.validation_measure() if cfg.mode == "zsl" else None   # the CONSE start
@@ -295,34 +313,33 @@ class CMGAN:
         return sum(1 for j in range(k) if self._step_kind(j) == "trans")
 
     # ------------------------------------------------------------------ one optimiser iteration
-    def _sample(self, pool: np.ndarray, n: int) -> torch.Tensor:
-        return torch.as_tensor(pool)[torch.randint(0, len(pool), (n,), generator=self.gen)]
+    def _sample(self, pool: torch.Tensor, n: int) -> torch.Tensor:
+        return pool[torch.randint(0, len(pool), (n,), generator=self.gen, device=pool.device)]
 
-    def _sup_iteration(self) -> dict[str, float]:
-        b = self.cfg.batch_size
-        idx = self._sample(self.sup_imgs, b)
-        lab = self.labels[idx]
-        seen = torch.as_tensor(self.seen_classes)
-        pos = self.seen_pos[lab]
-        t_neg_cls = seen[(pos + torch.randint(1, len(seen), (b,), generator=self.gen)) % len(seen)]   # t⁻
-        v_neg = self.sup_table.negatives(pos, self.gen)                                              # v⁻
-        dev = self.device
-        v, t = self.v_hat[idx.to(dev)], self.t_hat[lab.to(dev)]
-        loss = supervised_loss(self.t_map(v), t, self.t_hat[t_neg_cls.to(dev)], v, self.v_map(t),
-                               self.v_hat[v_neg.to(dev)], self.cfg.gamma)             # eq. 2
+    def _sup_iteration(self) -> dict[str, torch.Tensor]:
+        b, dev = self.cfg.batch_size, self.device
+        idx = self._sample(self.dev_pools["sup"], b)
+        lab = self.dev_labels[idx]
+        seen = self.dev_seen
+        pos = self.dev_seen_pos[lab]
+        t_neg_cls = seen[(pos + torch.randint(1, len(seen), (b,), generator=self.gen, device=dev)) % len(seen)]  # t⁻
+        v_neg = self.dev_sup_table.negatives(pos, self.gen)                                          # v⁻
+        v, t = self.v_hat[idx], self.t_hat[lab]
+        loss = supervised_loss(self.t_map(v), t, self.t_hat[t_neg_cls], v, self.v_map(t),
+                               self.v_hat[v_neg], self.cfg.gamma)                     # eq. 2
         self.opt_maps.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_maps.step()
-        return {"loss_sup": float(loss.detach())}
+        return {"loss_sup": loss.detach()}                   # read back once per round (read_means)
 
-    def _trans_iteration(self, lam: float) -> dict[str, float]:
+    def _trans_iteration(self, lam: float) -> dict[str, torch.Tensor]:
         b, dev, ab = self.cfg.batch_size, self.device, self.cfg.ablation
         if self.cfg.mode == "sentence":   # the fit images and their captions, drawn independently (unpaired)
-            v_pool = t_pool = self.sup_imgs
+            v_pool = t_pool = self.dev_pools["sup"]
         else:
-            v_pool, t_pool = self.unseen_imgs, self.unseen_classes
-        v = self.v_hat[self._sample(v_pool, b).to(dev)]             # v ∈ U_V (unlabelled)
-        t = self.t_hat[self._sample(t_pool, b).to(dev)]             # t ∈ U_T, drawn independently
+            v_pool, t_pool = self.dev_pools["unseen_imgs"], self.dev_pools["unseen_classes"]
+        v = self.v_hat[self._sample(v_pool, b)]                     # v ∈ U_V (unlabelled)
+        t = self.t_hat[self._sample(t_pool, b)]                     # t ∈ U_T, drawn independently
         use_gan = ab in ("full", "gan", "cgan") or self.cfg.mode == "sentence"
         use_cycle = ab in ("full", "cycle", "cgan") or self.cfg.mode == "sentence"
         out = {}
@@ -333,17 +350,17 @@ class CMGAN:
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
-            out["loss_d"] = float(loss_d.detach())
+            out["loss_d"] = loss_d.detach()
         tv, vt = self.t_map(v), self.v_map(t)
         loss = torch.zeros((), device=dev)
         if use_gan:
             l_gan = adversarial_map_loss(self.d_t(tv)) + adversarial_map_loss(self.d_v(vt))   # L^v_gan + L^t_gan
             loss = loss + l_gan
-            out["loss_gan"] = float(l_gan.detach())
+            out["loss_gan"] = l_gan.detach()
         if use_cycle:
             l_c = cycle_loss(t, self.t_map(vt), v, self.v_map(tv), self.cfg.cycle_norm)       # eq. 6
             loss = loss + (lam if use_gan else 1.0) * l_c                                      # eq. 3
-            out["loss_cycle"] = float(l_c.detach())
+            out["loss_cycle"] = l_c.detach()
         self.opt_maps.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_maps.step()
@@ -361,11 +378,11 @@ class CMGAN:
         per_slice = self.cfg.iters_per_step // n_slices
         slice_idx = self.iter_in_step // max(1, per_slice)
         n_iter = per_slice if slice_idx < n_slices - 1 else self.cfg.iters_per_step - self.iter_in_step
-        logs: list[dict[str, float]] = []
+        logs: list[dict[str, torch.Tensor]] = []
         for _ in range(n_iter):
             logs.append(self._sup_iteration() if kind == "sup" else self._trans_iteration(lam))
         self.iter_in_step += n_iter
-        out = {key: float(np.mean([log[key] for log in logs if key in log])) for key in logs[0]} if logs else {}
+        out = read_means({key: [log[key] for log in logs if key in log] for key in logs[0]}) if logs else {}
         check_finite(out, f"CM-GAN step {k + 1} ({kind})")
         out.update(step=float(k + 1), kind_sup=1.0 if kind == "sup" else 0.0, updates=float(n_iter))
         if self.iter_in_step >= self.cfg.iters_per_step:
@@ -500,7 +517,7 @@ class CMGAN:
     def state_dict(self) -> dict[str, Any]:
         return {"family": self.family, "config": asdict(self.cfg), "seed": self.seed, "fit_split": self.fit_split,
                 "step": self.step, "iter_in_step": self.iter_in_step, "done": self.done,
-                "val_history": list(self.val_history), "rng": self.gen.get_state(),
+                "val_history": list(self.val_history), "rng": rng_state(self.gen),
                 "kept": [{"side": s, "state": m.state_dict()} for s, m in self.kept],
                 "current": {"t_map": self.t_map.state_dict(), "v_map": self.v_map.state_dict(),
                             "d_t": self.d_t.state_dict(), "d_v": self.d_v.state_dict(),
@@ -527,4 +544,4 @@ class CMGAN:
             optimizer_to(getattr(self, name), self.device)
         self.step, self.iter_in_step, self.done = int(state["step"]), int(state["iter_in_step"]), bool(state["done"])
         self.val_history = [float(x) for x in state["val_history"]]
-        self.gen.set_state(state["rng"])
+        restore_rng(self.gen, state["rng"], reseed=self.seed * 7919 + self.step * 100_003 + self.iter_in_step)

@@ -77,6 +77,44 @@ def normal_init_(module: nn.Module, std: float = 0.02) -> None:
         nn.init.normal_(p, 0.0, std)
 
 
+def device_generator(device: torch.device, seed: int) -> torch.Generator:
+    """The training loop's random stream, on the model's device: batches, indices and noise are drawn
+    where they are used, with no host-to-device copy per batch.  On CPU it is the same stream as a
+    plain ``torch.Generator().manual_seed(seed)``."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def rng_state(gen: torch.Generator) -> dict[str, Any]:
+    return {"state": gen.get_state(), "device": gen.device.type}
+
+
+def restore_rng(gen: torch.Generator, saved: Any, reseed: int) -> None:
+    """Continue a checkpoint's random stream exactly on the same device kind.  A stream saved on another
+    device kind (a GPU run resumed on a CPU) cannot be continued: the generator is reseeded from
+    ``reseed`` (deterministic, but not the stream an uninterrupted run would have drawn)."""
+    if isinstance(saved, torch.Tensor):                  # checkpoints before device generators: CPU state
+        saved = {"state": saved, "device": "cpu"}
+    if saved["device"] == gen.device.type:
+        gen.set_state(saved["state"])
+    else:
+        import warnings
+
+        warnings.warn(f"checkpoint random state is from a {saved['device']} generator; continuing on "
+                      f"{gen.device.type} with a reseeded stream (results differ from an uninterrupted run)",
+                      stacklevel=2)
+        gen.manual_seed(reseed)
+
+
+def read_means(logs: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    """Per-key means of losses kept on the device during a round, read back in ONE host transfer
+    (a GPU synchronises once per round, not once per update)."""
+    keys = [k for k, v in logs.items() if v]
+    if not keys:
+        return {}
+    means = torch.stack([torch.stack(logs[k]).float().mean() for k in keys])
+    return dict(zip(keys, means.tolist(), strict=True))
+
+
 def check_finite(losses: dict[str, float], where: str) -> None:
     bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
     if bad:

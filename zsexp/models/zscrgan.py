@@ -53,7 +53,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,7 +61,17 @@ from zsexp.config import param
 from zsexp.data.schema import ZSLData
 from zsexp.errors import ZsexpError
 from zsexp.metrics import retrieval_chance, retrieval_evaluation
-from zsexp.models.common import check_eval_split, check_finite, mlp, normal_init_, optimizer_to
+from zsexp.models.common import (
+    check_eval_split,
+    check_finite,
+    device_generator,
+    mlp,
+    normal_init_,
+    optimizer_to,
+    read_means,
+    restore_rng,
+    rng_state,
+)
 
 ABLATIONS = ("none", "no_wrong", "no_r", "no_triplet", "no_r_triplet", "no_gan")
 
@@ -260,7 +269,7 @@ class ZSCRGAN:
         self.cfg, self.data, self.device, self.seed = cfg, data, torch.device(device), seed
         self.fit_split = fit_split
         self.iteration = 0
-        self.gen = torch.Generator().manual_seed(seed)      # all training randomness (CPU, portable)
+        self.gen = device_generator(self.device, seed)      # all training randomness, on the model's device
         torch.manual_seed(seed)                              # only used for network init below
         dv, dt, lat = data.image_dim, data.text_dim, cfg.latent_dim
         self._prepare_data()
@@ -294,20 +303,21 @@ class ZSCRGAN:
         self.n_seen = len(classes)
         dev = self.device
         self.img = torch.as_tensor(data.features[idx], device=dev)
-        self.cls = torch.as_tensor([pos[c] for c in data.labels[idx].tolist()], dtype=torch.long)
+        self.cls = torch.as_tensor([pos[c] for c in data.labels[idx].tolist()], dtype=torch.long, device=dev)
         class_text = torch.as_tensor(data.class_embeddings[classes])
         if cfg.text_source == "captions" and data.text_features is not None:
             self.phi = torch.as_tensor(data.text_features[idx], device=dev)
         else:
-            self.phi = class_text[self.cls].to(dev)
+            self.phi = class_text.to(dev)[self.cls]
         # per seen class: padded image index table for sampling a wrong image of a class
-        counts = torch.bincount(self.cls, minlength=self.n_seen)
+        cls = self.cls.cpu()
+        counts = torch.bincount(cls, minlength=self.n_seen)
         table = torch.zeros(self.n_seen, int(counts.max()), dtype=torch.long)
         for j in range(self.n_seen):
-            members = torch.nonzero(self.cls == j).squeeze(1)
+            members = torch.nonzero(cls == j).squeeze(1)
             table[j, : members.numel()] = members
-        self.class_table, self.class_counts = table, counts
-        self.partner = self._fixed_wrong_partner(class_text) if cfg.wrong_class != "random" else None
+        self.class_table, self.class_counts = table.to(dev), counts.to(dev)     # index tables on the device
+        self.partner = self._fixed_wrong_partner(class_text).to(dev) if cfg.wrong_class != "random" else None
 
     def _fixed_wrong_partner(self, class_text: torch.Tensor) -> torch.Tensor:
         """§4.5.2 alternatives: most text-similar class, or K-means co-occurrence partner."""
@@ -327,29 +337,28 @@ class ZSCRGAN:
                 if members.numel():
                     centres[j] = members.mean(0)
         hist = torch.zeros(self.n_seen, k)
-        hist.index_put_((self.cls, assign), torch.ones(len(assign)), accumulate=True)
+        hist.index_put_((self.cls.cpu(), assign), torch.ones(len(assign)), accumulate=True)
         co = hist @ hist.T                   # images of class a and b sharing clusters
         co.fill_diagonal_(-1.0)
         return co.argmax(dim=1)
 
     def _batch(self) -> dict[str, torch.Tensor]:
         n, b = self.img.shape[0], self.cfg.batch_size
-        i_r = torch.randint(0, n, (b,), generator=self.gen)
+        g, dev = self.gen, self.device          # everything drawn and indexed on the device
+        i_r = torch.randint(0, n, (b,), generator=g, device=dev)
         y = self.cls[i_r]
         if self.partner is None:    # uniformly from the *other* seen classes
-            y_w = (y + torch.randint(1, self.n_seen, (b,), generator=self.gen)) % self.n_seen
+            y_w = (y + torch.randint(1, self.n_seen, (b,), generator=g, device=dev)) % self.n_seen
         else:
             y_w = self.partner[y]
-        slot = (torch.rand(b, generator=self.gen) * self.class_counts[y_w]).long()
+        slot = (torch.rand(b, generator=g, device=dev) * self.class_counts[y_w]).long()
         i_w = self.class_table[y_w, slot]
-        dev = self.device
-        i_r, i_w = i_r.to(dev), i_w.to(dev)
         lat, nz = self.cfg.latent_dim, self.cfg.noise_dim
         return {"img_r": self.img[i_r], "phi_r": self.phi[i_r], "img_w": self.img[i_w], "phi_w": self.phi[i_w],
-                "eps_r": torch.randn(b, lat, generator=self.gen).to(dev),
-                "eps_w": torch.randn(b, lat, generator=self.gen).to(dev),
-                "z": torch.randn(b, nz, generator=self.gen).to(dev),
-                "z_w": torch.randn(b, nz, generator=self.gen).to(dev)}
+                "eps_r": torch.randn(b, lat, generator=g, device=dev),
+                "eps_w": torch.randn(b, lat, generator=g, device=dev),
+                "z": torch.randn(b, nz, generator=g, device=dev),
+                "z_w": torch.randn(b, nz, generator=g, device=dev)}
 
     # ------------------------------------------------------------------ training steps
     def _csem_loss(self, bt: dict, c_r: torch.Tensor, c_w: torch.Tensor, g_grad: bool = True) -> torch.Tensor:
@@ -365,7 +374,7 @@ class ZSCRGAN:
             neg = self.csem(i_w) if i_w is not None else None
         return triplet_loss(pos, neg, c_r, form)
 
-    def _critic_steps(self, n_steps: int) -> list[float]:
+    def _critic_steps(self, n_steps: int) -> list[torch.Tensor]:
         """``n_steps`` critic updates (Alg. 1 l.4-6).  G and TE do not change during them, so the
         fakes of all steps come from one batched forward pass; real, fake and wrong embeddings then
         go through D in one call per step.  Both are the same maths as step-by-step calls."""
@@ -386,10 +395,10 @@ class ZSCRGAN:
             with torch.no_grad():                                      # eq. 10: ||D_w|| <= k
                 torch._foreach_clamp_min_(list(self.d.parameters()), -self.cfg.clip)
                 torch._foreach_clamp_max_(list(self.d.parameters()), self.cfg.clip)
-            losses.append(float(loss.detach()))
+            losses.append(loss.detach())             # stays on the device until the round ends
         return losses
 
-    def _generator_step(self) -> dict[str, float]:
+    def _generator_step(self) -> dict[str, torch.Tensor]:
         cfg, bt = self.cfg, self._batch()
         mu, ls = self.te(torch.cat([bt["phi_r"], bt["phi_w"]]))
         (mu_r, mu_w), (ls_r, ls_w) = mu.chunk(2), ls.chunk(2)
@@ -403,14 +412,14 @@ class ZSCRGAN:
              if self.use_r else None)
         loss = generator_loss(self.d(fake, bt["phi_r"]), kl_r, kl_w, r, cfg.alpha, cfg.beta,
                               kl_halved=cfg.variant == "reference")                    # eq. 12
-        out = {"loss_g": float(loss.detach()), "kl": float(kl_r.detach()),
-               "r": float(r.detach()) if r is not None else 0.0}
+        out = {"loss_g": loss.detach(), "kl": kl_r.detach(),
+               "r": r.detach() if r is not None else torch.zeros((), device=loss.device)}
         joint = cfg.training == "joint" and self.use_triplet
         if self.use_triplet:          # eq. 4: the E-step maximises F(P, psi_C) = ... - L_T, CSEM frozen
             self.csem.requires_grad_(joint)
             l_t = self._csem_loss(bt, c_r, c_w)
             loss = loss + l_t
-            out["loss_t_g"] = float(l_t.detach())
+            out["loss_t_g"] = l_t.detach()
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_csem.zero_grad(set_to_none=True)
         loss.backward()
@@ -421,7 +430,7 @@ class ZSCRGAN:
             self.opt_csem.step()
         return out
 
-    def _csem_step(self) -> float:
+    def _csem_step(self) -> torch.Tensor:
         """M-step update (Alg. 1 l.11-14): G and TE frozen, only psi_C moves (no_gan: TE too)."""
         bt = self._batch()
         if self.use_gan:
@@ -438,7 +447,7 @@ class ZSCRGAN:
         self.opt_csem.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_csem.step()
-        return float(loss.detach())
+        return loss.detach()
 
     def train_round(self) -> dict[str, float]:
         """One E-M iteration of Alg. 1 (it = iteration + 1)."""
@@ -455,14 +464,10 @@ class ZSCRGAN:
             for _ in range(n):                                        # l.10-15: M-step, train CSEM
                 t_losses.append(self._csem_step())
         self.iteration = it
-        out: dict[str, float] = {"updates": float(n)}
-        if d_losses:
-            out["loss_d"] = float(np.mean(d_losses))
-        if g_losses:
-            for key in g_losses[0]:
-                out[key] = float(np.mean([g[key] for g in g_losses if key in g]))
-        if t_losses:
-            out["loss_t"] = float(np.mean(t_losses))
+        logs = {"loss_d": d_losses, "loss_t": t_losses}
+        for key in g_losses[0] if g_losses else ():
+            logs[key] = [g[key] for g in g_losses if key in g]
+        out: dict[str, float] = {"updates": float(n), **read_means(logs)}      # the round's one host read
         check_finite(out, f"ZSCRGAN iteration {it}")
         return out
 
@@ -531,7 +536,7 @@ class ZSCRGAN:
 
     def state_dict(self) -> dict[str, Any]:
         return {"family": self.family, "config": asdict(self.cfg), "seed": self.seed, "fit_split": self.fit_split,
-                "iteration": self.iteration, "rng": self.gen.get_state(),
+                "iteration": self.iteration, "rng": rng_state(self.gen),
                 "nets": {k: v.state_dict() for k, v in self.networks().items()},
                 "opts": {k: v.state_dict() for k, v in self.optimizers().items()}}
 
@@ -543,5 +548,5 @@ class ZSCRGAN:
         for k, opt in self.optimizers().items():
             opt.load_state_dict(state["opts"][k])
             optimizer_to(opt, self.device)
-        self.gen.set_state(state["rng"])
         self.iteration = int(state["iteration"])
+        restore_rng(self.gen, state["rng"], reseed=self.seed * 7919 + self.iteration)

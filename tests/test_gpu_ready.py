@@ -1,0 +1,97 @@
+"""GPU-readiness checked on CPU: a training round reads the device back a handful of times (not once
+per update), randomness lives in a generator on the model's device and survives checkpoints, and the
+GPU paths fall back cleanly where there is no GPU."""
+
+from __future__ import annotations
+
+import copy
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import zsexp
+from zsexp.errors import ZsexpError
+from zsexp.models import build_model, make_config
+from zsexp.models.cmgan import ABLATIONS as CMGAN_ABLATIONS
+from zsexp.models.common import device_generator, resolve_device, restore_rng, rng_state
+from zsexp.models.zscrgan import ABLATIONS as ZSCRGAN_ABLATIONS
+
+PKG = str(Path(zsexp.__file__).resolve().parent)
+READS = ("item", "__float__", "__int__", "__bool__", "tolist", "numpy", "cpu")
+
+
+def count_host_reads(model, monkeypatch) -> int:
+    """Calls of host-transfer methods made directly by zsexp code during one round.  (torch's own CPU
+    optimiser step counters, read with ``.item()`` inside torch, live on the host by design and are not
+    device synchronisations.)"""
+    n = 0
+    for name in READS:
+        orig = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _orig=orig, **k):
+            nonlocal n
+            if sys._getframe(1).f_code.co_filename.startswith(PKG):
+                n += 1
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    model.train_round()
+    monkeypatch.undo()
+    return n
+
+
+@pytest.mark.parametrize("ablation", ZSCRGAN_ABLATIONS)
+def test_zscrgan_round_reads_the_device_back_at_most_10_times(tiny, monkeypatch, ablation):
+    cfg = make_config("zscrgan", tiny, ("t", {"ablation": ablation, "em_schedule": "fixed", "updates_per_step": 20}))
+    m = build_model("zscrgan", cfg, tiny)
+    m.train_round()
+    assert count_host_reads(m, monkeypatch) <= 10          # was 200 float() calls for 20 updates
+
+
+@pytest.mark.parametrize("ablation", [a for a in CMGAN_ABLATIONS if a != "conse"])
+def test_cmgan_round_reads_the_device_back_at_most_10_times(tiny, monkeypatch, ablation):
+    cfg = make_config("cmgan", tiny, ("t", {"ablation": ablation, "iters_per_step": 100, "max_steps": 2}))
+    m = build_model("cmgan", cfg, tiny)
+    assert count_host_reads(m, monkeypatch) <= 10          # was one float() per loss per iteration
+
+
+def test_device_generator_matches_a_plain_cpu_generator_and_survives_checkpoints(tiny):
+    a, b = device_generator(torch.device("cpu"), 3), torch.Generator().manual_seed(3)
+    assert torch.equal(torch.randn(5, generator=a), torch.randn(5, generator=b))
+    cfg = make_config("zscrgan", tiny, ("t", {"em_schedule": "fixed", "updates_per_step": 5}))
+    m = build_model("zscrgan", cfg, tiny)
+    m.train_round()
+    state = copy.deepcopy(m.state_dict())        # as on disk: not the live parameters
+    assert state["rng"]["device"] == "cpu"
+    m.train_round()
+    again = build_model("zscrgan", cfg, tiny)
+    again.load_state_dict(state)
+    again.train_round()
+    assert again.evaluate("test") == pytest.approx(m.evaluate("test"))     # resume continues the stream
+
+
+def test_rng_from_another_device_kind_reseeds_with_a_warning():
+    g = device_generator(torch.device("cpu"), 0)
+    saved = rng_state(torch.Generator().manual_seed(1)) | {"device": "cuda"}
+    with pytest.warns(UserWarning, match="reseeded"):
+        restore_rng(g, saved, reseed=42)
+    assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=torch.Generator().manual_seed(42)))
+    old = torch.Generator().manual_seed(5).get_state()       # a checkpoint from before device generators
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        restore_rng(g, old, reseed=0)
+    assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=torch.Generator().manual_seed(5)))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback where no GPU is present")
+def test_gpu_paths_fall_back_cleanly_on_cpu(tiny):
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ZsexpError, match="no CUDA device"):
+        resolve_device("cuda")
+    m = build_model("cmgan", make_config("cmgan", tiny, ("t", {"iters_per_step": 10})), tiny,
+                    device=resolve_device("auto"))
+    m.train_round()
+    assert m.gen.device.type == "cpu" and m.dev_pools["sup"].device.type == "cpu"

@@ -63,6 +63,7 @@ from zsexp.metrics import zsl_chance, zsl_metrics_from_ranks, zsl_ranks_from_emb
 from zsexp.models.common import (
     check_eval_split,
     check_finite,
+    check_fit_split,
     device_generator,
     optimizer_to,
     read_means,
@@ -213,9 +214,8 @@ class CMGAN:
 
     def __init__(self, cfg: CMGANConfig, data: ZSLData, device: torch.device | str = "cpu", seed: int = 0,
                  fit_split: str = "train"):
-        if fit_split not in ("train", "trainval"):
-            raise ZsexpError(f"fit_split must be train or trainval, got {fit_split!r}")
-        self.cfg, self.data, self.device, self.seed, self.fit_split = cfg, data, torch.device(device), seed, fit_split
+        self.cfg, self.data, self.device, self.seed = cfg, data, torch.device(device), seed
+        self.fit_split = check_fit_split(fit_split)
         self.gen = device_generator(self.device, seed)     # training randomness, on the model's device
         torch.manual_seed(seed)
         self.step = 0                 # completed steps

@@ -35,6 +35,12 @@ def configure_cpu_math() -> None:
     torch.set_flush_denormal(True)
 
 
+def check_fit_split(fit_split: str) -> str:
+    if fit_split not in ("train", "trainval"):
+        raise ZsexpError(f"fit_split must be train or trainval, got {fit_split!r}")
+    return fit_split
+
+
 def check_eval_split(split: str, fit_split: str) -> None:
     """A model fitted on train + val has no unseen validation classes left to be evaluated on."""
     if split == "val" and fit_split == "trainval":

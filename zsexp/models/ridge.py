@@ -40,7 +40,7 @@ from zsexp.metrics import (
     zsl_metrics_from_ranks,
     zsl_ranks_from_embeddings,
 )
-from zsexp.models.common import check_eval_split
+from zsexp.models.common import check_eval_split, check_fit_split
 from zsexp.models.zscrgan import query_inputs
 
 
@@ -89,9 +89,8 @@ class _ClosedForm:
 
     def __init__(self, cfg: Any, data: ZSLData, device: torch.device | str = "cpu", seed: int = 0,
                  fit_split: str = "train"):
-        if fit_split not in ("train", "trainval"):
-            raise ZsexpError(f"fit_split must be train or trainval, got {fit_split!r}")
-        self.cfg, self.data, self.device, self.seed, self.fit_split = cfg, data, torch.device(device), seed, fit_split
+        self.cfg, self.data, self.device, self.seed = cfg, data, torch.device(device), seed
+        self.fit_split = check_fit_split(fit_split)
         self.w: torch.Tensor | None = None
         self.b: torch.Tensor | None = None
         self.origin: torch.Tensor | None = None     # the point cosines are measured around

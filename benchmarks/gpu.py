@@ -5,7 +5,9 @@
 
 1. Updates per second and the fraction of a measured fp32 matmul peak, for ZSCRGAN (GAN updates:
    ``d_steps`` critic steps + one generator step, batch 64) and CM-GAN (supervised / transductive
-   iterations, batch 128), at the paper's widths and at the narrow widths of the small-data rule.
+   iterations, batch 128), at the paper's widths and at the narrow widths of the small-data rule;
+   ZSCRGAN also with each optional speed path (``precision=tf32``, ``precision=bf16``, ``fused_adam``;
+   tf32 is a no-op on CPU).
 2. Host reads per training round: calls of ``item``/``float``/``int``/``bool``/``tolist``/``numpy``/
    ``cpu`` made by zsexp code during one round on synthetic-tiny (each is a device synchronisation
    on a GPU), for a 20-update ZSCRGAN round and a 300-iteration CM-GAN round.
@@ -122,6 +124,11 @@ def main() -> None:
     for label, ov in widths:
         z = bench_zscrgan(device, args.seconds, ov)
         print(f"| ZSCRGAN | {label} | {z['updates_per_s']:.1f} GAN updates/s | {z['gflops']:.1f} | "
+              f"{z['gflops'] / peak:.3f} |")
+    for path in ({"precision": "tf32"}, {"precision": "bf16"}, {"fused_adam": True}):   # the optional speed paths
+        z = bench_zscrgan(device, args.seconds, path)
+        name = ", ".join(f"{k}={v}" for k, v in path.items())
+        print(f"| ZSCRGAN {name} | paper | {z['updates_per_s']:.1f} GAN updates/s | {z['gflops']:.1f} | "
               f"{z['gflops'] / peak:.3f} |")
     for hidden in (500, 64):
         c = bench_cmgan(device, args.seconds / 2, hidden)

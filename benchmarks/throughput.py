@@ -76,15 +76,18 @@ def bench_zscrgan(device: torch.device, seconds: float, overrides: dict | None =
     paper = {"g_hidden": [2048, 4096], "d_hidden": 1024, "latent_dim": 1024, "noise_dim": 256}  # not the size rule
     cfg = make_config("zscrgan", data, ("bench", {"batch_size": 64, "em_schedule": "fixed", "updates_per_step": 1,
                                                   **paper, **(overrides or {})}))
+    from zsexp.models.common import train_autocast
+
     model = build_model("zscrgan", cfg, data, device=device)
-    model._generator_step()
-    model._critic_steps(cfg.d_steps)
-    _sync(device)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        model._critic_steps(cfg.d_steps)       # exactly what train_round runs per GAN update
+    with train_autocast(cfg.precision, device):         # as train_round runs them (precision=bf16)
         model._generator_step()
-        n += 1
+        model._critic_steps(cfg.d_steps)
+        _sync(device)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            model._critic_steps(cfg.d_steps)       # exactly what train_round runs per GAN update
+            model._generator_step()
+            n += 1
     _sync(device)
     dt_s = time.perf_counter() - t0
     flops = zscrgan_flops_per_update(cfg.batch_size, dv, dt, cfg.latent_dim, cfg.noise_dim, cfg.g_hidden,

@@ -95,3 +95,26 @@ def test_gpu_paths_fall_back_cleanly_on_cpu(tiny):
                     device=resolve_device("auto"))
     m.train_round()
     assert m.gen.device.type == "cpu" and m.dev_pools["sup"].device.type == "cpu"
+
+
+@pytest.mark.parametrize("family,sets", [("zscrgan", {"em_schedule": "fixed", "updates_per_step": 10}),
+                                         ("cmgan", {"iters_per_step": 40})])
+def test_speed_paths_on_cpu(tiny, family, sets):
+    """tf32 is a CUDA switch (identical on CPU); fused Adam is the same update up to float rounding;
+    bf16 autocast trains, stays finite and keeps its parameters and optimiser state in float32."""
+    def run(**extra):
+        torch.manual_seed(0)
+        m = build_model(family, make_config(family, tiny, ("t", {**sets, **extra})), tiny)
+        losses = m.train_round()
+        return m, losses
+
+    ref, ref_losses = run()
+    tf32, tf32_losses = run(precision="tf32")
+    assert tf32_losses == ref_losses and tf32.evaluate("val") == ref.evaluate("val")
+    fused, fused_losses = run(fused_adam=True)
+    assert fused_losses == pytest.approx(ref_losses, rel=1e-3, abs=1e-4)
+    bf16, bf16_losses = run(precision="bf16")
+    assert all(torch.isfinite(torch.tensor(v)) for v in bf16_losses.values())
+    assert bf16_losses != ref_losses                      # autocast really ran in bfloat16
+    nets = bf16.networks() if family == "zscrgan" else {"t_map": bf16.t_map, "v_map": bf16.v_map}
+    assert all(p.dtype == torch.float32 for net in nets.values() for p in net.parameters())

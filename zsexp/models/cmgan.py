@@ -61,6 +61,9 @@ from zsexp.data.schema import ZSLData
 from zsexp.errors import ZsexpError
 from zsexp.metrics import zsl_chance, zsl_metrics_from_ranks, zsl_ranks_from_embeddings
 from zsexp.models.common import (
+    PRECISIONS,
+    adam_kwargs,
+    apply_precision,
     check_eval_split,
     check_finite,
     check_fit_split,
@@ -69,6 +72,7 @@ from zsexp.models.common import (
     read_means,
     restore_rng,
     rng_state,
+    train_autocast,
 )
 
 ABLATIONS = ("full", "conse", "cycle", "gan", "cgan", "sup")
@@ -98,6 +102,9 @@ class CMGANConfig:
                              help="auto: fit a classifier when tuning, the dataset's seen_probs for the final "
                                   "model; fit: always fit one on the seen training images")
     ks: list[int] = param([1, 2, 5, 10, 20], low=1, high=1_000_000, help="Flat-Hit@k values")
+    precision: str = param("fp32", choices=PRECISIONS,
+                           help="fp32 (paper); tf32: TF32 matmuls on Ampere+ GPUs; bf16: bfloat16 autocast in training")
+    fused_adam: bool = param(False, help="torch's fused Adam kernels for the maps and critics (speed path)")
 
     def lambda_for(self, trans_index: int) -> float:
         return self.lambda_c[min(trans_index, len(self.lambda_c) - 1)] if self.lambda_c else 0.0
@@ -217,6 +224,7 @@ class CMGAN:
         self.cfg, self.data, self.device, self.seed = cfg, data, torch.device(device), seed
         self.fit_split = check_fit_split(fit_split)
         self.gen = device_generator(self.device, seed)     # training randomness, on the model's device
+        apply_precision(cfg.precision, self.device)
         torch.manual_seed(seed)
         self.step = 0                 # completed steps
         self.iter_in_step = 0
@@ -303,10 +311,11 @@ class CMGAN:
             self.v_map = CrossModalMap(dim, cfg.hidden, res).to(dev)
             self.d_t = Critic(dim, cfg.d_hidden).to(dev)
             self.d_v = Critic(dim, cfg.d_hidden).to(dev)
+        fused = adam_kwargs(cfg.fused_adam)
         self.opt_maps = torch.optim.Adam([*self.t_map.parameters(), *self.v_map.parameters()], lr=cfg.lr,
-                                         betas=(0.5, 0.999))
+                                         betas=(0.5, 0.999), **fused)
         self.opt_d = torch.optim.Adam([*self.d_t.parameters(), *self.d_v.parameters()], lr=cfg.lr_d,
-                                      betas=(0.5, 0.999))
+                                      betas=(0.5, 0.999), **fused)
         self.iter_in_step = 0
 
     def _trans_index(self, k: int) -> int:
@@ -379,8 +388,9 @@ class CMGAN:
         slice_idx = self.iter_in_step // max(1, per_slice)
         n_iter = per_slice if slice_idx < n_slices - 1 else self.cfg.iters_per_step - self.iter_in_step
         logs: list[dict[str, torch.Tensor]] = []
-        for _ in range(n_iter):
-            logs.append(self._sup_iteration() if kind == "sup" else self._trans_iteration(lam))
+        with train_autocast(self.cfg.precision, self.device):
+            for _ in range(n_iter):
+                logs.append(self._sup_iteration() if kind == "sup" else self._trans_iteration(lam))
         self.iter_in_step += n_iter
         out = read_means({key: [log[key] for log in logs if key in log] for key in logs[0]}) if logs else {}
         check_finite(out, f"CM-GAN step {k + 1} ({kind})")

@@ -111,6 +111,29 @@ def restore_rng(gen: torch.Generator, saved: Any, reseed: int) -> None:
         gen.manual_seed(reseed)
 
 
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def apply_precision(precision: str, device: torch.device) -> None:
+    """``tf32``: let CUDA matmuls and convolutions use TF32 tensor cores (Ampere and later; a
+    process-wide torch switch, no effect on CPU).  ``fp32`` and ``bf16`` change nothing here (bf16 is
+    an autocast context around the training passes, :func:`train_autocast`)."""
+    if precision == "tf32" and device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def train_autocast(precision: str, device: torch.device):
+    """bfloat16 autocast of a training round's forward passes (``precision=bf16``); a no-op otherwise.
+    Parameters, optimiser state and the evaluation stay float32."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def adam_kwargs(fused: bool) -> dict[str, Any]:
+    """torch's fused Adam kernel (CPU and CUDA) when asked; torch's default implementation otherwise."""
+    return {"fused": True} if fused else {}
+
+
 def read_means(logs: dict[str, list[torch.Tensor]]) -> dict[str, float]:
     """Per-key means of losses kept on the device during a round, read back in ONE host transfer
     (a GPU synchronises once per round, not once per update)."""

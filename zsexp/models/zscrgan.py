@@ -62,6 +62,9 @@ from zsexp.data.schema import ZSLData
 from zsexp.errors import ZsexpError
 from zsexp.metrics import retrieval_chance, retrieval_evaluation
 from zsexp.models.common import (
+    PRECISIONS,
+    adam_kwargs,
+    apply_precision,
     check_eval_split,
     check_finite,
     device_generator,
@@ -71,6 +74,7 @@ from zsexp.models.common import (
     read_means,
     restore_rng,
     rng_state,
+    train_autocast,
 )
 
 ABLATIONS = ("none", "no_wrong", "no_r", "no_triplet", "no_r_triplet", "no_gan")
@@ -114,6 +118,9 @@ class ZSCRGANConfig:
     eval_c: str = param("mean", choices=("mean", "sample"), help="c_hat at test time")
     eval_z_samples: int = param(1, low=1, high=1000, help="z samples averaged per query at test time")
     eval_k: int = param(50, low=1, high=100000, help="K of Precision@K / mAP@K")
+    precision: str = param("fp32", choices=PRECISIONS,
+                           help="fp32 (paper); tf32: TF32 matmuls on Ampere+ GPUs; bf16: bfloat16 autocast in training")
+    fused_adam: bool = param(False, help="torch's fused Adam kernel for the CSEM optimiser (speed path)")
 
     def check(self) -> None:
         if not self.g_hidden:
@@ -290,7 +297,8 @@ class ZSCRGAN:
             csem_params = list(self.csem.parameters())
         else:
             csem_params = [*self.csem.parameters(), *self.te.parameters()]
-        self.opt_csem = torch.optim.Adam(csem_params, lr=cfg.lr_csem, betas=(0.5, 0.999))
+        self.opt_csem = torch.optim.Adam(csem_params, lr=cfg.lr_csem, betas=(0.5, 0.999), **adam_kwargs(cfg.fused_adam))
+        apply_precision(cfg.precision, self.device)
 
     # ------------------------------------------------------------------ data
     def _prepare_data(self) -> None:
@@ -455,14 +463,15 @@ class ZSCRGAN:
         n = self.cfg.updates_in_iteration(it)
         self._train_mode(True)
         d_losses, g_losses, t_losses = [], [], []
-        if self.use_gan:
-            for _ in range(n):                                        # Alg. 1 l.3: E-step, train GAN
-                d_losses.extend(self._critic_steps(self.cfg.d_steps))  # l.4-6
-                g_losses.append(self._generator_step())                # l.7
-        m_step = self.use_triplet and (self.cfg.training == "em" or not self.use_gan)
-        if m_step:
-            for _ in range(n):                                        # l.10-15: M-step, train CSEM
-                t_losses.append(self._csem_step())
+        with train_autocast(self.cfg.precision, self.device):
+            if self.use_gan:
+                for _ in range(n):                                        # Alg. 1 l.3: E-step, train GAN
+                    d_losses.extend(self._critic_steps(self.cfg.d_steps))  # l.4-6
+                    g_losses.append(self._generator_step())                # l.7
+            m_step = self.use_triplet and (self.cfg.training == "em" or not self.use_gan)
+            if m_step:
+                for _ in range(n):                                        # l.10-15: M-step, train CSEM
+                    t_losses.append(self._csem_step())
         self.iteration = it
         logs = {"loss_d": d_losses, "loss_t": t_losses}
         for key in g_losses[0] if g_losses else ():

@@ -6,8 +6,8 @@
 1. Updates per second and the fraction of a measured fp32 matmul peak, for ZSCRGAN (GAN updates:
    ``d_steps`` critic steps + one generator step, batch 64) and CM-GAN (supervised / transductive
    iterations, batch 128), at the paper's widths and at the narrow widths of the small-data rule;
-   ZSCRGAN also with each optional speed path (``precision=tf32``, ``precision=bf16``, ``fused_adam``;
-   tf32 is a no-op on CPU).
+   ZSCRGAN also with each optional speed path (``precision=tf32``, ``precision=bf16``, ``fused_adam``,
+   ``compile``, compile + bf16; tf32 is a no-op on CPU; compile's first calls are warm-up, not timed).
 2. Host reads per training round: calls of ``item``/``float``/``int``/``bool``/``tolist``/``numpy``/
    ``cpu`` made by zsexp code during one round on synthetic-tiny (each is a device synchronisation
    on a GPU), for a 20-update ZSCRGAN round and a 300-iteration CM-GAN round.
@@ -125,7 +125,9 @@ def main() -> None:
         z = bench_zscrgan(device, args.seconds, ov)
         print(f"| ZSCRGAN | {label} | {z['updates_per_s']:.1f} GAN updates/s | {z['gflops']:.1f} | "
               f"{z['gflops'] / peak:.3f} |")
-    for path in ({"precision": "tf32"}, {"precision": "bf16"}, {"fused_adam": True}):   # the optional speed paths
+    paths = ({"precision": "tf32"}, {"precision": "bf16"}, {"fused_adam": True}, {"compile": True},
+             {"compile": True, "precision": "bf16"})
+    for path in paths:                                                   # the optional speed paths
         z = bench_zscrgan(device, args.seconds, path)
         name = ", ".join(f"{k}={v}" for k, v in path.items())
         print(f"| ZSCRGAN {name} | paper | {z['updates_per_s']:.1f} GAN updates/s | {z['gflops']:.1f} | "

@@ -5,6 +5,7 @@ GPU paths fall back cleanly where there is no GPU."""
 from __future__ import annotations
 
 import copy
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -118,3 +119,20 @@ def test_speed_paths_on_cpu(tiny, family, sets):
     assert bf16_losses != ref_losses                      # autocast really ran in bfloat16
     nets = bf16.networks() if family == "zscrgan" else {"t_map": bf16.t_map, "v_map": bf16.v_map}
     assert all(p.dtype == torch.float32 for net in nets.values() for p in net.parameters())
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="torch.compile's CPU backend needs a C compiler, and this machine has none")
+def test_compiled_forward_matches_eager(tiny):
+    sets = {"em_schedule": "fixed", "updates_per_step": 5}
+
+    def run(**extra):
+        torch.manual_seed(0)
+        m = build_model("zscrgan", make_config("zscrgan", tiny, ("t", {**sets, **extra})), tiny)
+        return m, m.train_round()
+
+    eager, eager_losses = run()
+    compiled, compiled_losses = run(compile=True)
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-3, abs=1e-4)
+    assert compiled.evaluate("val") == pytest.approx(eager.evaluate("val"), abs=1.0)
+    assert set(compiled.state_dict()["nets"]["g"]) == set(eager.state_dict()["nets"]["g"])   # checkpoints unchanged

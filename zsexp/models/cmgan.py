@@ -67,6 +67,7 @@ from zsexp.models.common import (
     check_eval_split,
     check_finite,
     check_fit_split,
+    compile_forward,
     device_generator,
     optimizer_to,
     read_means,
@@ -105,6 +106,7 @@ class CMGANConfig:
     precision: str = param("fp32", choices=PRECISIONS,
                            help="fp32 (paper); tf32: TF32 matmuls on Ampere+ GPUs; bf16: bfloat16 autocast in training")
     fused_adam: bool = param(False, help="torch's fused Adam kernels for the maps and critics (speed path)")
+    compile: bool = param(False, help="torch.compile the current step's maps and critics (speed path)")
 
     def lambda_for(self, trans_index: int) -> float:
         return self.lambda_c[min(trans_index, len(self.lambda_c) - 1)] if self.lambda_c else 0.0
@@ -311,6 +313,8 @@ class CMGAN:
             self.v_map = CrossModalMap(dim, cfg.hidden, res).to(dev)
             self.d_t = Critic(dim, cfg.d_hidden).to(dev)
             self.d_v = Critic(dim, cfg.d_hidden).to(dev)
+        if cfg.compile:
+            compile_forward([self.t_map, self.v_map, self.d_t, self.d_v])
         fused = adam_kwargs(cfg.fused_adam)
         self.opt_maps = torch.optim.Adam([*self.t_map.parameters(), *self.v_map.parameters()], lr=cfg.lr,
                                          betas=(0.5, 0.999), **fused)

@@ -67,6 +67,7 @@ from zsexp.models.common import (
     apply_precision,
     check_eval_split,
     check_finite,
+    compile_forward,
     device_generator,
     mlp,
     normal_init_,
@@ -121,6 +122,7 @@ class ZSCRGANConfig:
     precision: str = param("fp32", choices=PRECISIONS,
                            help="fp32 (paper); tf32: TF32 matmuls on Ampere+ GPUs; bf16: bfloat16 autocast in training")
     fused_adam: bool = param(False, help="torch's fused Adam kernel for the CSEM optimiser (speed path)")
+    compile: bool = param(False, help="torch.compile each network's forward (speed path; first round compiles)")
 
     def check(self) -> None:
         if not self.g_hidden:
@@ -299,6 +301,8 @@ class ZSCRGAN:
             csem_params = [*self.csem.parameters(), *self.te.parameters()]
         self.opt_csem = torch.optim.Adam(csem_params, lr=cfg.lr_csem, betas=(0.5, 0.999), **adam_kwargs(cfg.fused_adam))
         apply_precision(cfg.precision, self.device)
+        if cfg.compile:
+            compile_forward(list(self.networks().values()))
 
     # ------------------------------------------------------------------ data
     def _prepare_data(self) -> None:

@@ -181,12 +181,13 @@ def retrieval_evaluation(queries: torch.Tensor, query_labels: torch.Tensor, gall
 
 def retrieval_chance(gallery_labels: torch.Tensor | Sequence[int], query_labels: torch.Tensor | Sequence[int],
                      k: int) -> dict[str, float]:
-    """Expected P@k of a uniformly random ranking: per query, the share of relevant gallery items (mean
-    over queries).  (Expected AP has no such closed form; P@k is the figure a reader compares.)"""
+    """Expected P@k and Top-1 of a uniformly random ranking: per query, the share of relevant gallery
+    items (mean over queries; k no larger than the gallery).  (Expected AP has no such closed form;
+    P@k is the figure a reader compares.)"""
     g = torch.as_tensor(gallery_labels).cpu()
     q = torch.as_tensor(query_labels).cpu()
-    shares = (q[:, None] == g[None, :]).float().mean(dim=1)
-    return {f"precision@{k}": float(100.0 * shares.mean())}
+    share = float(100.0 * (q[:, None] == g[None, :]).float().mean(dim=1).mean())
+    return {f"precision@{k}": share, "top1": share}
 
 
 def zsl_chance(n_candidates: int, ks: Sequence[int]) -> dict[str, float]:

@@ -64,7 +64,6 @@ from zsexp.models.common import (
     PRECISIONS,
     adam_kwargs,
     apply_precision,
-    check_eval_split,
     check_finite,
     check_fit_split,
     compile_forward,
@@ -74,6 +73,9 @@ from zsexp.models.common import (
     restore_rng,
     rng_state,
     train_autocast,
+    zsl_candidates,
+    zsl_chance_of,
+    zsl_evaluation,
 )
 
 ABLATIONS = ("full", "conse", "cycle", "gan", "cgan", "sup")
@@ -478,28 +480,12 @@ class CMGAN:
         """ZSL and GZSL Flat-Hit@k and MFR (%), keys ``zsl/...`` and ``gzsl/...`` (§4.2)."""
         if self.cfg.mode == "sentence":
             return self._evaluate_sentences(split)
-        if split not in ("val", "test"):
-            raise ZsexpError(f"CM-GAN evaluates on val or test, got {split!r}")
-        check_eval_split(split, self.fit_split)
-        unseen, seen = self._candidate_sets(split)
+        cands = zsl_candidates(self.data, split, self.fit_split, "CM-GAN")
         v_hat, t_hat = self.current_representations()
         imgs = self.data.images(split)
-        lab = self.data.labels[imgs]
         v = v_hat[torch.as_tensor(imgs).to(self.device)]
-        res: dict[str, Any] = {}
-        for setting, cands in (("zsl", np.sort(unseen)), ("gzsl", np.unique(np.concatenate([seen, unseen])))):
-            pos = torch.as_tensor(np.searchsorted(cands, lab))
-            ranks = zsl_ranks_from_embeddings(v, t_hat[torch.as_tensor(cands).to(self.device)], pos)
-            for key, val in zsl_metrics_from_ranks(ranks, len(cands), self.cfg.ks).items():
-                res[f"{setting}/{key}"] = val
-            if per_image:
-                res[f"{setting}/ranks"] = ranks.cpu().tolist()
-        return res
-
-    def _candidate_sets(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        if split == "test" and self.fit_split == "train":
-            return self.data.test_classes, self.data.classes("trainval")
-        return self.data.classes(split), self.seen_classes
+        return zsl_evaluation(v, self.data.labels[imgs], cands, lambda c: t_hat[torch.as_tensor(c).to(self.device)],
+                              self.cfg.ks, per_image)
 
     def chance(self, split: str = "val") -> dict[str, float]:
         """Expected FH@k / MFR of a random ranking of the same candidates (ZSL and GZSL)."""
@@ -507,11 +493,7 @@ class CMGAN:
             n = len(self.data.images(split))
             ks = [k for k in (1, 5, 10) if k <= n]
             return {f"{d}/{k}": v for d in ("t2i", "i2t") for k, v in zsl_chance(n, ks).items()}
-        unseen, seen = self._candidate_sets(split)
-        out = {}
-        for setting, n in (("zsl", len(unseen)), ("gzsl", len(np.unique(np.concatenate([seen, unseen]))))):
-            out.update({f"{setting}/{k}": v for k, v in zsl_chance(n, self.cfg.ks).items()})
-        return out
+        return zsl_chance_of(zsl_candidates(self.data, split, self.fit_split, "CM-GAN"), self.cfg.ks)
 
     def _evaluate_sentences(self, split: str) -> dict[str, Any]:
         imgs = self.data.images(split)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from zsexp.errors import ZsexpError
+from zsexp.metrics import zsl_chance, zsl_metrics_from_ranks, zsl_ranks_from_embeddings
 
 
 class DivergenceError(FloatingPointError):
@@ -39,6 +42,39 @@ def check_fit_split(fit_split: str) -> str:
     if fit_split not in ("train", "trainval"):
         raise ZsexpError(f"fit_split must be train or trainval, got {fit_split!r}")
     return fit_split
+
+
+def zsl_candidates(data: Any, split: str, fit_split: str, who: str) -> dict[str, np.ndarray]:
+    """The candidate classes an image of ``split`` (val or test) is ranked among (CM-GAN §4.2;
+    ridge-zsl alike): ZSL, the split's own classes; GZSL, those plus every class seen in training (all
+    of train + val on test, whichever split was fitted; the fit classes on val).  Sorted class indices."""
+    if split not in ("val", "test"):
+        raise ZsexpError(f"{who} evaluates on val or test, got {split!r}")
+    check_eval_split(split, fit_split)
+    unseen = data.classes(split)
+    seen = data.classes("trainval") if split == "test" else data.classes(fit_split)
+    return {"zsl": np.sort(unseen), "gzsl": np.unique(np.concatenate([seen, unseen]))}
+
+
+def zsl_evaluation(images: torch.Tensor, labels: np.ndarray, candidates: dict[str, np.ndarray],
+                   class_vectors: Callable[[np.ndarray], torch.Tensor], ks: list[int],
+                   per_image: bool = False) -> dict[str, Any]:
+    """FH@k and MFR (eq. 7) of every setting in ``candidates``: cosine ranking of the candidates'
+    ``class_vectors`` for each image embedding; with ``per_image`` also each image's rank."""
+    res: dict[str, Any] = {}
+    for setting, cands in candidates.items():
+        pos = torch.as_tensor(np.searchsorted(cands, labels))
+        ranks = zsl_ranks_from_embeddings(images, class_vectors(cands), pos)
+        for key, val in zsl_metrics_from_ranks(ranks, len(cands), ks).items():
+            res[f"{setting}/{key}"] = val
+        if per_image:
+            res[f"{setting}/ranks"] = ranks.cpu().tolist()
+    return res
+
+
+def zsl_chance_of(candidates: dict[str, np.ndarray], ks: list[int]) -> dict[str, float]:
+    """Chance FH@k / MFR of every setting in ``candidates``."""
+    return {f"{setting}/{k}": v for setting, cands in candidates.items() for k, v in zsl_chance(len(cands), ks).items()}
 
 
 def check_eval_split(split: str, fit_split: str) -> None:

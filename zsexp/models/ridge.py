@@ -33,14 +33,8 @@ import torch
 from zsexp.config import param
 from zsexp.data.schema import ZSLData
 from zsexp.errors import ZsexpError
-from zsexp.metrics import (
-    retrieval_chance,
-    retrieval_evaluation,
-    zsl_chance,
-    zsl_metrics_from_ranks,
-    zsl_ranks_from_embeddings,
-)
-from zsexp.models.common import check_eval_split, check_fit_split
+from zsexp.metrics import retrieval_chance, retrieval_evaluation
+from zsexp.models.common import check_eval_split, check_fit_split, zsl_candidates, zsl_chance_of, zsl_evaluation
 from zsexp.models.zscrgan import query_inputs
 
 
@@ -168,29 +162,12 @@ class RidgeZSL(_ClosedForm):
         return (torch.as_tensor(self.data.features[idx]),
                 torch.as_tensor(self.data.class_embeddings[self.data.labels[idx]]))
 
-    def _candidates(self, split: str) -> dict[str, np.ndarray]:
-        """As CM-GAN's evaluate(): ZSL ranks the split's classes; GZSL adds the seen (fit) classes."""
-        if split not in ("val", "test"):
-            raise ZsexpError(f"{self.family} evaluates on val or test, got {split!r}")
-        unseen = self.data.classes(split)
-        seen = self.data.classes("trainval") if split == "test" else self.data.classes(self.fit_split)
-        return {"zsl": np.sort(unseen), "gzsl": np.unique(np.concatenate([seen, unseen]))}
-
     def evaluate(self, split: str = "val", per_image: bool = False) -> dict[str, Any]:
-        check_eval_split(split, self.fit_split)
+        cands = zsl_candidates(self.data, split, self.fit_split, self.family)      # as CM-GAN's evaluate()
         imgs = self.data.images(split)
-        lab = self.data.labels[imgs]
         v = self._map(torch.as_tensor(self.data.features[imgs]))
-        res: dict[str, Any] = {}
-        for setting, cands in self._candidates(split).items():
-            pos = torch.as_tensor(np.searchsorted(cands, lab))
-            ranks = zsl_ranks_from_embeddings(v, self._target(self.data.class_embeddings[cands]), pos)
-            for key, val in zsl_metrics_from_ranks(ranks, len(cands), self.cfg.ks).items():
-                res[f"{setting}/{key}"] = val
-            if per_image:
-                res[f"{setting}/ranks"] = ranks.cpu().tolist()
-        return res
+        return zsl_evaluation(v, self.data.labels[imgs], cands,
+                              lambda c: self._target(self.data.class_embeddings[c]), self.cfg.ks, per_image)
 
     def chance(self, split: str = "val") -> dict[str, float]:
-        return {f"{setting}/{k}": v for setting, cands in self._candidates(split).items()
-                for k, v in zsl_chance(len(cands), self.cfg.ks).items()}
+        return zsl_chance_of(zsl_candidates(self.data, split, self.fit_split, self.family), self.cfg.ks)

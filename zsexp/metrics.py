@@ -81,7 +81,10 @@ def retrieval_per_query(scores: torch.Tensor, relevant: torch.Tensor, k: int = 5
 def retrieval_metrics(scores: torch.Tensor, relevant: torch.Tensor, k: int = 50,
                       max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict[str, float]:
     """``scores`` [Q, N] (higher = better), ``relevant`` bool [Q, N] -> precision@k, map@k, top1 (%)."""
-    per = retrieval_per_query(scores, relevant, k, max_elements)
+    return _retrieval_means(retrieval_per_query(scores, relevant, k, max_elements), k)
+
+
+def _retrieval_means(per: dict[str, torch.Tensor], k: int) -> dict[str, float]:
     return {f"precision@{k}": float(per["precision"].mean()), f"map@{k}": float(per["ap"].mean()),
             "map": float(per["ap_full"].mean()), "top1": float(per["top1"].mean())}
 
@@ -170,8 +173,7 @@ def retrieval_evaluation(queries: torch.Tensor, query_labels: torch.Tensor, gall
     gallery per query; P@k, mAP@k, mAP over the full ranking, top-1 (%), and the counts of degenerate
     (all-zero) query and gallery embeddings."""
     per = retrieval_per_query_from_embeddings(queries, query_labels, gallery, gallery_labels, k=k)
-    res: dict = {f"precision@{k}": float(per["precision"].mean()), f"map@{k}": float(per["ap"].mean()),
-                 "map": float(per["ap_full"].mean()), "top1": float(per["top1"].mean()),
+    res: dict = {**_retrieval_means(per, k),
                  "degenerate_queries": degenerate_rows(queries), "degenerate_images": degenerate_rows(gallery)}
     if per_query:
         res["per_query"] = {key: v.cpu().tolist() for key, v in per.items()}

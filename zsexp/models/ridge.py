@@ -35,7 +35,7 @@ from zsexp.data.schema import ZSLData
 from zsexp.errors import ZsexpError
 from zsexp.metrics import retrieval_chance, retrieval_evaluation
 from zsexp.models.common import check_eval_split, check_fit_split, zsl_candidates, zsl_chance_of, zsl_evaluation
-from zsexp.models.zscrgan import query_inputs
+from zsexp.models.zscrgan import pool_queries, query_inputs
 
 
 def fit_ridge(x: torch.Tensor, y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,11 +137,7 @@ class RidgeRetrieval(_ClosedForm):
     def evaluate(self, split: str = "val", per_query: bool = False) -> dict[str, Any]:
         check_eval_split(split, self.fit_split)
         phi, labels, pool = query_inputs(self.data, split, self.cfg.query)
-        theta = self._map(phi)
-        if pool:
-            classes = torch.as_tensor(self.data.classes(split))
-            theta = torch.stack([theta[labels == c].mean(0) for c in classes.tolist()])
-            labels = classes
+        theta, labels = pool_queries(self._map(phi), labels, self.data.classes(split), pool)
         idx = self.data.images(split)
         return retrieval_evaluation(theta, labels, self._target(self.data.features[idx]),
                                     torch.as_tensor(self.data.labels[idx]), k=self.cfg.eval_k, per_query=per_query)

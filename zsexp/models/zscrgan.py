@@ -53,6 +53,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -265,6 +266,15 @@ def query_inputs(data: ZSLData, split: str, query: str) -> tuple[torch.Tensor, t
         raise ZsexpError(f"query={query} needs per-image text (`text_features`) in dataset {data.name!r}")
     idx = data.images(split)
     return torch.as_tensor(data.text_features[idx]), torch.as_tensor(data.labels[idx]), query == "captions"
+
+
+def pool_queries(theta: torch.Tensor, labels: torch.Tensor, classes: np.ndarray,
+                 pool: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``query=captions``: one query per class, the mean of its documents' embeddings; otherwise as is."""
+    if not pool:
+        return theta, labels
+    lab = labels.to(theta.device)
+    return torch.stack([theta[lab == c].mean(0) for c in classes.tolist()]), torch.as_tensor(classes)
 
 
 # --------------------------------------------------------------------------- the model
@@ -511,12 +521,7 @@ class ZSCRGAN:
 
     def _queries(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         phi, labels, pool = self._query_inputs(split)
-        theta = self.embed_queries(phi)
-        if not pool:
-            return theta, labels
-        classes = torch.as_tensor(self.data.classes(split))
-        lab = labels.to(theta.device)
-        return torch.stack([theta[lab == c].mean(0) for c in classes.tolist()]), classes
+        return pool_queries(self.embed_queries(phi), labels, self.data.classes(split), pool)
 
     def evaluate(self, split: str = "val", per_query: bool = False) -> dict[str, Any]:
         """P@K, mAP@K, mAP (full ranking), Top-1 (%) with the split's queries over its images (§4.2, Alg. 2),

@@ -9,6 +9,8 @@ classes never choose anything.  It costs a few linear solves (well under a secon
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from zsexp.config import to_dict
@@ -37,7 +39,7 @@ def task_baseline(family: str, data: ZSLData, fit_split: str = "train", per_quer
         return None
     bspec = get_spec(base)
     objective = bspec.objective
-    base_keys = set(to_dict(make_config(base, data)))
+    base_keys = {f.name for f in dataclasses.fields(bspec.config_cls)}
     shared = {k: v for k, v in (to_dict(model_cfg) if model_cfg is not None else {}).items()
               if k in SHARED_EVAL_KEYS and k in base_keys}
     best_lam, best_val = None, None
@@ -69,21 +71,26 @@ def beside(metric: str, value: float, baseline: dict | None, chance: dict | None
     return " | ".join(parts)
 
 
-BASELINE_ERRORS = (ZsexpError, ValueError, RuntimeError)
-
-
-def baseline_error(exc: Exception) -> str:
-    return f"the baseline could not be computed: {str(exc).splitlines()[0][:300]}"
+def safe_baseline(family: str, data: ZSLData, fit_split: str, model_cfg: Any, log: Callable[[str], None],
+                  per_query: bool = False) -> dict | None:
+    """:func:`task_baseline`, or ``{"model", "error"}`` where it cannot be computed (e.g. features that
+    overflow a float64 solve): the model's own figures are still reported, and ``log`` says why the
+    baseline is missing."""
+    try:
+        return task_baseline(family, data, fit_split, per_query=per_query, model_cfg=model_cfg)
+    except (ZsexpError, ValueError, RuntimeError) as exc:
+        error = f"the baseline could not be computed: {str(exc).splitlines()[0][:300]}"
+        log(f"[{family}] WARNING: {error}")
+        return {"model": get_spec(family).baseline, "error": error}
 
 
 def sweep_reference(family: str, data: ZSLData, fixed: dict[str, Any]) -> dict[str, Any]:
     """What a sweep of ``family`` is measured against on the validation classes: the task's baseline
     (tuned on validation, fitted on train, exactly like the sweep's trials) and chance."""
     cfg = make_config(family, data, ("search space fixed", fixed))
-    try:
-        base = task_baseline(family, data, "train", model_cfg=cfg)
-    except BASELINE_ERRORS as exc:           # e.g. features that overflow: the trials will say so too
-        return {"baseline": None, "chance": {}, "error": baseline_error(exc)}
+    base = safe_baseline(family, data, "train", cfg, log=lambda _m: None)   # the summary says why it is missing
+    if base is not None and "error" in base:
+        return {"baseline": None, "chance": {}, "error": base["error"]}
     if base is not None:
         return {"baseline": {"model": base["model"], "lam": base["config"]["lam"], "chosen_by": base["chosen_by"],
                              "val": base["val"]}, "chance": base["chance"]["val"]}

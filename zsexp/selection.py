@@ -172,22 +172,13 @@ def selection_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- statistics
-def per_class_values(model: str, objective: str, result: dict[str, Any]) -> dict[int, float]:
-    """Per test class value of the objective for one run (the unit of the paired test)."""
+def per_class_values(objective: str, result: dict[str, Any]) -> dict[int, float]:
+    """Per test class value of the objective for one run (the unit of the paired test between
+    candidates): the mean of its queries' (retrieval) or images' (ZSL) values."""
     per = result["per"]
-    if model == "zscrgan":
-        vals = per["per_query"][PER_QUERY_KEY[objective]]
-        return dict(zip(per["query_classes"], vals, strict=True))
-    setting, metric = objective.split("/")
-    ranks = np.asarray(per[f"{setting}/ranks"], dtype=float)
-    labels = np.asarray(per["image_labels"])
-    n_cands = result["n_candidates"][setting]
-    out = {}
-    for c in np.unique(labels):
-        r = ranks[labels == c]
-        out[int(c)] = float(100.0 * r.mean() / n_cands) if metric == "mfr" else float(
-            100.0 * (r <= int(metric.split("@")[1])).mean())
-    return out
+    vals = per_unit_values(objective, per, result["n_candidates"])
+    classes = np.asarray(per["query_classes"] if "per_query" in per else per["image_labels"])
+    return {int(c): float(vals[classes == c].mean()) for c in np.unique(classes)}
 
 
 def per_unit_values(objective: str, per: dict[str, Any], n_candidates: dict[str, int]) -> np.ndarray:
@@ -221,19 +212,15 @@ def baseline_beside(model: str, d: dict[str, Any], data: Any, cfg: Any) -> dict[
     fitted on train + val (like them), evaluated once on test, with chance and a paired test over the
     test queries / images (the winner's per-unit values averaged over its seeds).  Reported, never used
     to decide."""
-    from zsexp.baselines import BASELINE_ERRORS, baseline_error, task_baseline
+    from zsexp.baselines import safe_baseline
 
-    try:
-        base = task_baseline(model, data, "trainval", per_query=True, model_cfg=cfg)
-    except BASELINE_ERRORS as exc:
-        print(f"[select] WARNING: {baseline_error(exc)}")
-        return None
-    if base is None:
+    base = safe_baseline(model, data, "trainval", cfg, log=print, per_query=True)
+    if base is None or "error" in base:
         return None
     chance = base["chance"]["test"]
     tobj = d["test_objective"]
-    ncand = {"zsl": len(data.test_classes), "gzsl": len(data.test_classes) + len(data.classes("trainval"))}
     runs = [r for r in d["test_runs"] if r["candidate"] == d["winner"]]
+    ncand = runs[0]["n_candidates"]                   # the same candidates as the winner's evaluation
     unit = "query" if "per_query" in runs[0]["per"] else "image"
     winner = np.mean([per_unit_values(tobj, r["per"], ncand) for r in runs], axis=0)
     per_b = {k: v for k, v in base["test"].items() if not isinstance(v, float)}
@@ -335,7 +322,7 @@ def decide(model: str, space: SearchSpace, cands: list[dict[str, Any]], results:
         runs = [r for r in test_runs if r["candidate"] == ci]
         per_class: dict[int, list[float]] = {}
         for r in runs:
-            for c, v in per_class_values(model, test_objective, r).items():
+            for c, v in per_class_values(test_objective, r).items():
                 per_class.setdefault(c, []).append(v)
         summary.append({"candidate": ci, "trial_id": cand["trial_id"], "sweep_val": cand["value"],
                         "budget_rounds": cand["round"], "params": cand["params"],

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from zsexp.baselines import BASELINE_ERRORS, baseline_error, beside, task_baseline
+from zsexp.baselines import beside, safe_baseline
 from zsexp.config import build_config, load_yaml, parse_set, to_dict
 from zsexp.data import ZSLData, load_dataset
 from zsexp.errors import ZsexpError
@@ -129,16 +129,6 @@ def train_run(family: str, dataset: str, *, config_file: str | None = None, sets
     warn_degenerate(family, result["test"], log)
     log(f"[{family}] wrote {out / 'metrics.json'} and checkpoints {out / 'best.pt'}, {out / 'last.pt'}")
     return result
-
-
-def safe_baseline(family: str, data: ZSLData, fit_split: str, cfg: Any, log: Callable[[str], None]) -> dict | None:
-    """The task's baseline, or ``{"model", "error"}`` where it cannot be computed (the model's own
-    figures are still reported)."""
-    try:
-        return task_baseline(family, data, fit_split, model_cfg=cfg)
-    except BASELINE_ERRORS as exc:
-        log(f"[{family}] WARNING: {baseline_error(exc)}")
-        return {"model": get_spec(family).baseline, "error": baseline_error(exc)}
 
 
 def warn_degenerate(family: str, metrics: dict, log: Callable[[str], None]) -> None:

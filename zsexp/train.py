@@ -116,14 +116,15 @@ def train_run(family: str, dataset: str, *, config_file: str | None = None, sets
               "val": best_model.evaluate("val") if select_on_val else None, "test": best_model.evaluate("test"),
               "checkpoint": str((out / "best.pt").resolve()), "history": history,
               "wall_time_s": round(time.time() - t0, 2)}
-    result["chance"] = {s: best_model.chance(s) for s in (("val", "test") if select_on_val else ("test",))}
+    reported = ("val", "test") if select_on_val else ("test",)
+    result["chance"] = {s: best_model.chance(s) for s in reported}
     result["baseline"] = safe_baseline(family, data, fit_split, cfg, log)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     head = (f"best round {best_round}: val {objective}={result['val'][objective]:.2f}" if select_on_val
             else f"last round {best_round} (fit on train + val)")
     log(f"[{family}] {head}; test: " + ", ".join(f"{k}={v:.2f}" for k, v in result["test"].items()
                                                   if isinstance(v, float)))
-    for split in ("val", "test") if select_on_val else ("test",):
+    for split in reported:
         log(f"[{family}] {split} " + beside(objective, result[split][objective], result["baseline"],
                                              result["chance"][split], split))
     warn_degenerate(family, result["test"], log)
@@ -153,9 +154,9 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", dataset: str | No
                          f"{data.fingerprint()}; pass the original data with --dataset")
     spec = get_spec(family)
     cfg = build_config(spec.config_cls, (f"{path} config", mstate["config"]))
-    model = build_model(family, cfg, data, device=resolve_device(device), seed=int(mstate["seed"]),
-                        fit_split=mstate.get("fit_split", "train"))
-    model.load_state_dict(mstate)
     fit_split = mstate.get("fit_split", "train")
+    model = build_model(family, cfg, data, device=resolve_device(device), seed=int(mstate["seed"]),
+                        fit_split=fit_split)
+    model.load_state_dict(mstate)
     return {"model": family, "dataset": data.name, "split": split, "metrics": model.evaluate(split),
             "chance": model.chance(split), "baseline": safe_baseline(family, data, fit_split, cfg, print)}

@@ -18,9 +18,10 @@ def write_report(meta: dict[str, Any], space: SearchSpace, d: dict[str, Any], se
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from zsexp.baselines import margin
     from zsexp.selection import PLURAL, PROTOCOL, SEED_RULE, fmt_stats
 
-    summary, order, test = d["summary"], d["order"], d["test"]
+    summary, order, test, b = d["summary"], d["order"], d["test"], d.get("baseline")
     obj, tobj = d["objective"], d["test_objective"]
     # 1. candidates: validation (decides) and test (report) over seeds, side by side
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -32,7 +33,6 @@ def write_report(meta: dict[str, Any], space: SearchSpace, d: dict[str, Any], se
             ax.scatter([i] * len(vals), vals, alpha=0.7)
             ax.errorbar(i, float(np.mean(vals)), yerr=float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
                         fmt="_", color="k", capsize=6)
-        b = d.get("baseline")
         if label.startswith("test") and b:           # the references on the same test split
             ax.axhline(b["metrics"][tobj], ls="--", color="tab:red", label=f"{b['model']} (baseline)")
             if tobj in b["chance"]:
@@ -102,16 +102,14 @@ def write_report(meta: dict[str, Any], space: SearchSpace, d: dict[str, Any], se
                      f"On test the difference is {dt:+.2f} points of {tobj}; paired Wilcoxon signed-rank test over "
                      f"{test['n']} test classes (per-class values averaged over seeds): p = {test['p_value']:.4f}, "
                      f"{verdict} at 0.05.")
-    b = d.get("baseline")
     if b:
         t = b["test"]
         bw = b["metrics"].get(tobj)
-        diff = w["stats"][tobj]["mean"] - bw
-        better = diff > 0 if d["test_mode"] == "max" else diff < 0
+        gain = margin(w["stats"][tobj]["mean"], bw, d["test_mode"])
         verdict = "significant" if t["significant"] else "**not significant**"
         lines += ["", f"Beside the task's baseline on the same split: {b['model']} (lam = {b['lam']:g}, "
                       f"{b['chosen_by']}; refitted on train + val like the winner) scores {bw:.2f} test {tobj}; "
-                      f"the winner is {abs(diff):.2f} points {'better' if better else '**worse**'}.  Paired Wilcoxon "
+                      f"the winner is {abs(gain):.2f} points {'better' if gain > 0 else '**worse**'}.  Paired Wilcoxon "
                       f"signed-rank test over the {t['n']} test {PLURAL[t['unit']]} (winner's values averaged over "
                       f"seeds): "
                       f"p = {t['p_value']:.4f}, {verdict} at 0.05."]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zsexp.data.schema import ZSLData, validate
+from zsexp.data.schema import ZSLData, hold_out_per_class, validate
 from zsexp.errors import ZsexpError
 
 MAT_FILE = "uci_all.mat"
@@ -89,11 +89,7 @@ def load_mfeat(path: str | Path, seed: int = 0, views: str | None = None) -> ZSL
     train_c = np.sort(perm[:N_TRAIN])
     val_c = np.sort(perm[N_TRAIN:N_TRAIN + N_VAL])
     test_c = np.sort(perm[N_TRAIN + N_VAL:N_TRAIN + N_VAL + N_TEST])
-    test_seen = []
-    for c in np.concatenate([train_c, val_c]):
-        idx = np.flatnonzero(labels == c)
-        test_seen.append(rng.choice(idx, size=int(round(TEST_SEEN_FRACTION * idx.size)), replace=False))
-    test_seen_images = np.sort(np.concatenate(test_seen))
+    test_seen_images = hold_out_per_class(labels, np.concatenate([train_c, val_c]), TEST_SEEN_FRACTION, rng)
 
     fit = np.isin(labels, train_c)                 # text normalisation from training classes only
     fit[test_seen_images] = False

@@ -28,6 +28,19 @@ def _preview(values: np.ndarray | list, n: int = 5) -> str:
     return f"[{text}{', ...' if len(values) > n else ''}]"
 
 
+def hold_out_per_class(labels: np.ndarray, classes: np.ndarray, fraction: float,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Sorted image indices: ``fraction`` of each class's images drawn at random (a class keeps at least
+    one image and gives none when the fraction rounds to 0) -- the seen-class images held out for GZSL."""
+    held = []
+    for c in classes:
+        idx = np.flatnonzero(labels == c)
+        k = int(round(fraction * idx.size))
+        if 0 < k < idx.size:
+            held.append(rng.choice(idx, size=k, replace=False))
+    return np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+
+
 @dataclass
 class ZSLData:
     name: str

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from zsexp.data.schema import ZSLData, validate
+from zsexp.data.schema import ZSLData, hold_out_per_class, validate
 
 
 @dataclass(frozen=True)
@@ -135,13 +135,7 @@ def make_synthetic(name: str, seed: int = 0, spec: SyntheticSpec | None = None) 
     class_names = [f"{spec.word_prefix}_{i:04d}" for i in range(n_cls)]
 
     # GZSL: hold out a fraction of each seen class's images
-    test_seen = []
-    for c in np.concatenate([train_c, val_c]):
-        idx = np.flatnonzero(labels == c)
-        k = int(round(spec.test_seen_fraction * idx.size))
-        if 0 < k < idx.size:
-            test_seen.append(rng.choice(idx, size=k, replace=False))
-    test_seen_images = np.sort(np.concatenate(test_seen)) if test_seen else np.zeros(0, np.int64)
+    test_seen_images = hold_out_per_class(labels, np.concatenate([train_c, val_c]), spec.test_seen_fraction, rng)
 
     seen_probs = prob_classes = None
     if spec.seen_probs:

@@ -198,12 +198,12 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
         raise ZsexpError(f"--retries must be >= 0, got {o.retries}")
     data = load_dataset(o.dataset, seed=o.data_seed)
     require_discriminative_validation(data)
-    reference = sweep_reference(o.model, data, space.fixed)      # validation classes only, like the trials
     name = o.name or f"{o.model}-{data.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     d = sweep_dir(name, o.storage)
     if (d / SWEEP_FILE).exists():
         raise ZsexpError(f"sweep {name!r} already exists at {d}; continue it with `zsexp resume {name}` "
                          f"or choose another --name")
+    reference = sweep_reference(o.model, data, space.fixed)      # validation classes only, like the trials
     c = client(o.tracking_uri or default_tracking_uri())
     uri = redact_uri(o.tracking_uri or default_tracking_uri())   # stored and printed without credentials
     opts = {"gpus": o.gpus, "gpus_per_trial": o.gpus_per_trial, "cpus_per_trial": o.cpus_per_trial,

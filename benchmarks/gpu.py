@@ -36,35 +36,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import bench_cmgan, bench_zscrgan, cmgan_flops, matmul_peak  # noqa: E402
 
 NARROW = {"g_hidden": [256, 512], "d_hidden": 256, "latent_dim": 64, "noise_dim": 32}
-READS = ("item", "__float__", "__int__", "__bool__", "tolist", "numpy", "cpu")
 
 
 def host_reads(family: str, sets: dict, device: torch.device) -> int:
-    import zsexp
     from zsexp.data import load_dataset
     from zsexp.models import build_model, make_config
+    from zsexp.models.common import host_reads_during
 
-    pkg = str(Path(zsexp.__file__).resolve().parent)
     data = load_dataset("synthetic-tiny")
     model = build_model(family, make_config(family, data, ("bench", sets)), data, device=device)
-    model.train_round()
-    n, saved = 0, {}
-    for name in READS:
-        orig = saved[name] = getattr(torch.Tensor, name)
-
-        def counted(self, *a, _orig=orig, **k):
-            nonlocal n
-            if sys._getframe(1).f_code.co_filename.startswith(pkg):
-                n += 1
-            return _orig(self, *a, **k)
-
-        setattr(torch.Tensor, name, counted)
-    try:
-        model.train_round()
-    finally:
-        for name, orig in saved.items():
-            setattr(torch.Tensor, name, orig)
-    return n
+    model.train_round()                      # the first round builds tables; count a steady one
+    return host_reads_during(model.train_round)
 
 
 def gpu_sampler(stop: threading.Event, out: list[float]) -> None:

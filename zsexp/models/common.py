@@ -179,6 +179,38 @@ def compile_forward(nets: list[nn.Module]) -> None:
         net.forward = torch.compile(net.forward, dynamic=False)
 
 
+HOST_READS = ("item", "__float__", "__int__", "__bool__", "tolist", "numpy", "cpu")
+
+
+def host_reads_during(fn: Callable[[], Any]) -> int:
+    """Calls of tensor host-transfer methods (:data:`HOST_READS`, each a device synchronisation on a
+    GPU) made directly by zsexp code while ``fn`` runs.  torch's own CPU optimiser step counters, read
+    inside torch, live on the host by design and are not counted.  A diagnostic for tests and
+    benchmarks: it patches ``torch.Tensor`` for the duration of the call."""
+    import sys
+
+    pkg = str(Path(__file__).resolve().parents[1])
+    n = 0
+    saved = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+
+    def counting(orig):
+        def counted(self, *a, **k):
+            nonlocal n
+            if sys._getframe(1).f_code.co_filename.startswith(pkg):
+                n += 1
+            return orig(self, *a, **k)
+        return counted
+
+    try:
+        for name, orig in saved.items():
+            setattr(torch.Tensor, name, counting(orig))
+        fn()
+    finally:
+        for name, orig in saved.items():
+            setattr(torch.Tensor, name, orig)
+    return n
+
+
 def read_means(logs: dict[str, list[torch.Tensor]]) -> dict[str, float]:
     """Per-key means of losses kept on the device during a round, read back in ONE host transfer
     (a GPU synchronises once per round, not once per update)."""

@@ -103,6 +103,26 @@ def test_gpu_budget_and_simulated_concurrency(ray_cluster, capsys):
     assert progress["peak"] > 2
 
 
+def test_grid_sweep_visits_every_point_once(ray_cluster, tmp_path, capsys):
+    import yaml
+
+    space = tmp_path / "grid.yaml"
+    space.write_text(yaml.safe_dump({
+        "model": "zscrgan", "sampler": {"name": "grid"}, "scheduler": "none",
+        "fixed": {"em_schedule": "fixed", "updates_per_step": 5, "em_iterations": 2},
+        "params": {"alpha": {"type": "categorical", "choices": [0.1, 1.0]},
+                   "beta": {"type": "categorical", "choices": [0.5, 2.0]}}}))
+    assert main(["search", "zscrgan", "--space", str(space), "--trials", "5", "--name", "g5"]) == 2
+    assert "the grid has 4 points" in capsys.readouterr().err
+    assert main(["search", "zscrgan", "--space", str(space), "--trials", "4", "--name", "grid", "--seed", "3",
+                 "--progress-every", "0"]) == 0
+    c, _, children = _runs("zsexp-zscrgan-synthetic-tiny")
+    points = sorted((float(r.data.params["alpha"]), float(r.data.params["beta"])) for r in children
+                    if r.data.tags.get("zsexp.sweep") == "grid")
+    assert points == [(0.1, 0.5), (0.1, 2.0), (1.0, 0.5), (1.0, 2.0)]
+    assert {r.data.tags["zsexp.outcome"] for r in children if r.data.tags.get("zsexp.sweep") == "grid"} == {"completed"}
+
+
 def _wait_for(pred, timeout, what):
     t0 = time.time()
     while time.time() - t0 < timeout:

@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-trial", type=float, default=1.0, help="GPU fraction per trial (default 1)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
     p.add_argument("--max-concurrent", type=int, help="cap on trials at once (default: what resources allow)")
-    p.add_argument("--sampler", choices=["tpe", "random", "cmaes", "qmc", "gp"], help="override the space's sampler")
+    p.add_argument("--sampler", choices=["tpe", "random", "cmaes", "qmc", "gp", "grid"],
+                   help="override the space's sampler (grid: every param categorical)")
     p.add_argument("--scheduler", choices=["asha", "none"], help="override the space's scheduler")
     p.add_argument("--seed", type=int, default=0, help="sampler and model seed (default 0)")
     p.add_argument("--data-seed", type=int, default=0)

@@ -68,6 +68,17 @@ def reconcile_study(study: optuna.Study, known: set[int]) -> tuple[list[str], in
     return lost, finished
 
 
+class TuneGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler under Tune.  Optuna's sampler ends a study by calling ``Study.stop`` once
+    every grid point is told, which is only allowed inside ``Study.optimize``; under Tune (ask and
+    tell) it would raise in the last trial's tell.  Tune's ``num_samples`` (at most the grid size,
+    checked by ``zsexp search``) ends the sweep instead.  Trial number i < grid size takes grid point
+    i of the seed-shuffled grid, so a full sweep visits every point exactly once."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None
+
+
 class ResumableOptunaSearch(OptunaSearch):
     lost: list[str]
     total_trials: int | None = None

@@ -8,7 +8,7 @@ File format (see ``search_spaces/*.yaml``)::
     # or, when the searched keys change the updates per round (ZSCRGAN's updates_per_step, CM-GAN's
     # iters_per_step), ASHA's axis in optimiser updates, so its rungs compare trials at equal compute:
     # fidelity: {unit: updates, max_rounds: 30, grace_updates: 300, max_updates: 3000, reduction_factor: 3}
-    sampler: {name: tpe, n_startup_trials: 5}      # tpe | random | cmaes | qmc | gp
+    sampler: {name: tpe, n_startup_trials: 5}      # tpe | random | cmaes | qmc | gp | grid
     scheduler: asha                               # asha | none
     fixed: {em_schedule: linear}                  # config keys held constant
     params:                                       # searched config keys
@@ -18,6 +18,10 @@ File format (see ``search_spaces/*.yaml``)::
       batch_size: {type: categorical, choices: [32, 64, 128]}
       lambda_c[1]: {type: loguniform, low: 0.5, high: 20}   # one element of a list-valued key
 
+``sampler: grid`` runs the paper-style grid search: every param must be ``categorical`` (its
+``choices`` are the grid values) and a sweep runs at most one trial per grid point, in an order
+shuffled by the sweep's seed (``--trials`` below the grid size runs a seeded subset).
+
 Everything is checked against the model's config dataclass before any Ray process starts:
 unknown keys, empty ranges, a log range that includes 0, values of the wrong type or outside
 the key's allowed range -- each error names the file, the key and the reason.
@@ -26,6 +30,7 @@ the key's allowed range -- each error names the file, the key and the reason.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -40,7 +45,7 @@ from zsexp.models import MODELS, get_spec
 
 TOP_KEYS = {"model", "objective", "fidelity", "sampler", "scheduler", "fixed", "params", "description"}
 PARAM_TYPES = {"uniform", "loguniform", "int", "logint", "categorical"}
-SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp")
+SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp", "grid")
 _RETRIEVAL = ("precision@50", "map@50", "map", "top1")
 _ZSL = tuple(f"{s}/{m}" for s in ("zsl", "gzsl") for m in ("mfr", "fh@1", "fh@2", "fh@5", "fh@10", "fh@20"))
 OBJECTIVES = {"zscrgan": _RETRIEVAL, "ridge": _RETRIEVAL, "cmgan": _ZSL + ("val_lsup",), "ridge-zsl": _ZSL}
@@ -100,8 +105,19 @@ class SearchSpace:
                                                                   log=t == "loguniform")
         return out
 
+    @property
+    def grid_size(self) -> int | None:
+        """The number of grid points of a ``grid`` sampler (None for the others)."""
+        if self.sampler != "grid":
+            return None
+        return int(math.prod(len(p["choices"]) for p in self.params.values()))
+
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         args = dict(self.sampler_args)
+        if self.sampler == "grid":
+            from zsexp.search.optuna_search import TuneGridSampler
+
+            return TuneGridSampler({k: list(p["choices"]) for k, p in self.params.items()}, seed=seed)
         if self.sampler == "tpe":
             return optuna.samplers.TPESampler(seed=seed, **args)
         if self.sampler == "random":
@@ -240,6 +256,8 @@ def parse_space(raw: Any, source: str, model: str | None = None) -> SearchSpace:
     if name not in SAMPLERS:
         raise _err(source, "sampler.name", f"must be one of {list(SAMPLERS)}, got {name!r}")
     sampler_args = {k: v for k, v in samp.items() if k != "name"}
+    if name == "grid" and sampler_args:
+        raise _err(source, "sampler", f"the grid sampler takes no options, got {sorted(sampler_args)}")
     sched = raw.get("scheduler", "asha")
     if sched not in ("asha", "none"):
         raise _err(source, "scheduler", f"must be asha or none, got {sched!r}")
@@ -265,6 +283,11 @@ def parse_space(raw: Any, source: str, model: str | None = None) -> SearchSpace:
         if base_key in fixed:
             raise _err(source, f"params.{key}", "is also listed under `fixed`")
         params[str(key)] = _check_param(source, str(key), p, hints[base_key], cfg_cls)
+    if name == "grid":
+        ranged = sorted(k for k, p in params.items() if p["type"] != "categorical")
+        if ranged:
+            raise _err(source, f"params.{ranged[0]}", "the grid sampler needs `type: categorical` with the grid "
+                                                      f"values as `choices` for every param (not: {', '.join(ranged)})")
     _refuse_inert(source, fam, cfg_cls, fixed, params)
     return SearchSpace(model=fam, metric=metric, mode=mode, max_rounds=max_rounds, grace_rounds=grace,
                        reduction_factor=float(rf), unit=unit, grace_updates=grace_u, max_updates=max_u, sampler=name,

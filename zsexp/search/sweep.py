@@ -194,6 +194,9 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
         raise ZsexpError(f"--scheduler must be asha or none, got {scheduler!r}")
     if o.trials < 1:
         raise ZsexpError(f"--trials must be >= 1, got {o.trials}")
+    if space.grid_size is not None and o.trials > space.grid_size:
+        raise ZsexpError(f"{space.source}: the grid has {space.grid_size} points; --trials {o.trials} would repeat "
+                         f"some: pass --trials {space.grid_size} (the whole grid) or fewer (a seeded subset)")
     if o.retries < 0:
         raise ZsexpError(f"--retries must be >= 0, got {o.retries}")
     data = load_dataset(o.dataset, seed=o.data_seed)

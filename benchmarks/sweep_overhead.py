@@ -12,8 +12,11 @@ throw-away SQLite MLflow store and storage in a temporary directory.
 
 Printed: the back-to-back time, the ideal sweep time (work / concurrency), the sweep's wall time
 (``tuner.fit``, Ray start excluded and also shown), the per-trial overhead in seconds and the
-ratio sweep / ideal.  ``--scaling`` instead runs quick trials on a (simulated) GPU budget and
-prints how many ran at the same time.
+ratio sweep / ideal.  ``--profile`` adds where the overhead goes: the driver under cProfile (MLflow
+writes, the callback's durable record, Tune's experiment snapshot, the searcher, checkpoint
+bookkeeping), per trial, and the trials' own time outside training and evaluation (checkpoint writes,
+the report round trip), from the timings every trial reports.  ``--scaling`` instead runs quick
+trials on a (simulated) GPU budget and prints how many ran at the same time.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ def main() -> None:
     ap.add_argument("--scaling", action="store_true", help="count concurrent trials on a (simulated) GPU budget")
     ap.add_argument("--gpus", type=float, default=16)
     ap.add_argument("--gpus-per-trial", type=float, default=1.0)
+    ap.add_argument("--profile", action="store_true", help="where the overhead goes (driver cProfile, trial timings)")
     args = ap.parse_args()
 
     from zsexp.search.sweep import SweepOptions, run_sweep
@@ -94,9 +98,16 @@ def main() -> None:
     work = [one_trial(updates, seed) for seed in range(args.trials)]
     back_to_back = sum(work)
     ideal = back_to_back / args.concurrency
+    opts = SweepOptions(model="zscrgan", space=str(space), trials=args.trials, cpus_per_trial=1,
+                        max_concurrent=args.concurrency, name="overhead", progress_every_s=1e9)
     t0 = time.perf_counter()
-    s = run_sweep(SweepOptions(model="zscrgan", space=str(space), trials=args.trials, cpus_per_trial=1,
-                               max_concurrent=args.concurrency, name="overhead", progress_every_s=1e9))
+    if args.profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        s = prof.runcall(run_sweep, opts)
+    else:
+        s = run_sweep(opts)
     total = time.perf_counter() - t0
     per_trial = (s["wall_s"] - ideal) / (args.trials / args.concurrency)
     print()
@@ -106,6 +117,58 @@ def main() -> None:
     print(f"ideal sweep time (work / concurrency): {ideal:.1f} s")
     print(f"sweep tuner.fit wall time: {s['wall_s']:.1f} s (with Ray start and MLflow set-up: {total:.1f} s)")
     print(f"per-trial overhead: {per_trial:.2f} s; sweep / ideal = {s['wall_s'] / ideal:.3f}")
+    if args.profile:
+        profile_report(prof, args.trials, tmp / "home" / "sweeps" / "overhead")
+
+
+# driver functions whose cumulative time is the platform's (module path fragment, function name)
+DRIVER_PARTS = {
+    "MLflow writes (callback queue flush)": [("zsexp/search/callback.py", "_flush")],
+    "callback's durable record (JSON mirror, markers)": [("zsexp/search/callback.py", "_save"),
+                                                         ("zsexp/search/callback.py", "write_marker")],
+    "Tune experiment snapshot": [("tune/execution/tune_controller.py", "checkpoint")],
+    "searcher (Optuna suggest / tell)": [("zsexp/search/optuna_search.py", "suggest"),
+                                         ("zsexp/search/optuna_search.py", "on_trial_complete"),
+                                         ("zsexp/search/optuna_search.py", "on_trial_result")],
+    "Tune result / checkpoint bookkeeping": [("tune/execution/tune_controller.py", "_process_trial_result"),
+                                             ("tune/execution/tune_controller.py", "_process_trial_save")],
+    "trial start / reuse of an actor": [("tune/execution/tune_controller.py", "_schedule_trial_actor"),
+                                        ("tune/execution/tune_controller.py", "_schedule_trial_reset")],
+    "sweep set-up before tuner.fit (baseline, MLflow parent, Tuner)": [("zsexp/search/sweep.py", "run_sweep")],
+    "tuner.fit": [("ray/tune/tuner.py", "fit")],
+}
+
+
+def profile_report(prof, trials: int, sweep_dir: Path) -> None:
+    import csv
+    import pstats
+
+    st = pstats.Stats(prof).stats           # (file, line, name) -> (cc, nc, tt, ct, callers)
+
+    def cum(parts: list[tuple[str, str]]) -> float:
+        return sum(v[3] for (f, _, n), v in st.items() for frag, fn in parts if n == fn and frag in f)
+
+    fit = cum(DRIVER_PARTS["tuner.fit"])
+    print("\nwhere the driver's time goes (cProfile, cumulative seconds; per trial; nested items overlap):")
+    for label, parts in DRIVER_PARTS.items():
+        t = cum(parts)
+        if label.startswith("sweep set-up"):
+            t -= fit
+        print(f"  {label}: {t:.2f} s ({t / trials:.3f} s per trial)")
+    rows = []
+    for f in sweep_dir.glob("train_trial_*/progress.csv"):
+        with open(f) as fh:
+            rows += list(csv.DictReader(fh))
+    if rows:
+        def total(key: str) -> float:
+            return sum(float(r[key]) for r in rows if r.get(key) not in (None, ""))
+        iters, train, ev, ck = (total("time_this_iter_s"), total("time_train_s"), total("time_eval_s"),
+                                total("time_checkpoint_s"))
+        n_tr = len({r["trial_id"] for r in rows})
+        print(f"inside the trials ({n_tr} trials, {len(rows)} rounds; seconds per trial): round-to-round "
+              f"{iters / n_tr:.3f}, training {train / n_tr:.3f}, evaluation {ev / n_tr:.3f}, checkpoint write "
+              f"{ck / n_tr:.3f}, rest (report round trip, waiting for the driver) "
+              f"{(iters - train - ev - ck) / n_tr:.3f}")
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ def profile_report(prof, trials: int, sweep_dir: Path) -> None:
     for f in sweep_dir.glob("train_trial_*/progress.csv"):
         with open(f) as fh:
             rows += list(csv.DictReader(fh))
-    if rows:
+    if rows and rows[0].get("time_train_s") not in (None, ""):
         def total(key: str) -> float:
             return sum(float(r[key]) for r in rows if r.get(key) not in (None, ""))
         iters, train, ev, ck = (total("time_this_iter_s"), total("time_train_s"), total("time_eval_s"),

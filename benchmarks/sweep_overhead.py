@@ -12,10 +12,11 @@ throw-away SQLite MLflow store and storage in a temporary directory.
 
 Printed: the back-to-back time, the ideal sweep time (work / concurrency), the sweep's wall time
 (``tuner.fit``, Ray start excluded and also shown), the per-trial overhead in seconds and the
-ratio sweep / ideal.  ``--profile`` adds where the overhead goes: the driver under cProfile (MLflow
-writes, the callback's durable record, Tune's experiment snapshot, the searcher, checkpoint
-bookkeeping), per trial, and the trials' own time outside training and evaluation (checkpoint writes,
-the report round trip), from the timings every trial reports.  ``--scaling`` instead runs quick
+ratio sweep / ideal.  ``--profile`` adds where the time beyond the ideal goes, split into fixed
+costs per sweep (Tune's set-up, the first worker process, the end) and marginal costs per trial
+(start-up in a reused worker, the report round trip of every round, the finish, the gap to the next
+trial, training slowed by sharing the CPUs with the driver), from the driver's MLflow timestamps and
+the timings every trial reports; and projects sweep / ideal for longer sweeps.  ``--scaling`` instead runs quick
 trials on a (simulated) GPU budget and prints how many ran at the same time.
 """
 
@@ -100,14 +101,21 @@ def main() -> None:
     ideal = back_to_back / args.concurrency
     opts = SweepOptions(model="zscrgan", space=str(space), trials=args.trials, cpus_per_trial=1,
                         max_concurrent=args.concurrency, name="overhead", progress_every_s=1e9)
-    t0 = time.perf_counter()
-    if args.profile:
-        import cProfile
+    fit_clock: dict[str, float] = {}
+    if args.profile:                  # the clock around tuner.fit, for the timeline
+        from ray import tune
 
-        prof = cProfile.Profile()
-        s = prof.runcall(run_sweep, opts)
-    else:
-        s = run_sweep(opts)
+        fit = tune.Tuner.fit
+
+        def timed_fit(self):
+            fit_clock["start"] = time.time()
+            try:
+                return fit(self)
+            finally:
+                fit_clock["end"] = time.time()
+        tune.Tuner.fit = timed_fit
+    t0 = time.perf_counter()
+    s = run_sweep(opts)
     total = time.perf_counter() - t0
     per_trial = (s["wall_s"] - ideal) / (args.trials / args.concurrency)
     print()
@@ -118,57 +126,69 @@ def main() -> None:
     print(f"sweep tuner.fit wall time: {s['wall_s']:.1f} s (with Ray start and MLflow set-up: {total:.1f} s)")
     print(f"per-trial overhead: {per_trial:.2f} s; sweep / ideal = {s['wall_s'] / ideal:.3f}")
     if args.profile:
-        profile_report(prof, args.trials, tmp / "home" / "sweeps" / "overhead")
+        parts = timeline(tmp / "home" / "sweeps" / "overhead", fit_clock["start"], fit_clock["end"],
+                         back_to_back / args.trials, ROUNDS)
+        print_timeline(parts, args.trials, args.concurrency, back_to_back / args.trials, s["wall_s"])
 
 
-# driver functions whose cumulative time is the platform's (module path fragment, function name)
-DRIVER_PARTS = {
-    "MLflow writes (callback queue flush)": [("zsexp/search/callback.py", "_flush")],
-    "callback's durable record (JSON mirror, markers)": [("zsexp/search/callback.py", "_save"),
-                                                         ("zsexp/search/callback.py", "write_marker")],
-    "Tune experiment snapshot": [("tune/execution/tune_controller.py", "checkpoint")],
-    "searcher (Optuna suggest / tell)": [("zsexp/search/optuna_search.py", "suggest"),
-                                         ("zsexp/search/optuna_search.py", "on_trial_complete"),
-                                         ("zsexp/search/optuna_search.py", "on_trial_result")],
-    "Tune result / checkpoint bookkeeping": [("tune/execution/tune_controller.py", "_process_trial_result"),
-                                             ("tune/execution/tune_controller.py", "_process_trial_save")],
-    "trial start / reuse of an actor": [("tune/execution/tune_controller.py", "_schedule_trial_actor"),
-                                        ("tune/execution/tune_controller.py", "_schedule_trial_reset")],
-    "sweep set-up before tuner.fit (baseline, MLflow parent, Tuner)": [("zsexp/search/sweep.py", "run_sweep")],
-    "tuner.fit": [("ray/tune/tuner.py", "fit")],
-}
-
-
-def profile_report(prof, trials: int, sweep_dir: Path) -> None:
+def timeline(sweep_dir: Path, fit_start: float, fit_end: float, work_per_trial: float, rounds: int) -> dict:
+    """Where the sweep's wall time goes, from clocks the platform already keeps: the driver's MLflow
+    timestamps (child run start and end, every round's metrics) and each trial's own timings of a round
+    (``time_train_s``, ``time_eval_s``, ``time_checkpoint_s``).  No profiler slows anything down."""
     import csv
-    import pstats
+    import statistics as st
 
-    st = pstats.Stats(prof).stats           # (file, line, name) -> (cc, nc, tt, ct, callers)
+    from zsexp.search.sweep import read_meta
+    from zsexp.tracking import client
 
-    def cum(parts: list[tuple[str, str]]) -> float:
-        return sum(v[3] for (f, _, n), v in st.items() for frag, fn in parts if n == fn and frag in f)
-
-    fit = cum(DRIVER_PARTS["tuner.fit"])
-    print("\nwhere the driver's time goes (cProfile, cumulative seconds; per trial; nested items overlap):")
-    for label, parts in DRIVER_PARTS.items():
-        t = cum(parts)
-        if label.startswith("sweep set-up"):
-            t -= fit
-        print(f"  {label}: {t:.2f} s ({t / trials:.3f} s per trial)")
-    rows = []
+    meta = read_meta(sweep_dir.name, str(sweep_dir.parent))
+    c = client(meta["tracking_uri"])
+    runs = c.search_runs([meta["experiment_id"]], filter_string=f"tags.`zsexp.sweep` = '{meta['name']}' and "
+                                                                 "tags.`zsexp.kind` = 'trial'", max_results=1000)
+    inside: dict[str, dict[int, float]] = {}
     for f in sweep_dir.glob("train_trial_*/progress.csv"):
         with open(f) as fh:
-            rows += list(csv.DictReader(fh))
-    if rows and rows[0].get("time_train_s") not in (None, ""):
-        def total(key: str) -> float:
-            return sum(float(r[key]) for r in rows if r.get(key) not in (None, ""))
-        iters, train, ev, ck = (total("time_this_iter_s"), total("time_train_s"), total("time_eval_s"),
-                                total("time_checkpoint_s"))
-        n_tr = len({r["trial_id"] for r in rows})
-        print(f"inside the trials ({n_tr} trials, {len(rows)} rounds; seconds per trial): round-to-round "
-              f"{iters / n_tr:.3f}, training {train / n_tr:.3f}, evaluation {ev / n_tr:.3f}, checkpoint write "
-              f"{ck / n_tr:.3f}, rest (report round trip, waiting for the driver) "
-              f"{(iters - train - ev - ck) / n_tr:.3f}")
+            for r in csv.DictReader(fh):
+                inside.setdefault(r["trial_id"], {})[int(r["training_iteration"])] = sum(
+                    float(r[k]) for k in ("time_train_s", "time_eval_s", "time_checkpoint_s"))
+    trials = []
+    for run in runs:
+        tid = run.data.tags["zsexp.trial_id"]
+        ts = {m.step: m.timestamp / 1000 for m in c.get_metric_history(run.info.run_id, "updates_done")}
+        trials.append({"tid": tid, "start": run.info.start_time / 1000, "end": run.info.end_time / 1000, "ts": ts,
+                       "inside": inside.get(tid, {})})
+    trials.sort(key=lambda t: t["start"])
+    first_round = [t["ts"][1] - t["start"] - t["inside"][1] for t in trials]      # start-up of each trial
+    round_trip = [t["ts"][k] - t["ts"][k - 1] - t["inside"][k] for t in trials for k in range(2, rounds + 1)]
+    finish = [t["end"] - t["ts"][max(t["ts"])] for t in trials]
+    gaps = [b["start"] - a["end"] for a, b in zip(trials, trials[1:], strict=False)]
+    compute = [sum(t["inside"].values()) for t in trials]
+    steady_start = st.median(first_round[1:]) if len(first_round) > 1 else first_round[0]
+    return {
+        "before the first trial (Tune set-up, first worker process)": trials[0]["start"] - fit_start,
+        "first trial's start-up beyond a warm one (imports, data in a new process)": first_round[0] - steady_start,
+        "after the last trial (Tune's end, final snapshot)": fit_end - trials[-1]["end"],
+        "per trial: start-up in the worker (actor reset, config, model)": steady_start,
+        "per trial: report round trips (driver: MLflow, snapshot, checkpoint)": st.median(round_trip) * (rounds - 1),
+        "per trial: finish (driver: MLflow finish, marker, artifact)": st.median(finish),
+        "per trial: gap to the next trial (searcher, scheduling)": st.median(gaps) if gaps else 0.0,
+        "per trial: training slower inside the sweep than back to back": st.median(compute) - work_per_trial,
+    }
+
+
+def print_timeline(parts: dict, trials: int, concurrency: int, work: float, wall: float) -> None:
+    fixed = sum(v for k, v in parts.items() if not k.startswith("per trial"))
+    marginal = sum(v for k, v in parts.items() if k.startswith("per trial"))
+    print("\nwhere the sweep's time goes (driver timestamps and the trials' own timings; medians per trial):")
+    for k, v in parts.items():
+        print(f"  {k}: {v:.3f} s")
+    beyond = wall - work * trials / concurrency
+    print(f"fixed per sweep: {fixed:.2f} s; marginal per trial: {marginal:.3f} s "
+          f"(accounted {fixed + marginal * trials / concurrency:.1f} s of the {beyond:.1f} s beyond the ideal)")
+    for n in (8, 32, 128):
+        ideal = n * work / concurrency
+        print(f"  projected sweep / ideal with {n} trials of {work:.1f} s: "
+              f"{(fixed + n * (work + marginal) / concurrency) / ideal:.3f}")
 
 
 if __name__ == "__main__":

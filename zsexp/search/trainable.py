@@ -15,6 +15,7 @@ raises, so Tune's retries (``--retries``, meant for lost workers) do not train i
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
     rounds = min(spec.rounds(model), meta["max_rounds"])
     for r in range(done_rounds + 1, rounds + 1):
         maybe_kill_worker(sweep_dir, r)
+        t0 = time.perf_counter()
         try:
             losses = model.train_round()
         except DivergenceError as exc:
@@ -92,6 +94,7 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
                 write_marker(sweep_dir, trial_id, "failed", str(exc))
             raise
         note_round(trial_id, r)
+        t1 = time.perf_counter()
         val = model.evaluate("val")
         metrics: dict[str, Any] = {metric_key(k): v for k, v in val.items()}
         if meta["model"] == "cmgan":            # the paper's own validation measure (§4.4)
@@ -102,9 +105,12 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
         metrics.update(round=r, max_rounds=rounds, model_done=bool(getattr(model, "done", False)),
                        cpu_threads=torch.get_num_threads(),
                        node_id=ray.get_runtime_context().get_node_id())     # which Ray node ran it
+        t2 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             save_checkpoint(checkpoint_state(model, data, meta["dataset"], meta["data_seed"],
                                              {"round": r, "updates": updates_done}), Path(tmp) / CKPT_FILE)
+            # where a round's time goes (benchmarks/sweep_overhead.py --profile sums these)
+            metrics.update(time_train_s=t1 - t0, time_eval_s=t2 - t1, time_checkpoint_s=time.perf_counter() - t2)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
         if getattr(model, "done", False):
             break

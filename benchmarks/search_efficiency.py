@@ -3,6 +3,8 @@
     python benchmarks/search_efficiency.py                       # ZSCRGAN, 5 seeds, about 30-40 min on 2 cores
     python benchmarks/search_efficiency.py --model cmgan --seeds 5
     python benchmarks/search_efficiency.py --smoke          # checks the pipeline in minutes: not a measurement
+    python benchmarks/search_efficiency.py --from-json search-efficiency/search_efficiency_raw.json \
+        --rerun tpe+asha --grace 180 --out grace180      # one method again with another ASHA grace period
 
 Every trial is real training through the real ``zsexp search`` path (``run_sweep``: a local Ray shared by
 all sweeps, Optuna, ASHA, MLflow on a SQLite file and Tune storage in a temporary directory), on
@@ -284,7 +286,12 @@ def main() -> None:
     ap.add_argument("--select-seeds", type=int, default=2, help="seeds of each pick's retraining (zsexp select)")
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--out", default="search-efficiency", help="folder for the PNG and the JSON")
-    ap.add_argument("--from-json", metavar="FILE", help="analyse a saved search_efficiency.json again (no training)")
+    ap.add_argument("--from-json", metavar="FILE",
+                    help="analyse a saved search_efficiency_raw.json again (no training)")
+    ap.add_argument("--grace", type=int, help="ASHA's grace period in updates (default: the model's, see SPACES)")
+    ap.add_argument("--rerun", action="append", choices=METHODS, metavar="METHOD",
+                    help="with --from-json: run METHOD again (e.g. tpe+asha with another --grace) and keep the "
+                         "other methods' runs from the file (repeatable)")
     ap.add_argument("--smoke", action="store_true",
                     help="2 values per grid parameter, 3 rounds, 2 seeds: checks the pipeline, measures nothing")
     args = ap.parse_args()
@@ -296,20 +303,33 @@ def main() -> None:
             s["fixed"][rounds_key] = 3
         s["fidelity"] = {**s["fidelity"], "max_rounds": 3}
         args.seeds, args.select_seeds = 2, 1
+    if args.grace:
+        SPACES[args.model]["fidelity"] = {**SPACES[args.model]["fidelity"], "grace_updates": args.grace}
     if args.seeds < 2:
         ap.error("--seeds must be >= 2 (the target needs a seed spread)")
+    if args.rerun and not args.from_json:
+        ap.error("--rerun needs --from-json (the run whose other methods are kept)")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.from_json:
         doc = json.loads(Path(args.from_json).read_text())
-        if Path(args.from_json).resolve() != out / "search_efficiency_raw.json":
-            (out / "search_efficiency_raw.json").write_text(json.dumps(doc, default=str))
+        if args.rerun:                       # the same protocol as the file's, for the methods run again
+            args.model, args.seeds = doc["model"], len(doc["seeds"])
+            args.select_seeds, args.budget = doc["select_seeds"], doc["trials"]["random"] / doc["trials"]["grid"]
+            SPACES[args.model]["grid"] = doc["grid"]
+            new = collect(args, out, methods=tuple(args.rerun))
+            for m in args.rerun:
+                doc["runs"][m], doc["spaces"][m] = new["runs"][m], new["spaces"][m]
+                if new["picks"]:
+                    doc["picks"][m] = new["picks"][m]
+            doc["rerun"] = {"methods": args.rerun, "spaces": new["spaces"]}
+        (out / "search_efficiency_raw.json").write_text(json.dumps(doc, default=str))
     else:
         doc = collect(args, out)
     analyse(doc, out)
 
 
-def collect(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def collect(args: argparse.Namespace, out: Path, methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
     """Run every method's sweeps and picks; returns the raw record (saved before any analysis)."""
     import ray
 
@@ -334,10 +354,10 @@ def collect(args: argparse.Namespace, out: Path) -> dict[str, Any]:
           f"the sweeps' own output: {log}", flush=True)
     ray.init(num_cpus=args.concurrency, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     t_all = time.time()
-    runs: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in METHODS}
+    runs: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in methods}
     picks: dict[str, list[dict[str, Any]]] = {}
     try:
-        for method in METHODS:
+        for method in methods:
             for seed in seeds:
                 r = run_method(model, method, seed, trials[method], spaces[method], args.concurrency, log)
                 r["events"] = sweep_events(r["name"], key)
@@ -352,7 +372,7 @@ def collect(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                       f"peak concurrency {r['peak']}, {r['wall_s']:.0f}s; best val {metric} "
                       f"{_num(r['best_value'])}  ({time.time() - t_all:.0f}s)", flush=True)
         if args.select_seeds > 0:
-            for m in METHODS:
+            for m in methods:
                 picks[m] = [pick_test(runs[m][str(s)]["name"], args.select_seeds, metric, log) for s in seeds]
                 print(f"  {m:8s} picks retrained ({args.select_seeds} seeds each)  ({time.time() - t_all:.0f}s)",
                       flush=True)
@@ -360,7 +380,7 @@ def collect(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         ray.shutdown()
     doc = {"model": model, "dataset": "synthetic-tiny", "metric": metric, "mode": SPACES[model]["objective"]["mode"],
            "seeds": seeds, "select_seeds": args.select_seeds, "grid": SPACES[model]["grid"],
-           "spaces": {m: yaml.safe_load(spaces[m].read_text()) for m in METHODS}, "trials": trials,
+           "spaces": {m: yaml.safe_load(spaces[m].read_text()) for m in methods}, "trials": trials,
            "runs": runs, "picks": picks, "collect_wall_s": time.time() - t_all, "zsexp_home": str(home)}
     (out / "search_efficiency_raw.json").write_text(json.dumps(doc, default=str))
     return doc

@@ -58,6 +58,7 @@ def test_sweep_logs_parent_and_child_runs(ray_cluster, capsys):
         hist = c.get_metric_history(run.info.run_id, "val_precision_at_50")
         assert [m.step for m in hist] == list(range(1, len(hist) + 1)) and hist
         assert run.data.metrics["cpu_threads"] == 1              # one thread per granted CPU (1 each)
+        assert run.data.metrics["time_train_s"] > 0 and run.data.metrics["time_checkpoint_s"] > 0
         arts = [a.path for a in c.list_artifacts(run.info.run_id, "best_checkpoint")]
         assert arts == ["best_checkpoint/model.pt"]
     assert main(["status", "mlf"]) == 0

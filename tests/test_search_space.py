@@ -112,3 +112,24 @@ def test_tracking_uri_credentials_are_redacted(monkeypatch):
     import os
 
     assert os.environ["MLFLOW_TRACKING_USERNAME"] == "bob" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "pw@x"
+
+
+def test_grid_sampler_gives_a_lost_trials_point_to_its_replacement(tmp_path):
+    """A grid sweep killed just after a trial was created: the replacement takes the lost point."""
+    import optuna
+
+    from zsexp.search.optuna_search import TuneGridSampler, journal_storage, reconcile_study
+
+    grid = {"alpha": [0.1, 1.0], "beta": [0.5, 2.0]}
+    dists = {k: optuna.distributions.CategoricalDistribution(v) for k, v in grid.items()}
+    study = optuna.create_study(storage=journal_storage(tmp_path), study_name="g",
+                                sampler=TuneGridSampler(grid, seed=3))
+    trials = [study.ask(dists) for _ in range(4)]
+    for t in (trials[0], trials[2], trials[3]):
+        study.tell(t, 1.0)
+    lost, _ = reconcile_study(study, known={t._trial_id for t in (trials[0], trials[2], trials[3])})
+    assert len(lost) == 1                                   # trials[1] never ran: failed and marked lost
+    again = study.ask(dists)
+    assert again.params == trials[1].params
+    visited = {tuple(t.params.values()) for t in (trials[0], trials[2], trials[3], again)}
+    assert len(visited) == 4

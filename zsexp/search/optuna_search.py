@@ -69,14 +69,32 @@ def reconcile_study(study: optuna.Study, known: set[int]) -> tuple[list[str], in
 
 
 class TuneGridSampler(optuna.samplers.GridSampler):
-    """Optuna's grid sampler under Tune.  Optuna's sampler ends a study by calling ``Study.stop`` once
-    every grid point is told, which is only allowed inside ``Study.optimize``; under Tune (ask and
-    tell) it would raise in the last trial's tell.  Tune's ``num_samples`` (at most the grid size,
-    checked by ``zsexp search``) ends the sweep instead.  Trial number i < grid size takes grid point
-    i of the seed-shuffled grid, so a full sweep visits every point exactly once."""
+    """Optuna's grid sampler under Tune and ``zsexp resume``.
+
+    * Optuna's sampler ends a study by calling ``Study.stop`` once every grid point is told, which is
+      only allowed inside ``Study.optimize``; under Tune (ask and tell) it would raise in the last
+      trial's tell.  Tune's ``num_samples`` (at most the grid size, checked by ``zsexp search``) ends
+      the sweep instead.  Trial number i < grid size takes grid point i of the seed-shuffled grid, so
+      a full sweep visits every point exactly once.
+    * A trial lost to a kill (created just before it, never run; :func:`reconcile_study` fails it and
+      marks it ``zsexp_lost``) does not count as a visited point: the trial Tune asks for in its place
+      takes that point, instead of a repeat of a visited one."""
 
     def after_trial(self, study, trial, state, values) -> None:
         return None
+
+    def _get_unvisited_grid_ids(self, study: optuna.Study) -> list[int]:
+        done, running = set(), set()
+        for t in study._storage.get_all_trials(study._study_id, deepcopy=False):    # noqa: SLF001
+            gid = t.system_attrs.get("grid_id")
+            if gid is None or t.user_attrs.get(LOST_ATTR):
+                continue
+            if t.state.is_finished():
+                done.add(gid)
+            elif t.state == TrialState.RUNNING:
+                running.add(gid)
+        every = set(range(len(self._all_grids)))
+        return sorted(every - done - running) or sorted(every - done)
 
 
 class ResumableOptunaSearch(OptunaSearch):

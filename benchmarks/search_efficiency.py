@@ -1,7 +1,7 @@
 """Does the product's search pay for itself?  Grid vs random vs TPE vs TPE + ASHA at equal compute.
 
-    python benchmarks/search_efficiency.py                       # ZSCRGAN, 5 seeds, about 30-40 min on 2 cores
-    python benchmarks/search_efficiency.py --model cmgan --seeds 5
+    python benchmarks/search_efficiency.py                # ZSCRGAN, 5 seeds: 1,650 s on this 2-core machine
+    python benchmarks/search_efficiency.py --model cmgan  # CM-GAN: 697 s
     python benchmarks/search_efficiency.py --smoke          # checks the pipeline in minutes: not a measurement
     python benchmarks/search_efficiency.py --from-json search-efficiency/search_efficiency_raw.json \
         --rerun tpe+asha --grace 180 --out grace180      # one method again with another ASHA grace period
@@ -40,8 +40,9 @@ classes once; the task's baseline (fitted on train + val) and chance are printed
 Printed: the target, the anytime best validation objective against compute (median and quartiles over
 seeds), the success rate within a quarter of the grid's compute, compute and wall time to the target,
 the paired comparison of TPE + ASHA with random search at a quarter of the grid's compute (Wilcoxon
-signed-rank over seeds), the test value of each method's pick.  Saved: ``search_efficiency.png``
-(anytime curves) and ``search_efficiency.json`` (every number) in ``--out``.  The last line is exactly
+signed-rank over seeds), the test value of each method's pick.  Saved in ``--out``:
+``search_efficiency.png`` (anytime curves), ``search_efficiency.json`` (every printed number) and
+``search_efficiency_raw.json`` (every round of every trial, the input of ``--from-json``).  The last line is exactly
 ``TPE+ASHA reaches the grid optimum with R of the grid's compute (median over N seeds)``; a seed whose
 TPE + ASHA never meets the target counts as infinite compute (the line then says ``inf``).
 """
@@ -118,7 +119,7 @@ def grid_size(model: str) -> int:
 # --------------------------------------------------------------------------- reading a sweep back
 def sweep_events(name: str, metric_key: str) -> list[dict[str, Any]]:
     """Every reported round of the sweep's trials in the driver's order: time, trial, round, the
-    round's updates, the objective, the trial's outcome and config."""
+    round's updates, the objective and the trial's outcome."""
     from zsexp.search.sweep import read_meta
     from zsexp.tracking import client
 
@@ -229,15 +230,16 @@ def pick_test(name: str, seeds: int, metric: str, log: Path) -> dict[str, Any]:
     return out
 
 
-def wilcoxon(a: list[float], b: list[float]) -> dict[str, Any]:
+def wilcoxon(a: list[float], b: list[float], sign: float) -> dict[str, Any]:
+    """Paired comparison of ``a`` with ``b``; wins and losses for ``a`` (``sign`` -1: lower is better)."""
     from scipy import stats
 
     d = [x - y for x, y in zip(a, b, strict=True)]
     if len(d) < 2 or all(abs(x) < 1e-12 for x in d):
         return {"n": len(d), "mean_diff": statistics.mean(d) if d else math.nan, "p_value": 1.0}
     r = stats.wilcoxon(a, b)
-    return {"n": len(d), "mean_diff": statistics.mean(d), "wins": sum(x > 0 for x in d),
-            "losses": sum(x < 0 for x in d), "p_value": float(r.pvalue)}
+    return {"n": len(d), "mean_diff": statistics.mean(d), "wins": sum(sign * x > 0 for x in d),
+            "losses": sum(sign * x < 0 for x in d), "p_value": float(r.pvalue)}
 
 
 def plot(curves: dict[str, list], target: float, refs: dict[str, float | None], metric: str, path: Path,
@@ -438,7 +440,7 @@ def analyse(doc: dict[str, Any], out: Path) -> None:
               f"{fmt_q(reach_opt[m], 3)} |")
     at_q = {m: [value_at(c, 0.25) for c in curves[m]] for m in ("tpe+asha", "random")}
     paired = [i for i in range(len(seeds)) if None not in (at_q["tpe+asha"][i], at_q["random"][i])]
-    pair = wilcoxon([at_q["tpe+asha"][i] for i in paired], [at_q["random"][i] for i in paired])
+    pair = wilcoxon([at_q["tpe+asha"][i] for i in paired], [at_q["random"][i] for i in paired], sign)
     print(f"\nTPE+ASHA vs random search at 0.25 of the grid's compute, paired over seeds: mean difference "
           f"{sign * pair['mean_diff']:+.2f} ({'better' if sign * pair['mean_diff'] > 0 else 'not better'}), "
           f"{pair.get('wins', 0)} wins / {pair.get('losses', 0)} losses, Wilcoxon p = {pair['p_value']:.3f} "

@@ -77,12 +77,12 @@ def audit_sweep(home: Path, name: str, trials: int) -> dict:
     from mlflow.tracking import MlflowClient
 
     from zsexp.search.optuna_search import journal_storage
+    from zsexp.ui_links import sweep_filter
 
     sweep = home / "sweeps" / name
     meta = json.loads((sweep / "zsexp_sweep.json").read_text())
     c = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-    runs = c.search_runs([meta["experiment_id"]], filter_string=f"tags.`zsexp.sweep` = '{name}' and "
-                                                                f"tags.`zsexp.kind` = 'trial'", max_results=10000)
+    runs = c.search_runs([meta["experiment_id"]], filter_string=sweep_filter(name), max_results=10000)
     ids = Counter(r.data.tags["zsexp.trial_id"] for r in runs)
     finished = [r for r in runs if r.info.status in ("FINISHED", "FAILED")]
     cfgs = Counter(json.dumps({k: v for k, v in r.data.params.items()}, sort_keys=True) for r in finished)

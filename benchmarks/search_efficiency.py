@@ -122,11 +122,11 @@ def sweep_events(name: str, metric_key: str) -> list[dict[str, Any]]:
     round's updates, the objective and the trial's outcome."""
     from zsexp.search.sweep import read_meta
     from zsexp.tracking import client
+    from zsexp.ui_links import sweep_filter
 
     meta = read_meta(name, None)
     c = client(meta["tracking_uri"])
-    runs = c.search_runs([meta["experiment_id"]], filter_string=f"tags.`zsexp.sweep` = '{name}' and "
-                                                                f"tags.`zsexp.kind` = 'trial'", max_results=5000)
+    runs = c.search_runs([meta["experiment_id"]], filter_string=sweep_filter(name), max_results=5000)
     events = []
     for run in runs:
         upd = {m.step: (m.value, m.timestamp) for m in c.get_metric_history(run.info.run_id, "updates_done")}

@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--scaling", action="store_true", help="count concurrent trials on a (simulated) GPU budget")
     ap.add_argument("--gpus", type=float, default=16)
     ap.add_argument("--gpus-per-trial", type=float, default=1.0)
-    ap.add_argument("--profile", action="store_true", help="where the overhead goes (driver cProfile, trial timings)")
+    ap.add_argument("--profile", action="store_true", help="where the overhead goes (driver timestamps, trial timings)")
     args = ap.parse_args()
 
     from zsexp.search.sweep import SweepOptions, run_sweep
@@ -140,11 +140,11 @@ def timeline(sweep_dir: Path, fit_start: float, fit_end: float, work_per_trial: 
 
     from zsexp.search.sweep import read_meta
     from zsexp.tracking import client
+    from zsexp.ui_links import sweep_filter
 
     meta = read_meta(sweep_dir.name, str(sweep_dir.parent))
     c = client(meta["tracking_uri"])
-    runs = c.search_runs([meta["experiment_id"]], filter_string=f"tags.`zsexp.sweep` = '{meta['name']}' and "
-                                                                 "tags.`zsexp.kind` = 'trial'", max_results=1000)
+    runs = c.search_runs([meta["experiment_id"]], filter_string=sweep_filter(meta["name"]), max_results=1000)
     inside: dict[str, dict[int, float]] = {}
     for f in sweep_dir.glob("train_trial_*/progress.csv"):
         with open(f) as fh:

@@ -32,6 +32,7 @@ DEFAULT_UI = "http://127.0.0.1:5000"
 
 
 def sweep_filter(sweep: str) -> str:
+    """The MLflow search filter of a sweep's trial (child) runs."""
     return f"tags.`zsexp.sweep` = '{sweep}' and tags.`zsexp.kind` = 'trial'"
 
 
@@ -76,13 +77,12 @@ def model_link(ui: str, name: str) -> str:
 def sweep_links(meta: dict[str, Any], metric_key: str, mode: str, params: list[str],
                 ui: str = DEFAULT_UI) -> dict[str, str]:
     """Publish the view and return the two links (runs view, compare view) of a sweep's trials."""
-    from zsexp.tracking import TAG_SWEEP, client, mark_model_training
+    from zsexp.tracking import client, mark_model_training
 
     c = client(meta["tracking_uri"])
     mark_model_training(c, c.get_experiment(meta["experiment_id"]))
     key = publish_sweep_view(c, meta["experiment_id"], meta["name"], metric_key, mode, params)
-    runs = c.search_runs([meta["experiment_id"]], filter_string=f"tags.`{TAG_SWEEP}` = '{meta['name']}' and "
-                                                                f"tags.`zsexp.kind` = 'trial'", max_results=500)
+    runs = c.search_runs([meta["experiment_id"]], filter_string=sweep_filter(meta["name"]), max_results=500)
     return {"runs": runs_link(ui, meta["experiment_id"], key),
             "compare": compare_link(ui, meta["experiment_id"], [r.info.run_id for r in runs])}
 

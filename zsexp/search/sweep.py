@@ -342,12 +342,12 @@ def reconcile(meta: dict[str, Any], known: set[str], retry_errored: bool) -> dic
     its entries leave the durable progress record; the searcher fails its Optuna trial on restore.
     With ``--retry-errored`` the failed trials' outcomes and markers are cleared so they run again."""
     from zsexp.search.callback import MARKER_DIR, write_json_atomic
-    from zsexp.tracking import TAG_SWEEP, TAG_TRIAL, client
+    from zsexp.tracking import TAG_TRIAL, client
+    from zsexp.ui_links import sweep_filter
 
     d = Path(meta["dir"])
     c = client(meta["tracking_uri"])
-    runs = c.search_runs([meta["experiment_id"]], filter_string=f"tags.`{TAG_SWEEP}` = '{meta['name']}' and "
-                                                                f"tags.`zsexp.kind` = 'trial'", max_results=10000)
+    runs = c.search_runs([meta["experiment_id"]], filter_string=sweep_filter(meta["name"]), max_results=10000)
     deleted, kept_orphans = [], []
     for run in runs:
         tid = run.data.tags.get(TAG_TRIAL)

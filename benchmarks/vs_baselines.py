@@ -5,6 +5,8 @@
     python benchmarks/vs_baselines.py --data synthetic-imagenet --models cmgan --seeds 3
     python benchmarks/vs_baselines.py --data ../shared/data/uci-mfeat --splits 10
     python benchmarks/vs_baselines.py --search --data synthetic-cub --models zscrgan --trials 32
+    python benchmarks/vs_baselines.py --search --data synthetic-cub --models zscrgan --trials 12 \
+        --space search_spaces/zscrgan-small.yaml           # narrow widths: about an hour on 2 cores
 
 Train mode (default): every model is trained with ``zsexp train``'s code (dataset / size defaults, best
 round chosen on the validation classes, then the test classes once), over ``--seeds`` model seeds and,
@@ -67,7 +69,8 @@ def train_mode(model: str, dataset: str, seeds: int, splits: int, sets: list[str
     return rows
 
 
-def search_mode(model: str, dataset: str, trials: int, splits: int) -> dict[str, dict[str, list]]:
+def search_mode(model: str, dataset: str, trials: int, splits: int, space: str | None = None,
+                sets: list[str] | None = None) -> dict[str, dict[str, list]]:
     rows: dict[str, dict[str, list]] = {}
     with tempfile.TemporaryDirectory() as home:
         os.environ["ZSEXP_HOME"] = home
@@ -75,8 +78,9 @@ def search_mode(model: str, dataset: str, trials: int, splits: int) -> dict[str,
 
         for split in range(splits):
             name = f"vs-{model}-{split}"
+            extra = (["--space", space] if space else []) + [a for s in sets or [] for a in ("--set", s)]
             assert cli(["search", model, "--dataset", dataset, "--data-seed", str(split), "--trials", str(trials),
-                        "--name", name, "--progress-every", "0"]) == 0
+                        "--name", name, "--progress-every", "0", *extra]) == 0
             assert cli(["select", name, "--k", "3", "--seeds", "3"]) == 0
             from zsexp.search.sweep import read_meta
 
@@ -105,6 +109,7 @@ def main() -> None:
                     help="override a model's key, e.g. zscrgan:em_iterations=10")
     ap.add_argument("--search", action="store_true", help="search + select instead of single training runs")
     ap.add_argument("--trials", type=int, default=32)
+    ap.add_argument("--space", help="search mode: the search space file (default: the model's shipped space)")
     args = ap.parse_args()
     datasets = args.data or ["synthetic-tiny"] + ([str(SHARED_UCI)] if SHARED_UCI.is_dir() else [])
     verdicts = []
@@ -113,7 +118,7 @@ def main() -> None:
         for model in args.models.split(","):
             sets = [s.split(":", 1)[1] for s in args.set if s.startswith(model + ":")]
             t0 = time.time()
-            rows = (search_mode(model, dataset, args.trials, splits) if args.search
+            rows = (search_mode(model, dataset, args.trials, splits, args.space, sets) if args.search
                     else train_mode(model, dataset, args.seeds, splits, sets))
             metric, extra = METRICS[model][0], EXTRA[model][0]
             n = len(rows[model][metric])

@@ -16,8 +16,11 @@ ratio sweep / ideal.  ``--profile`` adds where the time beyond the ideal goes, s
 costs per sweep (Tune's set-up, the first worker process, the end) and marginal costs per trial
 (start-up in a reused worker, the report round trip of every round, the finish, the gap to the next
 trial, training slowed by sharing the CPUs with the driver), from the driver's MLflow timestamps and
-the timings every trial reports; and projects sweep / ideal for longer sweeps.  ``--scaling`` instead runs quick
-trials on a (simulated) GPU budget and prints how many ran at the same time.
+the timings every trial reports; and projects sweep / ideal for longer sweeps.  ``--bare`` also runs the
+same trials through a plain ``tune.Tuner`` (a function trainable that reports every round, one CPU per
+trial, ``reuse_actors``; no zsexp driver, searcher, MLflow or checkpoints): the floor that Ray Tune
+itself sets on this machine, so that the zsexp part of the overhead is the difference.  ``--scaling``
+instead runs quick trials on a (simulated) GPU budget and prints how many ran at the same time.
 """
 
 from __future__ import annotations
@@ -53,6 +56,43 @@ def one_trial(updates: int, seed: int) -> float:
     return time.perf_counter() - t0
 
 
+def bare_trial(config: dict) -> None:
+    """One trial of the same work as :func:`one_trial`, inside a plain Ray Tune function trainable."""
+    import torch
+    from ray import tune
+
+    from zsexp.data import load_dataset
+    from zsexp.models import build_model, make_config
+
+    torch.set_num_threads(1)
+    data = load_dataset("synthetic-tiny")
+    cfg = make_config("zscrgan", data, ("bench", _fixed(config["updates"])))
+    model = build_model("zscrgan", cfg, data, seed=config["seed"])
+    for r in range(ROUNDS):
+        model.train_round()
+        tune.report({"round": r + 1, **model.evaluate("val")})
+
+
+def bare_sweep(updates: int, trials: int, concurrency: int, storage: Path) -> tuple[float, float]:
+    """Wall time of ``tuner.fit`` and of Ray's start for the bare Tune run (its own Ray instance)."""
+    import ray
+    from ray import tune
+
+    t0 = time.perf_counter()
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray_start = time.perf_counter() - t0
+    try:
+        tuner = tune.Tuner(tune.with_resources(bare_trial, {"cpu": 1}),
+                           param_space={"updates": updates, "seed": tune.grid_search(list(range(trials)))},
+                           tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True),
+                           run_config=tune.RunConfig(name="bare", storage_path=str(storage), verbose=0))
+        t0 = time.perf_counter()
+        tuner.fit()
+        return time.perf_counter() - t0, ray_start
+    finally:
+        ray.shutdown()
+
+
 def calibrate(work_s: float) -> int:
     one_trial(5, 0)                               # warm up: imports, dataset cache
     t = one_trial(40, 0) / (40 * ROUNDS)
@@ -76,6 +116,8 @@ def main() -> None:
     ap.add_argument("--gpus", type=float, default=16)
     ap.add_argument("--gpus-per-trial", type=float, default=1.0)
     ap.add_argument("--profile", action="store_true", help="where the overhead goes (driver timestamps, trial timings)")
+    ap.add_argument("--bare", action="store_true",
+                    help="also run the same trials through a plain tune.Tuner (the floor)")
     args = ap.parse_args()
 
     from zsexp.search.sweep import SweepOptions, run_sweep
@@ -125,6 +167,12 @@ def main() -> None:
     print(f"ideal sweep time (work / concurrency): {ideal:.1f} s")
     print(f"sweep tuner.fit wall time: {s['wall_s']:.1f} s (with Ray start and MLflow set-up: {total:.1f} s)")
     print(f"per-trial overhead: {per_trial:.2f} s; sweep / ideal = {s['wall_s'] / ideal:.3f}")
+    if args.bare:
+        bare_wall, bare_ray = bare_sweep(updates, args.trials, args.concurrency, tmp / "bare")
+        print(f"bare Ray Tune (plain tune.Tuner, same trials, no zsexp/MLflow/checkpoints): tuner.fit "
+              f"{bare_wall:.1f} s (Ray start {bare_ray:.1f} s); bare / ideal = {bare_wall / ideal:.3f}; "
+              f"zsexp beyond bare Tune: {s['wall_s'] - bare_wall:.1f} s = "
+              f"{(s['wall_s'] - bare_wall) / (args.trials / args.concurrency):.2f} s per trial")
     if args.profile:
         parts = timeline(tmp / "home" / "sweeps" / "overhead", fit_clock["start"], fit_clock["end"],
                          back_to_back / args.trials, ROUNDS)

@@ -82,3 +82,16 @@ def test_threads_option(tmp_path, capsys):
         assert "--threads must be >= 1" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+
+
+def test_help_into_a_closed_pipe_exits_quietly():
+    """`zsexp train zscrgan --help | head`: the reader closes early; no traceback, the SIGPIPE status."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "zsexp.cli", "train", "zscrgan", "--help"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()                      # closed before the help is written: every write fails
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -64,6 +64,19 @@ def test_sweep_logs_parent_and_child_runs(ray_cluster, capsys):
     assert main(["status", "mlf"]) == 0
     status = capsys.readouterr().out
     assert status.count("TERMINATED") == 3
+    # without a name: every sweep, a line each; a broken one is named, not hiding the others
+    broken = Path(read_meta("mlf", None)["dir"]).parent / "broken"
+    broken.mkdir()
+    (broken / SWEEP_FILE).write_text("{not json")
+    assert main(["status", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert main(["status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = next(ln for ln in lines if ln.startswith("mlf "))
+    assert "finished" in row and "3/3" in row, row
+    assert f"{rows['mlf']['best']:.3f}" in row and f"{rows['mlf']['baseline']:.3f}" in row, row
+    assert any(ln.startswith("broken ") and "unreadable" in ln for ln in lines), lines
+    assert rows["mlf"]["finished"] == 3 and rows["mlf"]["baseline"] is not None and "error" in rows["broken"]
 
 
 def test_cmgan_sweep_with_list_params(ray_cluster):

@@ -103,8 +103,31 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from zsexp.search.sweep import sweep_status
+    from zsexp.search.sweep import list_sweeps, sweep_dir, sweep_status
 
+    if args.name is None:                   # every sweep, a line each
+        rows = list_sweeps(args.storage)
+        if args.json:
+            print(json.dumps(rows, indent=2, default=str))
+            return 0
+        if not rows:
+            print(f"no sweeps under {sweep_dir('x', args.storage).parent} (start one with `zsexp search MODEL`)")
+            return 0
+
+        def num(v: float | None, sign: bool = False) -> str:
+            return "-" if v is None else (f"{v:+.3f}" if sign else f"{v:.3f}")
+        print(f"{'sweep':<34}{'model':<9}{'dataset':<20}{'status':<11}{'trials':>9}  {'objective':<20}"
+              f"{'best':>9}{'baseline':>10}{'margin':>9}{'chance':>9}")
+        for r in rows:
+            if "error" in r:
+                print(f"{r['name']:<34}unreadable: {r['error']}")
+                continue
+            obj = f"val {r['metric']} ({r['mode']})"
+            print(f"{r['name']:<34}{r['model']:<9}{r['dataset'][:19]:<20}{r['status']:<11}"
+                  f"{r['finished']:>4}/{r['trials']:<4}  {obj:<20}{num(r['best']):>9}{num(r['baseline']):>10}"
+                  f"{num(r['margin'], True):>9}{num(r['chance']):>9}")
+        print("details of one: zsexp status NAME")
+        return 0
     st = sweep_status(args.name, storage=args.storage)
     if args.json:
         print(json.dumps(st, indent=2, default=str))
@@ -319,8 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("status", help="state of a sweep: trials, outcomes, best values",
-                       description="Show a sweep's trials (read-only; works while it runs or after it stopped).")
-    p.add_argument("name")
+                       description="Show a sweep's trials (read-only; works while it runs or after it stopped).  "
+                                   "Without NAME: every sweep, a line each (status, trials finished, best "
+                                   "validation value beside the baseline and chance).")
+    p.add_argument("name", nargs="?", help="the sweep (default: list every sweep)")
     p.add_argument("--storage")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)

@@ -614,6 +614,27 @@ def sweep_trials(meta: dict[str, Any], space: SearchSpace) -> list[dict[str, Any
              "outcome": progress.get("outcomes", {}).get(t.trial_id), "config": t.config} for t in ea.trials]
 
 
+def list_sweeps(storage: str | None = None) -> list[dict[str, Any]]:
+    """Every sweep under ``storage`` (read-only), oldest first: what ``zsexp status`` without a name shows.
+    A sweep whose metadata cannot be read is listed with the reason instead of hiding the others."""
+    base = sweep_dir("x", storage).parent
+    rows = []
+    for path in sorted(base.glob(f"*/{SWEEP_FILE}")):
+        try:
+            st = sweep_status(path.parent.name, storage)
+        except Exception as exc:  # noqa: BLE001 - one broken sweep must not hide the rest
+            rows.append({"name": path.parent.name, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        m, trials = st["meta"], st["trials"]
+        rows.append({"name": m["name"], "model": m["model"], "dataset": m["dataset_name"], "status": m["status"],
+                     "created": m.get("created", ""), "trials": m["trials"],
+                     "finished": sum(t["status"] in ("TERMINATED", "ERROR") for t in trials),
+                     "metric": st["metric"], "mode": st["mode"], "best": st["best"],
+                     "baseline": (st["baseline"] or {}).get("value"), "margin": st["margin"], "chance": st["chance"]})
+    rows.sort(key=lambda r: r.get("created", ""))
+    return rows
+
+
 def sweep_status(name: str, storage: str | None = None) -> dict[str, Any]:
     """Read-only: the sweep's metadata, every trial's state and its best validation value."""
     meta = read_meta(name, storage)

@@ -103,7 +103,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from zsexp.search.sweep import list_sweeps, sweep_dir, sweep_status
+    from zsexp.search.sweep import list_sweeps, sweep_status, sweeps_root
 
     if args.name is None:                   # every sweep, a line each
         rows = list_sweeps(args.storage)
@@ -111,7 +111,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(json.dumps(rows, indent=2, default=str))
             return 0
         if not rows:
-            print(f"no sweeps under {sweep_dir('x', args.storage).parent} (start one with `zsexp search MODEL`)")
+            print(f"no sweeps under {sweeps_root(args.storage)} (start one with `zsexp search MODEL`)")
             return 0
 
         def num(v: float | None, sign: bool = False) -> str:

@@ -66,11 +66,16 @@ def default_storage() -> Path:
     return zsexp_home() / "sweeps"
 
 
-def sweep_dir(name: str, storage: str | None) -> Path:
+def sweeps_root(storage: str | None) -> Path:
+    """The directory holding the sweeps (``--storage``, default ``$ZSEXP_HOME/sweeps``)."""
     base = storage or str(default_storage())
     if "://" in base:
         raise ZsexpError("zsexp keeps sweep metadata beside Tune's: --storage must be a (shared) file system path")
-    return Path(base).expanduser().resolve() / name
+    return Path(base).expanduser().resolve()
+
+
+def sweep_dir(name: str, storage: str | None) -> Path:
+    return sweeps_root(storage) / name
 
 
 def read_meta(name: str, storage: str | None) -> dict[str, Any]:
@@ -617,9 +622,8 @@ def sweep_trials(meta: dict[str, Any], space: SearchSpace) -> list[dict[str, Any
 def list_sweeps(storage: str | None = None) -> list[dict[str, Any]]:
     """Every sweep under ``storage`` (read-only), oldest first: what ``zsexp status`` without a name shows.
     A sweep whose metadata cannot be read is listed with the reason instead of hiding the others."""
-    base = sweep_dir("x", storage).parent
     rows = []
-    for path in sorted(base.glob(f"*/{SWEEP_FILE}")):
+    for path in sorted(sweeps_root(storage).glob(f"*/{SWEEP_FILE}")):
         try:
             st = sweep_status(path.parent.name, storage)
         except Exception as exc:  # noqa: BLE001 - one broken sweep must not hide the rest

@@ -167,16 +167,16 @@ def main() -> None:
     print(f"ideal sweep time (work / concurrency): {ideal:.1f} s")
     print(f"sweep tuner.fit wall time: {s['wall_s']:.1f} s (with Ray start and MLflow set-up: {total:.1f} s)")
     print(f"per-trial overhead: {per_trial:.2f} s; sweep / ideal = {s['wall_s'] / ideal:.3f}")
-    if args.bare:
+    if args.profile:
+        parts = timeline(tmp / "home" / "sweeps" / "overhead", fit_clock["start"], fit_clock["end"],
+                         back_to_back / args.trials, ROUNDS)
+        print_timeline(parts, args.trials, args.concurrency, back_to_back / args.trials, s["wall_s"])
+    if args.bare:          # after the profile: its clock wraps every Tuner.fit
         bare_wall, bare_ray = bare_sweep(updates, args.trials, args.concurrency, tmp / "bare")
         print(f"bare Ray Tune (plain tune.Tuner, same trials, no zsexp/MLflow/checkpoints): tuner.fit "
               f"{bare_wall:.1f} s (Ray start {bare_ray:.1f} s); bare / ideal = {bare_wall / ideal:.3f}; "
               f"zsexp beyond bare Tune: {s['wall_s'] - bare_wall:.1f} s = "
               f"{(s['wall_s'] - bare_wall) / (args.trials / args.concurrency):.2f} s per trial")
-    if args.profile:
-        parts = timeline(tmp / "home" / "sweeps" / "overhead", fit_clock["start"], fit_clock["end"],
-                         back_to_back / args.trials, ROUNDS)
-        print_timeline(parts, args.trials, args.concurrency, back_to_back / args.trials, s["wall_s"])
 
 
 def timeline(sweep_dir: Path, fit_start: float, fit_end: float, work_per_trial: float, rounds: int) -> dict:

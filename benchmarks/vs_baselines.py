@@ -6,7 +6,7 @@
     python benchmarks/vs_baselines.py --data ../shared/data/uci-mfeat --splits 10
     python benchmarks/vs_baselines.py --search --data synthetic-cub --models zscrgan --trials 32
     python benchmarks/vs_baselines.py --search --data synthetic-cub --models zscrgan --trials 12 \
-        --space search_spaces/zscrgan-small.yaml           # narrow widths: about an hour on 2 cores
+        --space search_spaces/zscrgan-small.yaml           # searched narrow widths: ~1.5 h on 2 cores
 
 Train mode (default): every model is trained with ``zsexp train``'s code (dataset / size defaults, best
 round chosen on the validation classes, then the test classes once), over ``--seeds`` model seeds and,

@@ -42,17 +42,24 @@ def _fixed(updates: int) -> dict:
     return {"em_schedule": "fixed", "updates_per_step": updates, "em_iterations": ROUNDS}
 
 
-def one_trial(updates: int, seed: int) -> float:
+def trial_rounds(updates: int, seed: int):
+    """The fixed work of one trial: build the model, then ROUNDS rounds each followed by validation;
+    yields each round's validation metrics (the sweep's trainable does the same per round)."""
     from zsexp.data import load_dataset
     from zsexp.models import build_model, make_config
 
     data = load_dataset("synthetic-tiny")
     cfg = make_config("zscrgan", data, ("bench", _fixed(updates)))
-    t0 = time.perf_counter()
     model = build_model("zscrgan", cfg, data, seed=seed)
     for _ in range(ROUNDS):
         model.train_round()
-        model.evaluate("val")
+        yield model.evaluate("val")
+
+
+def one_trial(updates: int, seed: int) -> float:
+    t0 = time.perf_counter()
+    for _ in trial_rounds(updates, seed):
+        pass
     return time.perf_counter() - t0
 
 
@@ -61,16 +68,9 @@ def bare_trial(config: dict) -> None:
     import torch
     from ray import tune
 
-    from zsexp.data import load_dataset
-    from zsexp.models import build_model, make_config
-
     torch.set_num_threads(1)
-    data = load_dataset("synthetic-tiny")
-    cfg = make_config("zscrgan", data, ("bench", _fixed(config["updates"])))
-    model = build_model("zscrgan", cfg, data, seed=config["seed"])
-    for r in range(ROUNDS):
-        model.train_round()
-        tune.report({"round": r + 1, **model.evaluate("val")})
+    for r, val in enumerate(trial_rounds(config["updates"], config["seed"]), start=1):
+        tune.report({"round": r, **val})
 
 
 def bare_sweep(updates: int, trials: int, concurrency: int, storage: Path) -> tuple[float, float]:
@@ -157,7 +157,11 @@ def main() -> None:
                 fit_clock["end"] = time.time()
         tune.Tuner.fit = timed_fit
     t0 = time.perf_counter()
-    s = run_sweep(opts)
+    try:
+        s = run_sweep(opts)
+    finally:
+        if args.profile:
+            tune.Tuner.fit = fit      # only the sweep's fit is timed, not --bare's
     total = time.perf_counter() - t0
     per_trial = (s["wall_s"] - ideal) / (args.trials / args.concurrency)
     print()
@@ -171,7 +175,7 @@ def main() -> None:
         parts = timeline(tmp / "home" / "sweeps" / "overhead", fit_clock["start"], fit_clock["end"],
                          back_to_back / args.trials, ROUNDS)
         print_timeline(parts, args.trials, args.concurrency, back_to_back / args.trials, s["wall_s"])
-    if args.bare:          # after the profile: its clock wraps every Tuner.fit
+    if args.bare:
         bare_wall, bare_ray = bare_sweep(updates, args.trials, args.concurrency, tmp / "bare")
         print(f"bare Ray Tune (plain tune.Tuner, same trials, no zsexp/MLflow/checkpoints): tuner.fit "
               f"{bare_wall:.1f} s (Ray start {bare_ray:.1f} s); bare / ideal = {bare_wall / ideal:.3f}; "

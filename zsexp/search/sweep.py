@@ -78,10 +78,15 @@ def sweep_dir(name: str, storage: str | None) -> Path:
     return sweeps_root(storage) / name
 
 
+def sweep_names(storage: str | None) -> list[str]:
+    """The sweeps under ``storage`` (directories holding a sweep file), sorted by name."""
+    return sorted(p.parent.name for p in sweeps_root(storage).glob(f"*/{SWEEP_FILE}"))
+
+
 def read_meta(name: str, storage: str | None) -> dict[str, Any]:
     path = sweep_dir(name, storage) / SWEEP_FILE
     if not path.is_file():
-        known = sorted(p.parent.name for p in Path(path.parent.parent).glob(f"*/{SWEEP_FILE}"))
+        known = sweep_names(storage)
         raise ZsexpError(f"no sweep {name!r} under {path.parent.parent} (known: {', '.join(known) or 'none'}); "
                          f"pass --storage if it lives elsewhere")
     return json.loads(path.read_text())
@@ -623,11 +628,11 @@ def list_sweeps(storage: str | None = None) -> list[dict[str, Any]]:
     """Every sweep under ``storage`` (read-only), oldest first: what ``zsexp status`` without a name shows.
     A sweep whose metadata cannot be read is listed with the reason instead of hiding the others."""
     rows = []
-    for path in sorted(sweeps_root(storage).glob(f"*/{SWEEP_FILE}")):
+    for name in sweep_names(storage):
         try:
-            st = sweep_status(path.parent.name, storage)
+            st = sweep_status(name, storage)
         except Exception as exc:  # noqa: BLE001 - one broken sweep must not hide the rest
-            rows.append({"name": path.parent.name, "error": f"{type(exc).__name__}: {exc}"})
+            rows.append({"name": name, "error": f"{type(exc).__name__}: {exc}"})
             continue
         m, trials = st["meta"], st["trials"]
         rows.append({"name": m["name"], "model": m["model"], "dataset": m["dataset_name"], "status": m["status"],

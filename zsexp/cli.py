@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from zsexp.errors import ZsexpError
 
@@ -55,6 +58,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from zsexp.train import train_run
 
     out = args.out or f"runs/{args.model}-{args.dataset.replace('/', '_')}-seed{args.seed}"
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ZsexpError(f"--out {out}: exists and is not a directory")
     train_run(args.model, args.dataset, config_file=args.config, sets=args.set, seed=args.seed,
               data_seed=args.data_seed, out_dir=out, device=args.device, fit_split=args.fit, threads=args.threads)
     return 0
@@ -98,7 +103,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from zsexp.search.sweep import resume_sweep
 
-    summary = resume_sweep(args.name, storage=args.storage, address=args.address, retry_errored=args.retry_errored)
+    summary = resume_sweep(args.name, storage=args.storage, address=args.address, retry_errored=args.retry_errored,
+                           trust_storage=args.trust_storage)
     return 0 if summary.get("complete", True) else 130
 
 
@@ -128,7 +134,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"{num(r['margin'], True):>9}{num(r['chance']):>9}")
         print("details of one: zsexp status NAME")
         return 0
-    st = sweep_status(args.name, storage=args.storage)
+    st = sweep_status(args.name, storage=args.storage, trust_storage=args.trust_storage)
     if args.json:
         print(json.dumps(st, indent=2, default=str))
         return 0
@@ -171,7 +177,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     from zsexp.selection import SelectOptions, run_selection
 
     run_selection(SelectOptions(sweep=args.sweep, k=args.k, seeds=args.seeds, storage=args.storage,
-                                address=args.address, register_as=args.register_as, retrieval_k=args.retrieval_k))
+                                address=args.address, register_as=args.register_as, retrieval_k=args.retrieval_k,
+                                trust_storage=args.trust_storage))
     return 0
 
 
@@ -246,8 +253,15 @@ class _ModelHelp(argparse.Action):
 
 
 # --------------------------------------------------------------------------- parser
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit 2), pointing at ``--help``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="zsexp",
         description="Hyperparameter search and experiment tracking for zero-shot cross-modal GANs "
                     "(CM-GAN, ZSCRGAN).  State lives under $ZSEXP_HOME (default ~/.zsexp).")
@@ -305,9 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", choices=list(_models()))
     p.add_argument("--space", help="search-space YAML (default search_spaces/MODEL.yaml)")
     p.add_argument("--dataset", default="synthetic-tiny", help="built-in name, xlsa17 directory or .npz file")
-    p.add_argument("--trials", type=int, default=8, help="number of trials (default 8)")
+    p.add_argument("--trials", type=int, default=8, help="number of trials (default 8, at most 100,000)")
     p.add_argument("--gpus", type=float, default=0, help="the sweep's total GPU budget (default 0: CPU trials)")
-    p.add_argument("--gpus-per-trial", type=float, default=1.0, help="GPU fraction per trial (default 1)")
+    p.add_argument("--gpus-per-trial", type=float, help="GPU fraction per trial (default 1; needs --gpus)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
     p.add_argument("--max-concurrent", type=int, help="cap on trials at once (default: what resources allow)")
     p.add_argument("--sampler", choices=["tpe", "random", "cmaes", "qmc", "gp", "grid"],
@@ -339,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="where the sweep lives (default $ZSEXP_HOME/sweeps)")
     p.add_argument("--address", help="Ray cluster address to join")
     p.add_argument("--retry-errored", action="store_true", help="also retry failed trials from their checkpoint")
+    p.add_argument("--trust-storage", action="store_true",
+                   help="accept Tune state files this user's zsexp did not sign (a sweep moved between users or "
+                        "machines, or made before signatures): check them first, they are then signed as yours")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("status", help="state of a sweep: trials, outcomes, best values",
@@ -346,8 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Without NAME: every sweep, a line each (status, trials finished, best "
                                    "validation value beside the baseline and chance).")
     p.add_argument("name", nargs="?", help="the sweep (default: list every sweep)")
-    p.add_argument("--storage")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--storage", help="where the sweeps live (default $ZSEXP_HOME/sweeps)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--trust-storage", action="store_true",
+                   help="accept Tune state files this user's zsexp did not sign (a sweep moved between users or "
+                        "machines, or made before signatures): check them first, they are then signed as yours")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("ui", help="open the MLflow UI on zsexp's tracking store",
@@ -377,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address to join")
     p.add_argument("--register-as", help="registered model name (default zsexp-MODEL-DATASET)")
     p.add_argument("--retrieval-k", type=int, default=50, help="default top-k the served model returns")
+    p.add_argument("--trust-storage", action="store_true",
+                   help="accept Tune state files this user's zsexp did not sign (a sweep moved between users or "
+                        "machines, or made before signatures): check them first, they are then signed as yours")
     p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("promote", help="move a registry alias (default champion) to a model version",
@@ -416,20 +439,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141          # 128 + SIGPIPE, the shell's status for a command its reader closed
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def one_line(message: str) -> str:
+    """A message as one plain line: ANSI codes removed, line breaks and runs of spaces folded."""
+    return " ".join(_ANSI.sub("", message).split())
+
+
+def _error_log(exc: BaseException) -> Path | None:
+    """The full report of an unexpected error, in a per-user temp folder (never in the sweep storage)."""
+    import datetime as dt
+    import tempfile
+    import traceback
+
+    try:
+        folder = Path(tempfile.gettempdir()) / f"zsexp-{os.getuid()}"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        path = folder / f"error-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        path.write_text("".join(traceback.format_exception(exc)))
+        return path
+    except OSError:
+        return None
+
+
+def _sigterm_as_interrupt(signum, frame) -> None:
+    """SIGTERM (what a cluster scheduler sends) stops a sweep as Ctrl-C does: Tune's own SIGINT handling
+    saves its state and the command ends resumable."""
+    os.kill(os.getpid(), signal.SIGINT)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.func in (cmd_search, cmd_resume, cmd_select):
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         return int(args.func(args) or 0)
     except ZsexpError as exc:
-        print(f"zsexp: error: {exc}", file=sys.stderr)
+        print(f"zsexp: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("zsexp: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any other failure: one line, the details in a file
+        log = _error_log(exc)
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), "")
+        where = f" (full report: {log})" if log else ""
+        print(f"zsexp: error: {type(exc).__name__}: {one_line(first)[:300]}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -134,7 +134,11 @@ def load_yaml(path: str | Path) -> Any:
     if not path.is_file():
         raise ZsexpError(f"config file not found: {path}")
     try:
-        return _floats_in(yaml.safe_load(path.read_text()))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ZsexpError(f"{path}: not a readable YAML text file ({type(exc).__name__})") from None
+    try:
+        return _floats_in(yaml.safe_load(text))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

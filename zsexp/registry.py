@@ -20,6 +20,8 @@ import numpy as np
 
 from zsexp.errors import ZsexpError
 from zsexp.faults import kill_point
+from zsexp.models import get_spec
+from zsexp.names import check_alias, check_name, filter_value
 
 
 def log_selection(o, meta: dict[str, Any], d: dict[str, Any], results: list[dict[str, Any]], sel_dir: Path,
@@ -34,7 +36,7 @@ def log_selection(o, meta: dict[str, Any], d: dict[str, Any], results: list[dict
     c = client(meta["tracking_uri"])
     exp_id = meta["experiment_id"]
     sel_name = f"{meta['name']}-selection-k{o.k}-s{o.seeds}"
-    found = c.search_runs([exp_id], filter_string=f"tags.`zsexp.selection` = '{sel_name}' and "
+    found = c.search_runs([exp_id], filter_string=f"tags.`zsexp.selection` = {filter_value(sel_name)} and "
                                                   f"tags.`{TAG_KIND}` = 'selection'", max_results=1)
     tags = {TAG_SWEEP: meta["name"], TAG_KIND: "selection", "zsexp.selection": sel_name, "zsexp.k": str(o.k),
             "zsexp.seeds": str(o.seeds), "zsexp.fingerprint": meta["fingerprint"], "zsexp.protocol": PROTOCOL}
@@ -44,8 +46,8 @@ def log_selection(o, meta: dict[str, Any], d: dict[str, Any], results: list[dict
     child_ids = {}
     for r in results:
         pair = f"c{r['candidate']}-s{r['seed']}-{r['phase']}"
-        hit = c.search_runs([exp_id], filter_string=f"tags.`zsexp.selection` = '{sel_name}' and "
-                                                    f"tags.`zsexp.pair` = '{pair}'", max_results=1)
+        hit = c.search_runs([exp_id], filter_string=f"tags.`zsexp.selection` = {filter_value(sel_name)} and "
+                                                    f"tags.`zsexp.pair` = {filter_value(pair)}", max_results=1)
         if hit:
             child_ids[pair] = hit[0].info.run_id
             continue
@@ -84,13 +86,13 @@ def log_selection(o, meta: dict[str, Any], d: dict[str, Any], results: list[dict
     register_as = o.register_as or f"zsexp-{meta['model']}-{meta['dataset_name']}"
     example = _input_example(meta["model"], data, reg["config"])
     winner_run = child_ids[f"c{reg['candidate']}-s{reg['seed']}-test"]
-    existing = [v for v in c.search_model_versions(f"name = '{register_as}'") if v.run_id == winner_run]
+    existing = [v for v in c.search_model_versions(f"name = {filter_value(register_as)}") if v.run_id == winner_run]
     if existing:               # a re-run of a finished selection registers nothing new
         mv = existing[0]
     else:
         with mlflow.start_run(run_id=winner_run):
             info = log_retrieval_model(reg["model_path"], example, k=o.retrieval_k,
-                                       query_kind="text" if meta["model"] == "zscrgan" else "class")
+                                       query_kind=get_spec(meta["model"]).query_kind)
         kill_point("select_register")
         mv = mlflow.register_model(info.model_uri, register_as)
     tst = w["stats"][tobj]
@@ -114,13 +116,12 @@ def log_selection(o, meta: dict[str, Any], d: dict[str, Any], results: list[dict
 def _input_example(model: str, data, config: dict[str, Any]) -> dict[str, np.ndarray]:
     test_cls = data.test_classes[:2]
     imgs = data.images("test")[:5]
-    if model == "zscrgan":
-        return {"queries": data.class_embeddings[test_cls].astype(np.float32),
-                "gallery": data.features[imgs].astype(np.float32)}
-    from zsexp.data import conse_image_representations
+    gallery = data.features
+    if get_spec(model).gallery == "conse":           # CM-GAN's image side is CONSE's representation (eq. 1)
+        from zsexp.data import conse_image_representations
 
-    v0 = conse_image_representations(data, data.classes("trainval"), int(config["conse_k"]))
-    return {"queries": data.class_embeddings[test_cls].astype(np.float32), "gallery": v0[imgs].astype(np.float32)}
+        gallery = conse_image_representations(data, data.classes("trainval"), int(config["conse_k"]))
+    return {"queries": data.class_embeddings[test_cls].astype(np.float32), "gallery": gallery[imgs].astype(np.float32)}
 
 
 # --------------------------------------------------------------------------- promote
@@ -138,7 +139,12 @@ def promote(name: str, version: str | None = None, alias: str = "champion", forc
 
     from zsexp.tracking import client
 
+    check_name(name, "registered model name")
+    check_alias(alias)
+    if version is not None and not (version.isdigit() and int(version) > 0):
+        raise ZsexpError(f"--version must be a positive whole number, got {version!r}")
     c = client(tracking_uri)
+    _require_model(c, name)
     try:
         mv = c.get_model_version(name, version) if version else c.get_model_version_by_alias(name, "candidate")
     except MlflowException as exc:
@@ -172,12 +178,25 @@ def promote(name: str, version: str | None = None, alias: str = "champion", forc
     return {"version": mv.version, "previous": current.version if current else None, "changed": True}
 
 
+def _require_model(c, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.get_registered_model(name)
+    except MlflowException:
+        known = sorted(m.name for m in c.search_registered_models(max_results=100))
+        raise ZsexpError(f"no registered model {name!r} in {c.tracking_uri} (known: {', '.join(known) or 'none'})"
+                         ) from None
+
+
 def list_versions(name: str, tracking_uri: str | None = None) -> list[dict[str, Any]]:
     from zsexp.tracking import client
 
+    check_name(name, "registered model name")
     c = client(tracking_uri)
+    _require_model(c, name)
     rows = []
-    for found in sorted(c.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)):
+    for found in sorted(c.search_model_versions(f"name = {filter_value(name)}"), key=lambda v: int(v.version)):
         mv = c.get_model_version(name, found.version)          # search results carry no aliases
         rows.append({"version": mv.version, "aliases": list(mv.aliases), "objective": mv.tags.get("zsexp.objective"),
                      "val_objective_mean": mv.tags.get("zsexp.val_objective_mean"),

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ray import tune
 
 from zsexp.errors import ZsexpError
 from zsexp.models import get_spec
@@ -46,6 +47,7 @@ from zsexp.search.sweep import _init_ray, _resources, read_meta, sweep_trials
 PER_QUERY_KEY = {"precision@50": "precision", "map@50": "ap", "top1": "top1", "map": "ap_full"}
 PLURAL = {"query": "queries", "image": "images"}
 PHASES = {"val": "train", "test": "trainval"}          # phase -> classes the model is fitted on
+MAX_K, MAX_SEEDS = 100, 100
 SEED_RULE = "the seed whose validation objective is nearest the winner's mean over seeds (ties: lower seed)"
 PROTOCOL = ("Candidates are ranked and the winner chosen by their mean validation objective over seeds "
             "(models fitted on the train classes); test figures come from separate models fitted on train + val "
@@ -61,6 +63,7 @@ class SelectOptions:
     address: str | None = None
     register_as: str | None = None
     retrieval_k: int = 50
+    trust_storage: bool = False
 
 
 # --------------------------------------------------------------------------- ranking
@@ -149,19 +152,14 @@ def selection_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
             break
     result: dict[str, Any] = {"candidate": ci, "seed": seed, "phase": phase, "fit": fit, "rounds": r,
                               "config": dict(vars(cfg))}
+    spec = get_spec(meta["model"])
     if phase == "val":
-        res = model.evaluate("val")
-        if meta["model"] == "cmgan":
-            res["val_lsup"] = model.validation_measure()          # the paper's own measure (§4.4)
+        res = {**model.evaluate("val"), **spec.validation_extras(model)}     # CM-GAN: L_sup as well (§4.4)
         result["metrics"] = {k: float(v) for k, v in res.items()}
     else:
         final = out / f"{stem}.model.pt"
         save_checkpoint(checkpoint_state(model, data, meta["dataset"], meta["data_seed"], {"round": r}), final)
-        if meta["model"] == "zscrgan":
-            res = model.evaluate("test", per_query=True)
-        else:
-            res = model.evaluate("test", per_image=True)
-            res["image_labels"] = data.labels[data.images("test")].tolist()
+        res = spec.evaluate_units(model, data, "test")
         result.update(metrics={k: v for k, v in res.items() if isinstance(v, float)},
                       per={k: v for k, v in res.items() if not isinstance(v, float)}, model_path=str(final))
     tmp = out / f"{stem}.json.tmp"
@@ -169,6 +167,32 @@ def selection_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
     os.replace(tmp, out / f"{stem}.json")
     ckpt_path.unlink(missing_ok=True)
     tune.report({"round": rounds, "finished": True})
+
+
+class SelectionProgress(tune.Callback):
+    """One line per finished selection run (candidate, seed, phase, its value) instead of Tune's tables."""
+
+    def __init__(self, sweep: str, pairs: list, n: int, sel_dir: Path, objective: str):
+        self.sweep, self.pairs, self.n, self.done = sweep, pairs, n, 0
+        self.sel_dir, self.objective = sel_dir, objective
+
+    def _line(self, trial, what: str) -> None:
+        self.done += 1
+        ci, seed, phase = self.pairs[trial.config["pair"]]
+        print(f"[select {self.sweep}] {self.done}/{self.n} c{ci} seed {seed} {phase} (fit on {PHASES[phase]}) "
+              f"{what}", flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        ci, seed, phase = self.pairs[trial.config["pair"]]
+        try:
+            value = json.loads((self.sel_dir / f"{run_stem(ci, seed, phase)}.json").read_text())["metrics"]
+            what = f"{phase} {self.objective} {value[self.objective]:.3f}" if self.objective in value else "done"
+        except (OSError, ValueError, KeyError):
+            what = "done"
+        self._line(trial, what)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._line(trial, "FAILED")
 
 
 # --------------------------------------------------------------------------- statistics
@@ -256,14 +280,33 @@ def paired_test(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- the job
 def run_selection(o: SelectOptions) -> dict[str, Any]:
-    import ray
-    from ray import tune
+    from zsexp.names import check_name
+    from zsexp.search import integrity
+    from zsexp.search.lock import SweepLock
+    from zsexp.tracking import check_tracking_uri
 
-    if o.k < 1 or o.seeds < 1:
-        raise ZsexpError(f"--k and --seeds must be >= 1, got k={o.k}, seeds={o.seeds}")
+    if not 1 <= o.k <= MAX_K or not 1 <= o.seeds <= MAX_SEEDS:
+        raise ZsexpError(f"--k must be in 1..{MAX_K} and --seeds in 1..{MAX_SEEDS}, got k={o.k}, seeds={o.seeds}")
+    if o.retrieval_k < 1:
+        raise ZsexpError(f"--retrieval-k must be >= 1, got {o.retrieval_k}")
+    if o.register_as is not None:
+        check_name(o.register_as, "--register-as")
     meta = read_meta(o.sweep, o.storage)
     space = parse_space(meta["space"], meta["space_source"], meta["model"])
-    trials = sweep_trials(meta, space)          # one pass over Tune's experiment state
+    check_tracking_uri(meta["tracking_uri"])
+    with SweepLock(Path(meta["dir"]).parent, o.sweep, "select"):
+        integrity.verified(Path(meta["dir"]), o.trust_storage)   # before Tune's state is read
+        return _select(o, meta, space)
+
+
+def _select(o: SelectOptions, meta: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
+    import ray
+
+    try:
+        trials = sweep_trials(meta, space)          # one pass over Tune's experiment state
+    except Exception as exc:  # noqa: BLE001 - no or unreadable snapshot
+        raise ZsexpError(f"sweep {o.sweep!r} has no readable trial record yet ({type(exc).__name__}); it was stopped "
+                         f"before its first trial was saved: `zsexp resume {o.sweep}` runs it") from None
     ranked = rank_configs(trials, space)
     if not ranked:
         raise ZsexpError(f"sweep {o.sweep!r} has no completed trial with val {space.metric}; nothing to select")
@@ -289,15 +332,21 @@ def run_selection(o: SelectOptions) -> dict[str, Any]:
             res, concurrency = _resources(meta["options"])
             job = {"dir": str(sel_dir), "pairs": pairs, "candidates": cands, "trial_meta": meta["trial_meta"]}
             trainable = tune.with_resources(tune.with_parameters(selection_trial, job=job), res)
+            progress = SelectionProgress(o.sweep, pairs, len(missing), sel_dir, space.metric)
             tuner = tune.Tuner(trainable, param_space={"pair": tune.grid_search(missing)},
                                tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True),
-                               run_config=tune.RunConfig(name="ray", storage_path=str(sel_dir), verbose=1,
+                               run_config=tune.RunConfig(name="ray", storage_path=str(sel_dir), verbose=0,
+                                                         callbacks=[progress],
                                                          failure_config=tune.FailureConfig(max_failures=1)))
             grid = tuner.fit()
             errors = [r.error for r in grid if r.error]
             if errors:
-                raise ZsexpError(f"{len(errors)} selection run(s) failed; first error: {str(errors[0])[:500]}; "
-                                 f"fix the cause and run `zsexp select {o.sweep}` again (finished runs are kept)")
+                log = sel_dir / "errors.log"
+                log.write_text("\n\n".join(str(e) for e in errors))
+                last = next((ln for ln in reversed(str(errors[0]).strip().splitlines()) if ln.strip()), "")
+                raise ZsexpError(f"{len(errors)} selection run(s) failed ({last.strip()[:300]}); every error is in "
+                                 f"{log}; fix the cause and run `zsexp select {o.sweep}` again (finished runs are "
+                                 f"kept)")
         finally:
             if started:
                 ray.shutdown()

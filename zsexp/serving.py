@@ -106,14 +106,70 @@ class CMGANRetriever:
                              f"and {gallery.shape}")
 
 
+class RidgeRetriever:
+    """The retrieval baseline (``ridge``): a text query t maps to ``t W + b``, a gallery image x stays in the
+    image space; both are centred on the fit targets' mean (``origin``) before the cosine ranking."""
+
+    def __init__(self, state: dict[str, Any]):
+        m = state["model"]
+        self.w, self.b, self.origin = m["w"].float(), m["b"].float(), m["origin"].float()
+        self.text_dim, self.image_dim = self.w.shape
+
+    @torch.no_grad()
+    def embed_queries(self, phi: torch.Tensor) -> torch.Tensor:
+        return phi @ self.w + self.b - self.origin
+
+    @torch.no_grad()
+    def embed_gallery(self, images: torch.Tensor) -> torch.Tensor:
+        return images - self.origin
+
+    def check(self, queries: np.ndarray, gallery: np.ndarray, query_kind: str) -> None:
+        if query_kind not in ("text", "class"):
+            raise ZsexpError(f"ridge answers text queries; query_kind must be 'text', got {query_kind!r}")
+        if queries.shape[1] != self.text_dim or gallery.shape[1] != self.image_dim:
+            raise ZsexpError(f"ridge expects queries [Q, {self.text_dim}] and gallery [N, {self.image_dim}], "
+                             f"got {queries.shape} and {gallery.shape}")
+
+
+class RidgeZSLRetriever:
+    """The ZSL baseline (``ridge-zsl``): an image x maps to ``x W + b`` in the class-embedding space, a class
+    embedding stays there; both centred on ``origin``.  ``query_kind`` says which side the queries are."""
+
+    def __init__(self, state: dict[str, Any]):
+        m = state["model"]
+        self.w, self.b, self.origin = m["w"].float(), m["b"].float(), m["origin"].float()
+        self.image_dim, self.class_dim = self.w.shape
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, kind: str) -> torch.Tensor:
+        return (x @ self.w + self.b if kind == "image" else x) - self.origin
+
+    def check(self, queries: np.ndarray, gallery: np.ndarray, query_kind: str) -> None:
+        if query_kind not in ("image", "class"):
+            raise ZsexpError(f"ridge-zsl query_kind must be 'image' or 'class', got {query_kind!r}")
+        dims = {"image": self.image_dim, "class": self.class_dim}
+        other = "image" if query_kind == "class" else "class"
+        if queries.shape[1] != dims[query_kind] or gallery.shape[1] != dims[other]:
+            raise ZsexpError(f"ridge-zsl expects {query_kind} queries of dim {dims[query_kind]} and a gallery of "
+                             f"{other} vectors of dim {dims[other]}, got {queries.shape} and {gallery.shape}")
+
+
 def load_retriever(path: str | Path):
+    """The retriever of the checkpoint's family (its model spec names the class)."""
+    import importlib
+
+    from zsexp.models import MODELS
+
     state = load_checkpoint(path)
-    family = state.get("model", {}).get("family")
-    if family == "zscrgan":
-        return ZSCRGANRetriever(state)
-    if family == "cmgan":
-        return CMGANRetriever(state)
-    raise ZsexpError(f"{path}: not a zsexp model checkpoint (family {family!r})")
+    model = state.get("model") if isinstance(state, dict) else None
+    family = model.get("family") if isinstance(model, dict) else None
+    if family not in MODELS or not MODELS[family].retriever:
+        raise ZsexpError(f"{path}: not a zsexp model checkpoint (family {family!r})")
+    module, _, cls = MODELS[family].retriever.partition(":")
+    try:
+        return getattr(importlib.import_module(module), cls)(state)
+    except (KeyError, TypeError, AttributeError, RuntimeError) as exc:
+        raise ZsexpError(f"{path}: a damaged {family} checkpoint ({type(exc).__name__}: {exc})") from None
 
 
 def retrieve(retriever, queries: np.ndarray, gallery: np.ndarray, k: int = 50,
@@ -126,11 +182,11 @@ def retrieve(retriever, queries: np.ndarray, gallery: np.ndarray, k: int = 50,
     if not (np.isfinite(queries).all() and np.isfinite(gallery).all()):
         raise ZsexpError("queries and gallery must be finite (found NaN/inf)")
     q, g = torch.from_numpy(queries), torch.from_numpy(gallery)
-    if isinstance(retriever, ZSCRGANRetriever):
+    if hasattr(retriever, "embed_queries"):          # text -> image retrieval (ZSCRGAN, ridge)
         query_kind = query_kind or "text"
         retriever.check(queries, gallery, query_kind)
         tq, tg = retriever.embed_queries(q), retriever.embed_gallery(g)
-    else:
+    else:                                            # one label space, either side as the query (CM-GAN, ridge-zsl)
         query_kind = query_kind or "class"
         retriever.check(queries, gallery, query_kind)
         other = "image" if query_kind == "class" else "class"

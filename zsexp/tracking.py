@@ -65,23 +65,60 @@ def _credentials_from_uri(uri: str) -> str:
     return redact_uri(uri)
 
 
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+CONNECT_TIMEOUT_S = 10
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse a tracking URI that cannot work, without creating anything: an unknown scheme, a SQLite
+    file whose folder is missing or read-only, a server that does not accept a connection within
+    :data:`CONNECT_TIMEOUT_S` (the full check, credentials included, is :func:`client`)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    scheme = urlsplit(uri).scheme.split("+")[0] if "://" in uri or uri.startswith("sqlite:") else "file"
+    if scheme not in TRACKING_SCHEMES:
+        raise ZsexpError(f"tracking URI {redact_uri(uri)!r}: unsupported scheme {scheme!r} (use sqlite:///FILE, "
+                         f"http(s)://HOST:PORT or a database URI)")
+    if scheme == "sqlite":
+        path = Path(uri.split("sqlite:///", 1)[-1]) if uri.startswith("sqlite:///") else None
+        if path is not None and not (path.parent.is_dir() and os.access(path.parent, os.W_OK)):
+            raise ZsexpError(f"tracking URI {uri}: folder {path.parent} is missing or not writable")
+    if scheme in ("http", "https"):
+        parts = urlsplit(uri)
+        try:
+            port = parts.port or (443 if scheme == "https" else 80)
+        except ValueError:
+            raise ZsexpError(f"tracking URI {redact_uri(uri)!r}: bad port") from None
+        if not parts.hostname:
+            raise ZsexpError(f"tracking URI {redact_uri(uri)!r}: no host")
+        try:
+            socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            raise ZsexpError(f"cannot reach the MLflow tracking server {redact_uri(uri)}: a connection to "
+                             f"{parts.hostname}:{port} failed within {CONNECT_TIMEOUT_S}s "
+                             f"({exc.strerror or exc})") from None
+
+
 def client(tracking_uri: str | None = None):
     """An MlflowClient on ``tracking_uri`` (default: $MLFLOW_TRACKING_URI or SQLite under ZSEXP_HOME),
-    checked to be reachable: an unreachable server is one clear error, not minutes of retries."""
+    checked to be reachable: an unreachable server is one clear error within about 30 s, not minutes
+    of retries."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
     uri = _credentials_from_uri(tracking_uri or default_tracking_uri())
+    check_tracking_uri(uri)
     if uri.startswith("http"):
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    mlflow.set_tracking_uri(uri)
-    c = MlflowClient(tracking_uri=uri)
     try:
+        mlflow.set_tracking_uri(uri)
+        c = MlflowClient(tracking_uri=uri)
         c.search_experiments(max_results=1)
     except Exception as exc:
-        msg = str(exc).splitlines()[0][:300]
+        msg = " ".join(str(exc).split())[:300]
         if "401" in msg or "Unauthorized" in msg or "credentials" in msg.lower():
             raise ZsexpError(f"MLflow tracking server {uri} refused the credentials (401); set "
                              f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD") from None
@@ -113,8 +150,11 @@ def ensure_experiment(c, name: str, uri: str) -> str:
 
 
 def find_child_run(c, experiment_id: str, sweep: str, trial_id: str) -> str | None:
-    runs = c.search_runs([experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = '{sweep}' and "
-                                                         f"tags.`{TAG_TRIAL}` = '{trial_id}'", max_results=2)
+    from zsexp.names import filter_value
+
+    runs = c.search_runs([experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = {filter_value(sweep)} and "
+                                                         f"tags.`{TAG_TRIAL}` = {filter_value(trial_id)}",
+                         max_results=2)
     return runs[0].info.run_id if runs else None
 
 
@@ -158,14 +198,46 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port out of range or already taken on ``host``, before the UI server is started."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise ZsexpError(f"--port must be between 1 and 65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ZsexpError(f"--host {host!r}: cannot be resolved ({exc.strerror or exc})") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            raise ZsexpError(f"cannot serve the MLflow UI on {host}:{port}: {exc.strerror or exc}; pass another "
+                             f"--port") from None
+
+
 def start_ui(tracking_uri: str | None, host: str, port: int, links: Callable[[str], None] | None = None) -> int:
     """``mlflow ui`` on zsexp's store (the SQLite file under ZSEXP_HOME unless a URI is given);
-    ``links(ui_url)`` prints the links of a sweep before the server starts."""
+    ``links(ui_url)`` prints the links of a sweep before the server starts.  A tracking *server*
+    serves its own UI: zsexp checks it answers and prints its links instead of starting another."""
     uri = tracking_uri or default_tracking_uri()
+    if uri.startswith("http"):
+        client(uri)
+        if links is not None:
+            links(redact_uri(uri))
+        print(f"the tracking server {redact_uri(uri)} serves the MLflow UI itself: open it in a browser")
+        return 0
+    check_tracking_uri(uri)
+    check_port_free(host, port)
     if links is not None:
         links(f"http://{host}:{port}")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     if not uri.startswith("http"):
         cmd += ["--default-artifact-root", default_artifact_root().as_uri()]
-    print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it")
-    return subprocess.call(cmd)
+    print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it", flush=True)
+    code = subprocess.call(cmd)
+    if code not in (0, -2, 130):          # Ctrl-C is how a user stops it
+        raise ZsexpError(f"the MLflow UI server exited with status {code}; its messages are above")
+    return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,14 @@ from zsexp.config import build_config, load_yaml, parse_set, to_dict
 from zsexp.data import ZSLData, load_dataset
 from zsexp.errors import ZsexpError
 from zsexp.models import build_model, get_spec, make_config, require_discriminative_validation
-from zsexp.models.common import configure_cpu_math, load_checkpoint, resolve_device, save_checkpoint, set_threads
+from zsexp.models.common import (
+    DivergenceError,
+    configure_cpu_math,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+    set_threads,
+)
 
 
 def resolve_config(family: str, data: ZSLData, config_file: str | None = None, sets: list[str] | None = None,
@@ -73,7 +81,26 @@ def train_run(family: str, dataset: str, *, config_file: str | None = None, sets
     model = build_model(family, cfg, data, device=dev, seed=seed, fit_split=fit_split)
     rounds = spec.rounds(model)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ZsexpError(f"output directory {out}: exists and is not a directory")
+    created = out.resolve()              # the topmost folder this run creates, removed if it diverges
+    while not created.parent.exists():
+        created = created.parent
+    created = None if created.exists() else created
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train_rounds(family, spec, model, data, dataset, data_seed, seed, cfg, dev, n_threads, fit_split,
+                             rounds, out, log)
+    except DivergenceError as exc:
+        if created is not None:           # a diverged run leaves no half-written output folder behind
+            shutil.rmtree(created, ignore_errors=True)
+        raise ZsexpError(f"[{family}] training diverged ({exc}); lower the learning rates or change the "
+                         f"settings; nothing was kept") from None
+
+
+def _train_rounds(family: str, spec: Any, model: Any, data: ZSLData, dataset: str, data_seed: int, seed: int,
+                  cfg: Any, dev: torch.device, n_threads: int, fit_split: str, rounds: int, out: Path,
+                  log: Callable[[str], None]) -> dict:
     objective = spec.objective
     select_on_val = fit_split == "train"
     log(f"[{family}] dataset {data.name} ({data.fingerprint()}), device {dev}, {n_threads} CPU threads, seed {seed}, "
@@ -143,11 +170,17 @@ def warn_degenerate(family: str, metrics: dict, log: Callable[[str], None]) -> N
 def evaluate_checkpoint(path: str | Path, split: str = "test", dataset: str | None = None,
                         device: str = "auto") -> dict:
     state = load_checkpoint(path)
-    try:
-        mstate, dref = state["model"], state["dataset"]
-        family = mstate["family"]
-    except (KeyError, TypeError) as exc:
-        raise ZsexpError(f"{path}: not a zsexp checkpoint (missing {exc})") from exc
+    mstate = state.get("model") if isinstance(state, dict) else None
+    dref = state.get("dataset") if isinstance(state, dict) else None
+    if not isinstance(mstate, dict) or not isinstance(dref, dict):
+        raise ZsexpError(f"{path}: not a zsexp checkpoint (`model` and `dataset` must be mappings)")
+    family = mstate.get("family")
+    if not isinstance(family, str) or not isinstance(mstate.get("config"), dict):
+        raise ZsexpError(f"{path}: not a zsexp checkpoint (no model family or config)")
+    get_spec(family)
+    if not isinstance(dref.get("ref"), str) or not isinstance(dref.get("fingerprint"), str) \
+            or not isinstance(dref.get("seed", 0), int):
+        raise ZsexpError(f"{path}: not a zsexp checkpoint (`dataset` needs ref, seed and fingerprint)")
     data = load_dataset(dataset or dref["ref"], seed=int(dref.get("seed", 0)))
     if data.fingerprint() != dref["fingerprint"]:
         raise ZsexpError(f"{path}: trained on dataset fingerprint {dref['fingerprint']} but {data.name} has "
@@ -155,8 +188,13 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", dataset: str | No
     spec = get_spec(family)
     cfg = build_config(spec.config_cls, (f"{path} config", mstate["config"]))
     fit_split = mstate.get("fit_split", "train")
-    model = build_model(family, cfg, data, device=resolve_device(device), seed=int(mstate["seed"]),
-                        fit_split=fit_split)
-    model.load_state_dict(mstate)
+    try:
+        model = build_model(family, cfg, data, device=resolve_device(device), seed=int(mstate.get("seed", 0)),
+                            fit_split=fit_split)
+        model.load_state_dict(mstate)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise ZsexpError(f"{path}: the checkpoint does not fit a {family} model on {data.name} "
+                         f"({type(exc).__name__}: {first[:200]})") from None
     return {"model": family, "dataset": data.name, "split": split, "metrics": model.evaluate(split),
             "chance": model.chance(split), "baseline": safe_baseline(family, data, fit_split, cfg, print)}

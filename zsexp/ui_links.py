@@ -33,7 +33,9 @@ DEFAULT_UI = "http://127.0.0.1:5000"
 
 def sweep_filter(sweep: str) -> str:
     """The MLflow search filter of a sweep's trial (child) runs."""
-    return f"tags.`zsexp.sweep` = '{sweep}' and tags.`zsexp.kind` = 'trial'"
+    from zsexp.names import filter_value
+
+    return f"tags.`zsexp.sweep` = {filter_value(sweep)} and tags.`zsexp.kind` = 'trial'"
 
 
 def sweep_view_state(sweep: str, metric_key: str, mode: str, params: list[str]) -> dict[str, Any]:

@@ -17,11 +17,19 @@ from zsexp.models.zscrgan import ZSCRGAN, ZSCRGANConfig
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """What the platform needs to know of a model family; nothing outside ``zsexp.models`` branches on a
+    family's name, it asks the spec."""
+
     model_cls: type
     config_cls: type
     objective: str          # validation metric a sweep optimises by default
     mode: str               # "max" or "min"
     baseline: str | None = None   # the closed-form model of the same task, reported beside this one
+    unit: str = "query"     # the unit of per-unit values and paired tests: "query" (retrieval) or "image" (ZSL)
+    query_kind: str = "text"      # what the served model's queries are by default ("text" or "class")
+    gallery: str = "features"     # its gallery: image "features", or "conse" representations (CM-GAN eq. 1)
+    extra_validation: tuple[str, str] | None = None   # (name, model method) of the paper's own validation measure
+    retriever: str = ""     # the serving class (``zsexp.serving``) that answers queries from a checkpoint
 
     def rounds(self, model: Any) -> int:
         """Rounds of a full training run (E-M iterations, or step slices)."""
@@ -29,12 +37,33 @@ class ModelSpec:
             return model.cfg.em_iterations
         return model.total_rounds()
 
+    def validation_extras(self, model: Any) -> dict[str, float]:
+        """Validation measures beside the metrics (CM-GAN: L_sup on held-out pairs, §4.4) as ``val_<name>``."""
+        if self.extra_validation is None:
+            return {}
+        name, method = self.extra_validation
+        return {name: float(getattr(model, method)())}
 
+    def evaluate_units(self, model: Any, data: ZSLData, split: str) -> dict[str, Any]:
+        """The split's metrics with each query's (retrieval) or image's (ZSL) values beside them."""
+        if self.unit == "query":
+            return model.evaluate(split, per_query=True)
+        res = model.evaluate(split, per_image=True)
+        res["image_labels"] = data.labels[data.images(split)].tolist()
+        return res
+
+
+_SERVE = "zsexp.serving:"
 MODELS: dict[str, ModelSpec] = {
-    "zscrgan": ModelSpec(ZSCRGAN, ZSCRGANConfig, objective="precision@50", mode="max", baseline="ridge"),
-    "cmgan": ModelSpec(CMGAN, CMGANConfig, objective="zsl/mfr", mode="min", baseline="ridge-zsl"),
-    "ridge": ModelSpec(RidgeRetrieval, RidgeConfig, objective="precision@50", mode="max"),   # retrieval
-    "ridge-zsl": ModelSpec(RidgeZSL, RidgeZSLConfig, objective="zsl/mfr", mode="min"),        # ZSL
+    "zscrgan": ModelSpec(ZSCRGAN, ZSCRGANConfig, objective="precision@50", mode="max", baseline="ridge",
+                         retriever=_SERVE + "ZSCRGANRetriever"),
+    "cmgan": ModelSpec(CMGAN, CMGANConfig, objective="zsl/mfr", mode="min", baseline="ridge-zsl", unit="image",
+                       query_kind="class", gallery="conse", extra_validation=("val_lsup", "validation_measure"),
+                       retriever=_SERVE + "CMGANRetriever"),
+    "ridge": ModelSpec(RidgeRetrieval, RidgeConfig, objective="precision@50", mode="max",          # retrieval
+                       retriever=_SERVE + "RidgeRetriever"),
+    "ridge-zsl": ModelSpec(RidgeZSL, RidgeZSLConfig, objective="zsl/mfr", mode="min", unit="image",  # ZSL
+                           query_kind="class", retriever=_SERVE + "RidgeZSLRetriever"),
 }
 
 

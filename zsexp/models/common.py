@@ -249,7 +249,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ZsexpError(f"{path}: not a readable zsexp checkpoint ({exc})") from exc
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise ZsexpError(f"{path}: not a readable zsexp checkpoint ({first[:200]})") from None
 
 
 def optimizer_to(opt: torch.optim.Optimizer, device: torch.device) -> None:

@@ -274,8 +274,28 @@ class MlflowSweepCallback(tune.Callback):
         local = trial.error_file
         err = Path(local).read_text() if local and Path(local).is_file() else trial.get_error()
         self._finish(trial, "failed", str(err or "unknown error"))
+        self.sign_snapshot(trials)                 # its error.pkl, which Tune's results read back
+
+    def on_step_end(self, iteration, trials, **info):
+        self.sign_snapshot(trials)
+
+    def sign_snapshot(self, trials) -> None:
+        """Record the digests of the state Tune just wrote (its local staging copy: the bytes this driver
+        wrote) so that a resume can tell them from planted files (``zsexp.search.integrity``)."""
+        if not self.sweep_dir or not trials:
+            return
+        from zsexp.search.integrity import record
+
+        staging = Path(trials[0].storage.experiment_driver_staging_path)
+        sources = {p.name: p for p in staging.glob("*") if p.is_file() and p.suffix in (".json", ".pkl")
+                   and not p.name.startswith("tmp-")}
+        for t in trials:
+            if t.status == "ERROR" and t.pickled_error_file and Path(t.pickled_error_file).is_file():
+                sources[f"{Path(t.storage.trial_fs_path).name}/error.pkl"] = Path(t.pickled_error_file)
+        record(self.sweep_dir, sources)
 
     def on_experiment_end(self, trials, **info):
+        self.sign_snapshot(trials)                 # Tune's final snapshot, written just before this call
         self._flush()
         self._save()
         if self.pending:

@@ -27,12 +27,16 @@ import optuna
 from zsexp.baselines import margin
 from zsexp.errors import ZsexpError
 from zsexp.faults import kill_point
+from zsexp.names import check_name, filter_value
 from zsexp.paths import default_tracking_uri, zsexp_home
+from zsexp.search import integrity
+from zsexp.search.lock import SweepLock
 from zsexp.search.space import SearchSpace, load_space, parse_space
 from zsexp.search.trainable import UPDATES_KEY, train_trial, trial_params
 
 SWEEP_FILE = "zsexp_sweep.json"
 CALLBACK_FILE = "zsexp_progress.json"
+MAX_TRIALS = 100_000         # a sweep's documented cap: beyond it the driver's own records grow unwieldy
 
 
 @dataclass
@@ -42,7 +46,7 @@ class SweepOptions:
     space: str | None = None
     trials: int = 8
     gpus: float = 0.0
-    gpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None      # default 1 when --gpus > 0; refused without GPUs
     cpus_per_trial: float = 1.0
     max_concurrent: int | None = None
     sampler: str | None = None
@@ -68,14 +72,35 @@ def default_storage() -> Path:
 
 def sweeps_root(storage: str | None) -> Path:
     """The directory holding the sweeps (``--storage``, default ``$ZSEXP_HOME/sweeps``)."""
+    if storage is not None and not str(storage).strip():
+        raise ZsexpError("--storage must not be empty")
     base = storage or str(default_storage())
     if "://" in base:
         raise ZsexpError("zsexp keeps sweep metadata beside Tune's: --storage must be a (shared) file system path")
     return Path(base).expanduser().resolve()
 
 
+def check_writable_root(root: Path) -> None:
+    """Refuse a sweeps root that cannot be created or written, before anything is written."""
+    probe = root
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ZsexpError(f"--storage {root}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ZsexpError(f"--storage {root}: {probe} is not writable by this user")
+
+
 def sweep_dir(name: str, storage: str | None) -> Path:
-    return sweeps_root(storage) / name
+    """``<root>/<name>`` for a checked name; a directory that resolves outside the root (a planted link)
+    is refused."""
+    root = sweeps_root(storage)
+    d = root / check_name(name)
+    if d.is_symlink() or (d.exists() and d.resolve().parent != root):
+        raise ZsexpError(f"{d} is a link out of the sweeps root {root}; refused")
+    return d
 
 
 def sweep_names(storage: str | None) -> list[str]:
@@ -83,13 +108,40 @@ def sweep_names(storage: str | None) -> list[str]:
     return sorted(p.parent.name for p in sweeps_root(storage).glob(f"*/{SWEEP_FILE}"))
 
 
+META_KEYS = {"name": str, "model": str, "dataset": str, "dataset_name": str, "trials": int, "space": dict,
+             "space_source": str, "tracking_uri": str, "experiment": str, "experiment_id": str,
+             "parent_run_id": str, "options": dict, "trial_meta": dict, "status": str}
+
+
 def read_meta(name: str, storage: str | None) -> dict[str, Any]:
-    path = sweep_dir(name, storage) / SWEEP_FILE
+    """The sweep's metadata, checked: a corrupt or edited file is one clear error.  Its directory is
+    where it was found, never a path read from the file (``dir`` and ``trial_meta.sweep_dir`` are set
+    from it), so no stored path can point zsexp outside the sweep."""
+    d = sweep_dir(name, storage)
+    path = d / SWEEP_FILE
     if not path.is_file():
         known = sweep_names(storage)
-        raise ZsexpError(f"no sweep {name!r} under {path.parent.parent} (known: {', '.join(known) or 'none'}); "
+        shown = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
+        raise ZsexpError(f"no sweep {name!r} under {d.parent} (known: {shown or 'none'}); "
                          f"pass --storage if it lives elsewhere")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ZsexpError(f"{path}: unreadable sweep metadata ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not isinstance(meta, dict):
+        raise ZsexpError(f"{path}: unreadable sweep metadata (a JSON object is expected)")
+    for key, typ in META_KEYS.items():
+        if not isinstance(meta.get(key), typ) or isinstance(meta.get(key), bool):
+            raise ZsexpError(f"{path}: key `{key}` is missing or not a {typ.__name__}; the file is damaged")
+    if meta["name"] != name:
+        raise ZsexpError(f"{path}: it describes sweep {meta['name']!r}, not {name!r}; the file was moved or edited")
+    from zsexp.models import MODELS
+
+    if meta["model"] not in MODELS:
+        raise ZsexpError(f"{path}: unknown model {meta['model']!r}")
+    meta["dir"] = str(d)
+    meta["trial_meta"]["sweep_dir"] = str(d)
+    return meta
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -109,6 +161,7 @@ def _init_ray(address: str | None) -> bool:
                               "configure_logging": True, "logging_level": "ERROR"}
     sim = os.environ.get("ZSEXP_SIMULATE_GPUS")
     if address:
+        check_ray_address(address)
         kwargs["address"] = address
     elif sim:
         kwargs["num_gpus"] = float(sim)
@@ -117,6 +170,32 @@ def _init_ray(address: str | None) -> bool:
     except ConnectionError as exc:
         raise ZsexpError(f"cannot join the Ray cluster at {address}: {exc}") from None
     return True
+
+
+RAY_CONNECT_TIMEOUT_S = 10
+
+
+def check_ray_address(address: str) -> None:
+    """A bounded look at ``--address`` before ``ray.init`` (which retries an unreachable head for minutes):
+    ``auto`` or ``HOST:PORT`` (``ray://HOST:PORT`` for Ray Client) must accept a TCP connection."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    try:
+        parts = urlsplit(f"//{hostport}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise ZsexpError(f"--address {address!r}: expected HOST:PORT (or ray://HOST:PORT, or auto)")
+    try:
+        socket.create_connection((host, port), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ZsexpError(f"cannot reach the Ray cluster at {address}: a TCP connection to {host}:{port} failed "
+                         f"within {RAY_CONNECT_TIMEOUT_S}s ({exc.strerror or exc})") from None
 
 
 def _resources(opts: dict[str, Any]) -> tuple[dict[str, float], int]:
@@ -129,11 +208,11 @@ def _resources(opts: dict[str, Any]) -> tuple[dict[str, float], int]:
         if gpu < opts["gpus"]:
             raise ZsexpError(f"--gpus {opts['gpus']:g} asked, but the Ray cluster has {gpu:g} GPU(s); "
                              f"lower --gpus, add GPU workers, or set ZSEXP_SIMULATE_GPUS to simulate them")
-        if not 0 < opts["gpus_per_trial"] <= opts["gpus"]:
-            raise ZsexpError(f"--gpus-per-trial must be in (0, --gpus={opts['gpus']:g}], "
-                             f"got {opts['gpus_per_trial']:g}")
-        res["gpu"] = float(opts["gpus_per_trial"])
-        concurrency = int(math.floor(opts["gpus"] / opts["gpus_per_trial"] + 1e-9))
+        per_trial = 1.0 if opts.get("gpus_per_trial") is None else opts["gpus_per_trial"]
+        if not 0 < per_trial <= opts["gpus"]:
+            raise ZsexpError(f"--gpus-per-trial must be in (0, --gpus={opts['gpus']:g}], got {per_trial:g}")
+        res["gpu"] = float(per_trial)
+        concurrency = int(math.floor(opts["gpus"] / per_trial + 1e-9))
     else:
         per = max(opts["cpus_per_trial"], 1e-3)
         if per > cpu:
@@ -178,17 +257,55 @@ def _scheduler(space: SearchSpace, name: str):
 
 
 # --------------------------------------------------------------------------- commands
-def run_sweep(o: SweepOptions) -> dict[str, Any]:
-    """A new sweep.  Every check that can refuse it (space, budget, data, name, tracking store, Ray
-    resources) runs before anything is written: a refused command leaves no sweep directory, no
-    MLflow run and no registry entry."""
-    import ray
+def _finite(value: float, flag: str) -> float:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ZsexpError(f"{flag} must be a finite number, got {value!r}")
+    return float(value)
 
-    from zsexp.baselines import sweep_reference
+
+def validate_options(o: SweepOptions) -> None:
+    """Every value of a new sweep that cannot be meant, refused before anything starts or is written."""
+    if not 1 <= o.trials <= MAX_TRIALS:
+        raise ZsexpError(f"--trials must be between 1 and {MAX_TRIALS:,}, got {o.trials}")
+    if _finite(o.gpus, "--gpus") < 0:
+        raise ZsexpError(f"--gpus must be >= 0, got {o.gpus:g}")
+    if o.gpus_per_trial is not None:
+        _finite(o.gpus_per_trial, "--gpus-per-trial")
+        if o.gpus == 0:
+            raise ZsexpError(f"--gpus-per-trial {o.gpus_per_trial:g} needs a GPU budget: pass --gpus N (N > 0), or "
+                             f"drop --gpus-per-trial for CPU trials")
+        if not 0 < o.gpus_per_trial <= o.gpus:
+            raise ZsexpError(f"--gpus-per-trial must be in (0, --gpus={o.gpus:g}], got {o.gpus_per_trial:g}")
+    if _finite(o.cpus_per_trial, "--cpus-per-trial") <= 0:
+        raise ZsexpError(f"--cpus-per-trial must be > 0, got {o.cpus_per_trial:g}")
+    if o.max_concurrent is not None and o.max_concurrent < 1:
+        raise ZsexpError(f"--max-concurrent must be >= 1, got {o.max_concurrent}")
+    if o.retries < 0:
+        raise ZsexpError(f"--retries must be >= 0, got {o.retries}")
+    if o.max_failed_trials is not None and o.max_failed_trials < 0:
+        raise ZsexpError(f"--max-failed-trials must be >= 0, got {o.max_failed_trials}")
+    if o.keep_checkpoints is not None and o.keep_checkpoints < 1:
+        raise ZsexpError(f"--keep-checkpoints must be >= 1 (or left out to keep all), got {o.keep_checkpoints}")
+    if _finite(o.progress_every_s, "--progress-every") <= 0:
+        raise ZsexpError(f"--progress-every must be > 0 seconds, got {o.progress_every_s:g}")
+    if o.seed < 0 or o.data_seed < 0:
+        raise ZsexpError(f"--seed and --data-seed must be >= 0, got {o.seed} and {o.data_seed}")
+    if o.name is not None:
+        check_name(o.name)
+    if o.experiment is not None and not o.experiment.strip():
+        raise ZsexpError("--experiment must not be empty")
+    if o.scheduler is not None and o.scheduler not in ("asha", "none"):
+        raise ZsexpError(f"--scheduler must be asha or none, got {o.scheduler!r}")
+    from zsexp.models.common import resolve_device
+
+    resolve_device(o.device)
+    check_writable_root(sweeps_root(o.storage))
+
+
+def prepare_space(o: SweepOptions) -> SearchSpace:
+    """The search space with ``--set`` pinned and ``--sampler`` applied; its sampler built once (so an
+    unknown sampler option is refused here)."""
     from zsexp.config import parse_set
-    from zsexp.data import load_dataset
-    from zsexp.models import require_discriminative_validation
-    from zsexp.tracking import client, ensure_experiment, git_commit, redact_uri
 
     space = load_space(o.space, o.model)
     if o.sets:     # --set pins a key for every trial; a searched key becomes fixed
@@ -199,87 +316,156 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
         space = parse_space(raw, f"{space.source} + --set", o.model)
     if o.sampler:
         space = parse_space({**space.raw, "fixed": space.fixed, "sampler": {"name": o.sampler}}, space.source, o.model)
-    scheduler = o.scheduler or space.scheduler
-    if scheduler not in ("asha", "none"):
-        raise ZsexpError(f"--scheduler must be asha or none, got {scheduler!r}")
-    if o.trials < 1:
-        raise ZsexpError(f"--trials must be >= 1, got {o.trials}")
+    try:
+        space.make_sampler(o.seed)
+    except (TypeError, ValueError) as exc:
+        raise ZsexpError(f"{space.source}: `sampler` options {space.sampler_args} are not accepted by Optuna's "
+                         f"{space.sampler} sampler ({exc})") from None
     if space.grid_size is not None and o.trials > space.grid_size:
         raise ZsexpError(f"{space.source}: the grid has {space.grid_size} points; --trials {o.trials} would repeat "
                          f"some: pass --trials {space.grid_size} (the whole grid) or fewer (a seeded subset)")
-    if o.retries < 0:
-        raise ZsexpError(f"--retries must be >= 0, got {o.retries}")
+    return space
+
+
+def run_sweep(o: SweepOptions) -> dict[str, Any]:
+    """A new sweep.  Every check that can refuse it (options, space, data, name, storage, tracking store,
+    Ray resources) runs before anything is written: a refused command leaves no sweep directory, no
+    MLflow run and no registry entry.  The sweep is locked from then on (one writer), and a failure
+    after the start closes its MLflow parent run FAILED with the reason."""
+    import ray
+
+    from zsexp.baselines import sweep_reference
+    from zsexp.data import load_dataset
+    from zsexp.models import require_discriminative_validation
+    from zsexp.tracking import check_tracking_uri, client, git_commit, redact_uri
+
+    validate_options(o)
+    space = prepare_space(o)
+    scheduler = o.scheduler or space.scheduler
     data = load_dataset(o.dataset, seed=o.data_seed)
     require_discriminative_validation(data)
     name = o.name or f"{o.model}-{data.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    d = sweep_dir(name, o.storage)
+    d = sweep_dir(check_name(name, "sweep name (from the model and dataset; pass --name)"), o.storage)
     if (d / SWEEP_FILE).exists():
         raise ZsexpError(f"sweep {name!r} already exists at {d}; continue it with `zsexp resume {name}` "
                          f"or choose another --name")
+    uri = o.tracking_uri or default_tracking_uri()
+    check_tracking_uri(uri)                                     # reachable, without creating a store yet
     reference = sweep_reference(o.model, data, space.fixed)      # validation classes only, like the trials
-    c = client(o.tracking_uri or default_tracking_uri())
-    uri = redact_uri(o.tracking_uri or default_tracking_uri())   # stored and printed without credentials
     opts = {"gpus": o.gpus, "gpus_per_trial": o.gpus_per_trial, "cpus_per_trial": o.cpus_per_trial,
             "max_concurrent": o.max_concurrent}
     started = _init_ray(o.address)
     try:
         resources = _resources(opts)                        # the cluster can run it: only now write anything
-        experiment = o.experiment or f"zsexp-{o.model}-{data.name}"
-        exp_id = ensure_experiment(c, experiment, uri)
-        tags = {"zsexp.model": o.model, "zsexp.dataset": data.name, "zsexp.fingerprint": data.fingerprint(),
-                "zsexp.git_commit": git_commit(), "zsexp.storage": str(d)}
-        # a start killed before it wrote the sweep file left at most this run behind: take it over
-        found = c.search_runs([exp_id], filter_string=f"tags.`zsexp.sweep` = '{name}' and tags.`zsexp.kind` = 'sweep'",
-                              max_results=1)
-        parent = found[0] if found else c.create_run(exp_id, run_name=name,
-                                                     tags={**tags, "zsexp.sweep": name, "zsexp.kind": "sweep"})
-        d.mkdir(parents=True, exist_ok=True)
-        c.log_text(parent.info.run_id, json.dumps(space.raw, indent=2, default=str), "search_space.json")
-        meta = {
-            "name": name, "dir": str(d), "model": o.model, "dataset": o.dataset, "dataset_name": data.name,
-            "fingerprint": data.fingerprint(), "trials": o.trials, "scheduler": scheduler, "seed": o.seed,
-            "space": space.raw | {"fixed": space.fixed}, "space_source": space.source, "tracking_uri": uri,
-            "experiment": experiment, "experiment_id": exp_id, "parent_run_id": parent.info.run_id, "tags": tags,
-            "options": opts, "retries": o.retries, "max_failed_trials": o.max_failed_trials,
-            "keep_checkpoints": o.keep_checkpoints, "reference": reference,
-            "progress_every_s": o.progress_every_s, "created": dt.datetime.now().isoformat(), "status": "created",
-            "trial_meta": {"model": o.model, "dataset": o.dataset, "data_seed": o.data_seed, "seed": o.seed,
-                           "fixed": space.fixed, "fit_split": "train", "max_rounds": space.max_rounds,
-                           "device": o.device, "sweep_dir": str(d)},
-        }
-        from mlflow.entities import Param
-
-        sweep_params = {"model": o.model, "dataset": o.dataset, "trials": o.trials, "scheduler": scheduler,
-                        "sampler": space.sampler, "gpus": o.gpus, "gpus_per_trial": o.gpus_per_trial,
-                        "objective": space.metric, "mode": space.mode, "max_rounds": space.max_rounds}
-        c.log_batch(parent.info.run_id, params=[Param(k, str(v)) for k, v in sweep_params.items()])
-        log_reference(c, parent.info.run_id, meta, space)
-        _write_json(d / SWEEP_FILE, meta)
-        return _fit(meta, space, resources, restore=False)
+        with SweepLock(d.parent, name, "search"):
+            if (d / SWEEP_FILE).exists():                   # another driver made it while we started Ray
+                raise ZsexpError(f"sweep {name!r} already exists at {d}; continue it with `zsexp resume {name}` "
+                                 f"or choose another --name")
+            c = client(uri)
+            experiment = o.experiment or f"zsexp-{o.model}-{data.name}"
+            tags = {"zsexp.model": o.model, "zsexp.dataset": data.name, "zsexp.fingerprint": data.fingerprint(),
+                    "zsexp.git_commit": git_commit(), "zsexp.storage": str(d)}
+            meta = {
+                "name": name, "dir": str(d), "model": o.model, "dataset": o.dataset, "dataset_name": data.name,
+                "fingerprint": data.fingerprint(), "trials": o.trials, "scheduler": scheduler, "seed": o.seed,
+                "space": space.raw | {"fixed": space.fixed}, "space_source": space.source,
+                "tracking_uri": redact_uri(uri), "experiment": experiment, "tags": tags,
+                "options": opts, "retries": o.retries, "max_failed_trials": o.max_failed_trials,
+                "keep_checkpoints": o.keep_checkpoints, "reference": reference,
+                "progress_every_s": o.progress_every_s, "created": dt.datetime.now().isoformat(),
+                "status": "created",
+                "trial_meta": {"model": o.model, "dataset": o.dataset, "data_seed": o.data_seed, "seed": o.seed,
+                               "fixed": space.fixed, "fit_split": "train", "max_rounds": space.max_rounds,
+                               "device": o.device, "sweep_dir": str(d)},
+            }
+            with failed_on_error(meta):
+                _open_parent(c, meta, space, o)
+                _write_json(d / SWEEP_FILE, meta)
+                return _fit(meta, space, resources, restore=False)
     finally:
         if started:
             ray.shutdown()
+
+
+def _open_parent(c: Any, meta: dict[str, Any], space: SearchSpace, o: SweepOptions) -> None:
+    """The sweep's MLflow parent run (a start killed before it wrote the sweep file left at most this run
+    behind: it is taken over), its parameters, search space and reference values; then the directory."""
+    from mlflow.entities import Param
+
+    from zsexp.tracking import TAG_KIND, TAG_SWEEP, ensure_experiment
+
+    exp_id = ensure_experiment(c, meta["experiment"], meta["tracking_uri"])
+    found = c.search_runs([exp_id], filter_string=f"tags.`{TAG_SWEEP}` = {filter_value(meta['name'])} and "
+                                                  f"tags.`{TAG_KIND}` = 'sweep'", max_results=1)
+    parent = found[0] if found else c.create_run(exp_id, run_name=meta["name"],
+                                                 tags={**meta["tags"], TAG_SWEEP: meta["name"], TAG_KIND: "sweep"})
+    meta.update(experiment_id=exp_id, parent_run_id=parent.info.run_id)
+    Path(meta["dir"]).mkdir(parents=True, exist_ok=True)
+    c.log_text(parent.info.run_id, json.dumps(space.raw, indent=2, default=str), "search_space.json")
+    sweep_params = {"model": o.model, "dataset": o.dataset, "trials": o.trials, "scheduler": meta["scheduler"],
+                    "sampler": space.sampler, "gpus": o.gpus, "gpus_per_trial": o.gpus_per_trial,
+                    "objective": space.metric, "mode": space.mode, "max_rounds": space.max_rounds}
+    c.log_batch(parent.info.run_id, params=[Param(k, str(v)) for k, v in sweep_params.items()])
+    log_reference(c, parent.info.run_id, meta, space)
+
+
+class failed_on_error:
+    """Around a started sweep: an exception closes the MLflow parent run FAILED (reason as a tag) and
+    marks the sweep ``failed`` in its metadata, instead of leaving both RUNNING for ever."""
+
+    def __init__(self, meta: dict[str, Any]):
+        self.meta = meta
+
+    def __enter__(self) -> failed_on_error:
+        return self
+
+    def __exit__(self, typ, exc, tb) -> bool:
+        if exc is None:
+            return False
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        reason = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+        if "parent_run_id" not in self.meta:
+            return False
+        try:
+            from mlflow.tracking import MlflowClient
+
+            from zsexp.tracking import TAG_ERROR
+
+            c = MlflowClient(tracking_uri=self.meta["tracking_uri"])
+            c.set_tag(self.meta["parent_run_id"], TAG_ERROR, reason)
+            c.set_terminated(self.meta["parent_run_id"], status)
+        except Exception:  # noqa: BLE001 - the tracking store itself may be what failed
+            pass
+        d = Path(self.meta["dir"])
+        if (d / SWEEP_FILE).is_file():
+            self.meta["status"] = "interrupted" if status == "KILLED" else "failed"
+            _write_json(d / SWEEP_FILE, {k: v for k, v in self.meta.items() if k != "resources"})
+        return False
 
 
 def resume_sweep(name: str, storage: str | None = None, address: str | None = None,
-                 retry_errored: bool = False) -> dict[str, Any]:
+                 retry_errored: bool = False, trust_storage: bool = False) -> dict[str, Any]:
     import ray
 
-    from zsexp.tracking import client
+    from zsexp.tracking import check_tracking_uri, client
 
     meta = read_meta(name, storage)
     space = parse_space(meta["space"], meta["space_source"], meta["model"])
-    c = client(meta["tracking_uri"])
-    started = _init_ray(address)
-    try:
-        resources = _resources(meta["options"])
-        c.update_run(meta["parent_run_id"], status="RUNNING")           # reopen the parent run
-        meta["trial_meta"]["sweep_dir"] = meta["dir"]
-        meta["trial_meta"]["retry_errored"] = retry_errored
-        return _fit(meta, space, resources, restore=True, retry_errored=retry_errored)
-    finally:
-        if started:
-            ray.shutdown()
+    check_tracking_uri(meta["tracking_uri"])
+    d = Path(meta["dir"])
+    with SweepLock(d.parent, name, "resume"):
+        notes = recover_snapshot(d, name, trust_storage)       # before Ray: nothing unverified is ever loaded
+        started = _init_ray(address)
+        try:
+            resources = _resources(meta["options"])
+            c = client(meta["tracking_uri"])
+            c.update_run(meta["parent_run_id"], status="RUNNING")           # reopen the parent run
+            meta["trial_meta"]["retry_errored"] = retry_errored
+            with failed_on_error(meta):
+                return _fit(meta, space, resources, restore=True, retry_errored=retry_errored, notes=notes)
+        finally:
+            if started:
+                ray.shutdown()
 
 
 # --------------------------------------------------------------------------- resume reconciliation
@@ -287,52 +473,50 @@ STATE_FILES = ("experiment_state-{}.json", "search_gen_state-{}.json", "searcher
                "callback-states-{}.pkl")
 
 
-def _loadable(path: Path) -> bool:
-    try:
-        if path.name.startswith("experiment_state-"):            # JSON; the others are pickles, whatever
-            json.loads(path.read_text())                           # their suffix
-        else:
-            import ray.cloudpickle as cloudpickle
+def recover_snapshot(d: Path, name: str, trust_storage: bool = False) -> list[str]:
+    """Make Tune's newest snapshot safe and loadable before anything loads it.
 
-            with open(path, "rb") as f:
-                cloudpickle.load(f)
-        return True
-    except Exception:  # noqa: BLE001 - truncated or empty file of any kind
-        return False
-
-
-def _repair_experiment_state(d: Path, name: str) -> list[str]:
-    """Make Tune's newest snapshot loadable.  Tune writes it in a local staging directory and copies
-    it to storage in the background, once per step; a driver killed during that copy leaves truncated
-    files in storage.  A truncated file is taken again from the staging copy when this machine still
-    has it (Ray keeps it under its temp dir, ``session_*/artifacts/*/NAME/driver_artifacts``);
-    otherwise the whole session's snapshot is set aside and Tune restores the previous one."""
+    Every file Tune would unpickle must verify against the driver's signature record
+    (:mod:`zsexp.search.integrity`); a planted or modified one is refused.  Tune writes its snapshot in
+    a local staging directory and copies it to storage in the background, once per step; a driver
+    killed during that copy leaves files cut short in storage.  A cut file is taken again from the
+    staging copy when this machine still has it and its digest is the recorded one (Ray keeps it
+    under its temp dir, ``session_*/artifacts/*/NAME/driver_artifacts``); otherwise the whole session's
+    snapshot is set aside and Tune restores the previous one.  Without any snapshot nothing is checked:
+    the fresh start deletes Tune's files unread."""
     import glob
     import shutil
     import tempfile
 
+    if trust_storage:
+        integrity.trust(d)
     ray_tmp = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray"
-    notes = []
-    while True:
-        states = sorted(d.glob("experiment_state-*.json"))
-        if not states:
-            return notes
-        session = states[-1].stem[len("experiment_state-"):]
-        files = [d / t.format(session) for t in STATE_FILES if (d / t.format(session)).exists()]
-        bad = [f for f in files if not _loadable(f)]
-        for f in bad:
+    notes: list[str] = []
+    while sorted(d.glob("experiment_state-*.json")):
+        cut = integrity.check(d)
+        for f in cut:
+            rel = f.relative_to(d).as_posix()
             staged = sorted(glob.glob(str(ray_tmp / "session_*" / "artifacts" / "*" / name / "driver_artifacts" /
-                                          f.name)), key=os.path.getmtime, reverse=True)
+                                          rel)), key=os.path.getmtime, reverse=True)
+            signed = integrity.signed_digests(d).get(rel, [])
             for cand in staged:
-                if _loadable(Path(cand)):
+                if integrity.digest(Path(cand)) in signed:
                     shutil.copyfile(cand, f)
                     notes.append(f"{f.name} taken from the driver's staging copy")
                     break
-        if all(_loadable(f) for f in files):
+        cut = integrity.check(d)
+        if not cut:
             return notes
+        session = sorted(d.glob("experiment_state-*.json"))[-1].stem[len("experiment_state-"):]
+        files = [d / t.format(session) for t in STATE_FILES if (d / t.format(session)).exists()]
+        stray = [f for f in cut if f not in files]
+        if stray:
+            raise ZsexpError(f"{stray[0]}: cut short and not part of Tune's newest snapshot; move it away (it is not "
+                             f"loaded) and resume again")
         for f in files:
             f.rename(f.with_name(f.name + ".unreadable"))
-            notes.append(f"{f.name} set aside (unreadable)")
+            notes.append(f"{f.name} set aside (cut short)")
+    return notes
 
 
 def _snapshot_trial_ids(d: Path) -> set[str] | None:
@@ -384,7 +568,7 @@ def reconcile(meta: dict[str, Any], known: set[str], retry_errored: bool) -> dic
 
 
 def _fit(meta: dict[str, Any], space: SearchSpace, resources: tuple[dict[str, float], int], restore: bool,
-         retry_errored: bool = False) -> dict[str, Any]:
+         retry_errored: bool = False, notes: list[str] | None = None) -> dict[str, Any]:
     from ray import tune
 
     from zsexp.search.optuna_search import ResumableOptunaSearch, journal_storage
@@ -405,7 +589,6 @@ def _fit(meta: dict[str, Any], space: SearchSpace, resources: tuple[dict[str, fl
     print(f"[{meta['name']}] storage {d}; MLflow {meta['tracking_uri']} experiment {meta['experiment']!r}, "
           f"parent run {meta['parent_run_id']}")
     if restore:
-        notes = _repair_experiment_state(d, meta["name"])
         if notes:
             print(f"[{meta['name']}] Tune's snapshot was cut by the kill: {'; '.join(notes)}")
         known = _snapshot_trial_ids(d)
@@ -452,6 +635,7 @@ def _fit(meta: dict[str, Any], space: SearchSpace, resources: tuple[dict[str, fl
                                                         checkpoint_score_order=space.mode)))
     meta["status"] = "running"
     _write_json(d / SWEEP_FILE, {k: v for k, v in meta.items() if k != "resources"})
+    integrity.record(d, {"tuner.pkl": d / "tuner.pkl"})       # Tune wrote it just now, in this process
     kill_point("startup")
     t0 = time.time()
     results = tuner.fit()
@@ -480,6 +664,11 @@ def _fit(meta: dict[str, Any], space: SearchSpace, resources: tuple[dict[str, fl
     _write_json(d / SWEEP_FILE, {k: v for k, v in meta.items() if k != "resources"})
     print_summary(meta, space, summary)
     summary["complete"] = complete or budget_stop
+    if complete and summary["n_trials"] and n_failed == summary["n_trials"]:
+        first = next((r.error for r in results if r.error), None)
+        why = str(first).strip().splitlines()[-1][:300] if first else "see `zsexp status`"
+        raise ZsexpError(f"every one of the sweep's {n_failed} trials failed (last line of the first error: {why}); "
+                         f"`zsexp status {meta['name']}` lists them, the MLflow child runs hold each error")
     if budget_stop and not complete:
         print(f"[{meta['name']}] stopped: {n_failed} trials failed, more than --max-failed-trials "
               f"{meta['max_failed_trials']}")
@@ -644,12 +833,16 @@ def list_sweeps(storage: str | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def sweep_status(name: str, storage: str | None = None) -> dict[str, Any]:
-    """Read-only: the sweep's metadata, every trial's state and its best validation value."""
+def sweep_status(name: str, storage: str | None = None, trust_storage: bool = False) -> dict[str, Any]:
+    """Read-only: the sweep's metadata, every trial's state and its best validation value.  Tune's state
+    is read only once verified (:mod:`zsexp.search.integrity`); a snapshot cut by a kill shows no trials."""
     meta = read_meta(name, storage)
     space = parse_space(meta["space"], meta["space_source"], meta["model"])
+    if trust_storage:
+        integrity.trust(Path(meta["dir"]))
+    cut = integrity.check(Path(meta["dir"]))
     try:
-        trials = sweep_trials(meta, space)
+        trials = [] if cut else sweep_trials(meta, space)
     except Exception:  # noqa: BLE001 - no experiment state yet
         trials = []
     bests = [t["best"] for t in trials if t["best"] is not None]

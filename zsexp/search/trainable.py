@@ -97,8 +97,7 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
         t1 = time.perf_counter()
         val = model.evaluate("val")
         metrics: dict[str, Any] = {metric_key(k): v for k, v in val.items()}
-        if meta["model"] == "cmgan":            # the paper's own validation measure (§4.4)
-            metrics["val_val_lsup"] = model.validation_measure()
+        metrics.update({metric_key(k): v for k, v in spec.validation_extras(model).items()})   # CM-GAN §4.4
         metrics.update({f"train_{k}": v for k, v in losses.items()})
         updates_done += losses.get("updates", 0.0)
         metrics[UPDATES_KEY] = updates_done

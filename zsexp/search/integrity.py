@@ -1,0 +1,230 @@
+"""Nothing zsexp loads from sweep storage may run code: Tune's pickled state is signed, then verified.
+
+**Threat model.**  The sweep storage (``$ZSEXP_HOME/sweeps`` or a shared ``--storage``) may be
+writable by people other than the user who runs the sweep.  Ray Tune keeps part of a sweep's state as
+pickles (``tuner.pkl``, ``searcher-state-*.pkl``, ``callback-states-*.pkl``, a trial's ``error.pkl``)
+and as JSON that may embed pickles (``experiment_state-*.json``); unpickling runs code, so whoever
+could replace one of those files could run code as the user who resumes, selects or inspects the sweep.
+zsexp's own files are JSON, its checkpoints are loaded with ``weights_only``; they run nothing.
+
+**Guarantee.**  While a sweep runs, its driver records the SHA-256 of every such file it (through Tune)
+wrote, in ``zsexp_signatures.json`` in the sweep directory, authenticated with an HMAC under a per-user
+key that lives outside the storage (``$ZSEXP_KEY_FILE``, default ``$ZSEXP_HOME/keys/sweep-state.key``,
+mode 0600, created on first use).  Before Tune restores a sweep (``zsexp resume``) and before zsexp reads
+Tune's state (``status``, ``select``), every file Tune would unpickle must carry a recorded digest, and
+must not be writable by other users.  A planted or modified file is refused with one line naming it and
+is never opened by a loader.  A file merely cut short by a kill (incomplete JSON, a pickle with no end)
+is not loaded either: the resume takes the driver's local copy if it matches, else sets the cut snapshot
+aside (see ``zsexp.search.recovery``).
+
+Not covered: someone who can read the key file or write the user's ``$ZSEXP_HOME``; the instant between
+Tune writing a snapshot and the driver recording it (the digests are taken from the driver's local
+staging copy, the bytes this process wrote); MLflow's own artifact store (served models are pyfunc
+pickles: trust the tracking server).  ``--trust-storage`` accepts a sweep signed by another user or
+machine (or by a zsexp before signatures), after the user has checked it: its current files are then
+signed with this user's key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import pickletools
+import stat
+from pathlib import Path
+
+from zsexp.errors import ZsexpError
+
+SIGNATURES_FILE = "zsexp_signatures.json"
+KEEP_DIGESTS = 4            # storage may still hold an earlier version while the next one is copied up
+# zsexp's own files in a sweep directory: JSON or Optuna's JSON journal, read without unpickling
+OWN_FILES = ("zsexp_sweep.json", "zsexp_progress.json", SIGNATURES_FILE, "optuna_journal.log",
+             "optuna_journal.log.lock", "fault_worker_killed")
+SET_ASIDE = (".unreadable", ".tmp")
+
+
+def key_file() -> Path:
+    from zsexp.paths import zsexp_home
+
+    env = os.environ.get("ZSEXP_KEY_FILE")
+    return Path(env).expanduser() if env else zsexp_home() / "keys" / "sweep-state.key"
+
+
+def state_key() -> bytes:
+    """The per-user signing key, created (0600, in a 0700 folder) on first use."""
+    path = key_file()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(32).hex().encode())
+        except FileExistsError:          # another zsexp process created it a moment ago
+            pass
+    st = path.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise ZsexpError(f"{path}: the sweep-state key must belong to you and have mode 0600 (it has "
+                         f"{stat.filemode(st.st_mode)}, owner uid {st.st_uid}); fix it with `chmod 600 {path}`")
+    key = path.read_bytes().strip()
+    if len(key) < 32:
+        raise ZsexpError(f"{path}: the sweep-state key is too short ({len(key)} bytes); delete it to make a new one "
+                         f"(sweeps signed with it then need --trust-storage once)")
+    return key
+
+
+def digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _mac(key: bytes, files: dict[str, list[str]]) -> str:
+    return hmac.new(key, json.dumps(files, sort_keys=True).encode(), hashlib.sha256).hexdigest()
+
+
+def guarded_files(d: Path) -> list[Path]:
+    """Every file in the sweep directory that Ray Tune may unpickle: its top-level state files (anything
+    there that is not zsexp's own JSON) and the trials' pickled errors."""
+    out = []
+    for p in sorted(d.iterdir()) if d.is_dir() else []:
+        if p.is_file() and p.name not in OWN_FILES and not p.name.endswith(SET_ASIDE) and not p.name.startswith("."):
+            out.append(p)
+    out.extend(sorted(d.glob("*/error.pkl")))
+    return out
+
+
+def read_signatures(d: Path, key: bytes) -> dict[str, list[str]] | None:
+    """The recorded digests, or None where the sweep has none; a tampered record is refused."""
+    path = d / SIGNATURES_FILE
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+        files, mac = rec["files"], rec["mac"]
+        ok = isinstance(files, dict) and all(isinstance(v, list) for v in files.values())
+    except (OSError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok or not hmac.compare_digest(_mac(key, files), str(mac)):
+        raise ZsexpError(f"{path}: the signature record is not one this user's zsexp wrote (modified, or signed "
+                         f"with another key); if you trust this sweep's files, pass --trust-storage")
+    return files
+
+
+def record(d: Path, sources: dict[str, Path]) -> None:
+    """Add the digests of ``sources`` (relative name in the sweep directory -> the file whose bytes this
+    process wrote there) to the sweep's signature record."""
+    if not sources:
+        return
+    key = state_key()
+    try:
+        files = read_signatures(d, key) or {}
+    except ZsexpError:
+        files = {}
+    changed = False
+    for rel, src in sources.items():
+        try:
+            dig = digest(src)
+        except OSError:
+            continue
+        seen = files.setdefault(rel, [])
+        if dig not in seen:
+            seen.append(dig)
+            del seen[:-KEEP_DIGESTS]
+            changed = True
+    if changed:
+        tmp = d / (SIGNATURES_FILE + ".tmp")
+        tmp.write_text(json.dumps({"version": 1, "files": files, "mac": _mac(key, files)}, sort_keys=True))
+        os.replace(tmp, d / SIGNATURES_FILE)
+
+
+def incomplete(path: Path) -> bool:
+    """True for a file cut short (a kill during Tune's copy): empty, JSON that does not parse, a pickle
+    without its end.  Reads the opcodes only (``pickletools``): nothing is unpickled."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return True
+    if not data:
+        return True
+    if path.suffix == ".json":
+        try:
+            json.loads(data)
+            return False
+        except ValueError:
+            return True
+    try:
+        for _ in pickletools.genops(data):
+            pass
+        return False
+    except Exception:  # noqa: BLE001 - any parse failure means the stream is not whole
+        return True
+
+
+def unsafe_mode(path: Path) -> str | None:
+    st = path.stat()
+    if st.st_mode & 0o002:
+        return f"is writable by every user ({stat.filemode(st.st_mode)})"
+    if st.st_uid != os.getuid():
+        return f"belongs to another user (uid {st.st_uid})"
+    return None
+
+
+def check(d: Path, files: list[Path] | None = None) -> list[Path]:
+    """Refuse any guarded file of ``d`` that this user's driver did not write; returns the files that
+    are merely incomplete (cut by a kill), for the caller to recover or set aside."""
+    key = state_key()
+    files = guarded_files(d) if files is None else files
+    if not files:
+        return []
+    sigs = read_signatures(d, key)
+    if sigs is None:
+        raise ZsexpError(f"{d}: Tune's state files are not signed (written by a zsexp before signatures, or copied "
+                         f"in); zsexp will not load them unverified; if you trust them, pass --trust-storage")
+    cut = []
+    for p in files:
+        why = unsafe_mode(p)
+        if why:
+            raise ZsexpError(f"{p} {why}: refused; anyone could have replaced it (fix the permissions, then pass "
+                             f"--trust-storage if you trust its content)")
+        rel = p.relative_to(d).as_posix()
+        if digest(p) in sigs.get(rel, []):
+            continue
+        if incomplete(p):
+            cut.append(p)
+            continue
+        raise ZsexpError(f"{p}: not written by this sweep's driver (its digest is not in {SIGNATURES_FILE}); refused "
+                         f"and not loaded; if you trust it, pass --trust-storage")
+    return cut
+
+
+def trust(d: Path) -> None:
+    """``--trust-storage``: sign the sweep's current files with this user's key."""
+    files = guarded_files(d)
+    key = state_key()
+    sigs = {p.relative_to(d).as_posix(): [digest(p)] for p in files if not unsafe_mode(p)}
+    bad = [str(p) for p in files if unsafe_mode(p)]
+    if bad:
+        raise ZsexpError(f"--trust-storage: {bad[0]} {unsafe_mode(Path(bad[0]))}; fix the permissions first")
+    tmp = d / (SIGNATURES_FILE + ".tmp")
+    tmp.write_text(json.dumps({"version": 1, "files": sigs, "mac": _mac(key, sigs)}, sort_keys=True))
+    os.replace(tmp, d / SIGNATURES_FILE)
+
+
+def verified(d: Path, trust_storage: bool = False) -> None:
+    """Before anything reads Tune's state of ``d`` without restoring it (status, select): every guarded
+    file verified (or, with ``trust_storage``, re-signed); an incomplete file is refused too."""
+    if trust_storage:
+        trust(d)
+    cut = check(d)
+    if cut:
+        raise ZsexpError(f"{cut[0]}: cut short (the sweep was killed while Tune saved it); run `zsexp resume "
+                         f"{d.name}` first, which recovers or sets aside the cut snapshot")
+
+
+def signed_digests(d: Path) -> dict[str, list[str]]:
+    """The verified record of ``d`` ({} where it has none)."""
+    return read_signatures(d, state_key()) or {}

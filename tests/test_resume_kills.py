@@ -162,10 +162,12 @@ def test_refused_commands_leave_nothing(ray_cluster, tmp_path, capsys, monkeypat
 
 def test_a_snapshot_cut_by_the_kill_is_repaired(tmp_path, monkeypatch):
     """Tune copies its snapshot to storage in the background every step; a kill mid-copy truncates a
-    file.  It is taken again from the driver's staging copy, or the session is set aside."""
+    file.  It is taken again from the driver's staging copy when that copy carries the recorded digest,
+    or the session is set aside -- and the cut file is never unpickled to find out."""
     import ray.cloudpickle as cloudpickle
 
-    from zsexp.search.sweep import _loadable, _repair_experiment_state
+    from zsexp.search import integrity
+    from zsexp.search.sweep import recover_snapshot
 
     d = tmp_path / "sweeps" / "s"
     d.mkdir(parents=True)
@@ -173,17 +175,19 @@ def test_a_snapshot_cut_by_the_kill_is_repaired(tmp_path, monkeypatch):
         (d / f"experiment_state-{session}.json").write_text(json.dumps({"trial_data": []}))
         for name in ("search_gen_state-{}.json", "searcher-state-{}.pkl", "callback-states-{}.pkl"):
             (d / name.format(session)).write_bytes(cloudpickle.dumps({"session": session}))
+    integrity.record(d, {p.name: p for p in d.iterdir()})      # what the driver signs as it writes them
     newest = d / "callback-states-2026-01-02_00-00-00.pkl"
     good = newest.read_bytes()
-    newest.write_bytes(b"")                                   # the copy the kill cut short
+    newest.write_bytes(good[: len(good) // 2])                # the copy the kill cut short
     staging = tmp_path / "raytmp" / "ray" / "session_x" / "artifacts" / "t" / "s" / "driver_artifacts"
     staging.mkdir(parents=True)
     (staging / newest.name).write_bytes(good)
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "raytmp"))
-    notes = _repair_experiment_state(d, "s")
-    assert _loadable(newest) and "staging" in notes[0]
+    notes = recover_snapshot(d, "s")
+    assert newest.read_bytes() == good and "staging" in notes[0]
     newest.write_bytes(b"")                                   # no staging copy left: set the session aside
     (staging / newest.name).unlink()
-    notes = _repair_experiment_state(d, "s")
+    notes = recover_snapshot(d, "s")
     assert not (d / "experiment_state-2026-01-02_00-00-00.json").exists()
     assert (d / "experiment_state-2026-01-01_00-00-00.json").exists() and len(notes) == 4
+    assert integrity.check(d) == []                           # what is left verifies

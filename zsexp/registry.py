@@ -143,7 +143,7 @@ def promote(name: str, version: str | None = None, alias: str = "champion", forc
     check_alias(alias)
     if version is not None and not (version.isdigit() and int(version) > 0):
         raise ZsexpError(f"--version must be a positive whole number, got {version!r}")
-    c = client(tracking_uri)
+    c = client(tracking_uri, create=False)
     _require_model(c, name)
     try:
         mv = c.get_model_version(name, version) if version else c.get_model_version_by_alias(name, "candidate")
@@ -193,7 +193,7 @@ def list_versions(name: str, tracking_uri: str | None = None) -> list[dict[str, 
     from zsexp.tracking import client
 
     check_name(name, "registered model name")
-    c = client(tracking_uri)
+    c = client(tracking_uri, create=False)
     _require_model(c, name)
     rows = []
     for found in sorted(c.search_model_versions(f"name = {filter_value(name)}"), key=lambda v: int(v.version)):

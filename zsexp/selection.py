@@ -350,8 +350,25 @@ def _select(o: SelectOptions, meta: dict[str, Any], space: SearchSpace) -> dict[
         finally:
             if started:
                 ray.shutdown()
-    results = [json.loads((sel_dir / f"{run_stem(*p)}.json").read_text()) for p in pairs]
+    results = [read_result(sel_dir, p) for p in pairs]
     return finish_selection(o, meta, space, cands, results, sel_dir, trials)
+
+
+def read_result(sel_dir: Path, pair: tuple[int, int, str]) -> dict[str, Any]:
+    """One finished run's result file; its model file is where this job writes it, never a path read back
+    from the file (so an edited result cannot make the registry log a file from elsewhere)."""
+    stem = run_stem(*pair)
+    path = sel_dir / f"{stem}.json"
+    try:
+        res = json.loads(path.read_text())
+        if not isinstance(res, dict) or not isinstance(res.get("metrics"), dict):
+            raise ValueError("not a result record")
+    except (OSError, ValueError) as exc:
+        raise ZsexpError(f"{path}: unreadable selection result ({exc}); delete it and run `zsexp select` again "
+                         f"(that run is then trained again)") from None
+    if pair[2] == "test":
+        res["model_path"] = str(sel_dir / f"{stem}.model.pt")
+    return res
 
 
 def decide(model: str, space: SearchSpace, cands: list[dict[str, Any]], results: list[dict[str, Any]],

@@ -100,15 +100,19 @@ def check_tracking_uri(uri: str) -> None:
                              f"({exc.strerror or exc})") from None
 
 
-def client(tracking_uri: str | None = None):
+def client(tracking_uri: str | None = None, create: bool = True):
     """An MlflowClient on ``tracking_uri`` (default: $MLFLOW_TRACKING_URI or SQLite under ZSEXP_HOME),
     checked to be reachable: an unreachable server is one clear error within about 30 s, not minutes
-    of retries."""
+    of retries.  ``create=False`` (commands that only read or move registry entries): a SQLite store
+    that does not exist yet is an error, not a new empty store."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
     uri = _credentials_from_uri(tracking_uri or default_tracking_uri())
     check_tracking_uri(uri)
+    if not create and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise ZsexpError(f"no MLflow store at {uri[len('sqlite:///'):]} yet (run a sweep first, or pass "
+                         f"--tracking-uri)")
     if uri.startswith("http"):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +53,10 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 
 
 def trial_marker(sweep_dir: str | Path, trial_id: str) -> Path:
+    """A trial's finish marker; ``trial_id`` may come from a file in storage, so only Tune's id characters
+    are accepted (no separator can take the path out of the sweep)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(trial_id)):
+        raise ValueError(f"not a trial id: {trial_id!r}")
     return Path(sweep_dir) / MARKER_DIR / f"{trial_id}.json"
 
 

@@ -17,6 +17,7 @@ import functools
 import json
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +90,16 @@ def check_writable_root(root: Path) -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise ZsexpError(f"--storage {root}: {probe} is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ZsexpError(f"--storage {root}: {probe} is not writable by this user")
+    st = probe.stat()
+    try:               # a real probe (permission bits say nothing to root, or of /proc); its traces are undone
+        os.rmdir(tempfile.mkdtemp(prefix=".zsexp-probe-", dir=probe))
+    except OSError as exc:
+        raise ZsexpError(f"--storage {root}: cannot write in {probe} ({exc.strerror or exc})") from None
+    finally:
+        try:
+            os.utime(probe, ns=(st.st_atime_ns, st.st_mtime_ns))
+        except OSError:
+            pass
 
 
 def sweep_dir(name: str, storage: str | None) -> Path:
@@ -169,7 +178,18 @@ def _init_ray(address: str | None) -> bool:
         ray.init(**kwargs)
     except ConnectionError as exc:
         raise ZsexpError(f"cannot join the Ray cluster at {address}: {exc}") from None
+    quiet_tune_logs()
     return True
+
+
+def quiet_tune_logs() -> None:
+    """Tune logs each failed trial's traceback on stderr; zsexp reports failures itself (progress lines,
+    `zsexp status`, the MLflow child run's error tag, one error line), so those logs are kept off the
+    console."""
+    import logging
+
+    for name in ("ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 RAY_CONNECT_TIMEOUT_S = 10
@@ -286,8 +306,9 @@ def validate_options(o: SweepOptions) -> None:
         raise ZsexpError(f"--max-failed-trials must be >= 0, got {o.max_failed_trials}")
     if o.keep_checkpoints is not None and o.keep_checkpoints < 1:
         raise ZsexpError(f"--keep-checkpoints must be >= 1 (or left out to keep all), got {o.keep_checkpoints}")
-    if _finite(o.progress_every_s, "--progress-every") <= 0:
-        raise ZsexpError(f"--progress-every must be > 0 seconds, got {o.progress_every_s:g}")
+    if _finite(o.progress_every_s, "--progress-every") < 0:
+        raise ZsexpError(f"--progress-every must be >= 0 seconds (0: a line on every event), got "
+                         f"{o.progress_every_s:g}")
     if o.seed < 0 or o.data_seed < 0:
         raise ZsexpError(f"--seed and --data-seed must be >= 0, got {o.seed} and {o.data_seed}")
     if o.name is not None:
@@ -535,7 +556,7 @@ def reconcile(meta: dict[str, Any], known: set[str], retry_errored: bool) -> dic
     controller step); Tune will not run it.  Its MLflow child run, unless finished, is deleted, and
     its entries leave the durable progress record; the searcher fails its Optuna trial on restore.
     With ``--retry-errored`` the failed trials' outcomes and markers are cleared so they run again."""
-    from zsexp.search.callback import MARKER_DIR, write_json_atomic
+    from zsexp.search.callback import trial_marker, write_json_atomic
     from zsexp.tracking import TAG_TRIAL, client
     from zsexp.ui_links import sweep_filter
 
@@ -559,7 +580,10 @@ def reconcile(meta: dict[str, Any], known: set[str], retry_errored: bool) -> dic
             drop_failed = {t for t, o in progress.get("outcomes", {}).items() if o == "failed"}
             for t in drop_failed:
                 progress["outcomes"].pop(t, None)
-                (d / MARKER_DIR / f"{t}.json").unlink(missing_ok=True)
+                try:
+                    trial_marker(d, t).unlink(missing_ok=True)
+                except ValueError:                    # not a trial id (an edited record): nothing to remove
+                    pass
         for key in ("runs", "best_ckpt", "outcomes", "logged_step", "pending"):
             for t in drop:
                 progress.get(key, {}).pop(t, None)

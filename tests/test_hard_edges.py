@@ -313,8 +313,8 @@ def test_two_writers_one_sweep(home):
                               cwd=home.parent) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     codes = sorted(p.returncode for p in procs)
-    assert codes == [0, 2], [(p.returncode, o[1][-1500:]) for p, o in zip(procs, outs)]
-    loser = next(o for p, o in zip(procs, outs) if p.returncode == 2)
+    assert codes == [0, 2], [(p.returncode, o[1][-1500:]) for p, o in zip(procs, outs, strict=True)]
+    loser = next(o for p, o in zip(procs, outs, strict=True) if p.returncode == 2)
     lines = [ln for ln in loser[1].splitlines() if ln.strip()]
     assert len(lines) == 1 and ("in use by" in lines[0] or "already exists" in lines[0]), loser[1]
     from mlflow.tracking import MlflowClient
@@ -382,3 +382,32 @@ def test_ridge_sweep_selects_and_promotes(home):
     assert "registered zsexp-ridge-synthetic-tiny version 1" in res.stdout
     res = run(home, "promote", "zsexp-ridge-synthetic-tiny")
     assert res.returncode == 0 and "is now @champion" in res.stdout, res.stderr
+
+
+# --------------------------------------------------------------------------- SIGTERM
+def test_sigterm_stops_a_sweep_resumably(home):
+    """SIGTERM (a cluster scheduler's stop) ends `search` like Ctrl-C: exit 130, the sweep `interrupted`,
+    and `zsexp resume` completes it to exactly the asked number of trials."""
+    import signal
+
+    args = [*CLI, "search", "ridge", "--trials", "6", "--name", "term", "--max-concurrent", "1",
+            "--progress-every", "0"]
+    proc = subprocess.Popen(args, env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=home.parent)
+    seen = []
+    for line in proc.stdout:                 # wait for the first finished trial, then stop it
+        seen.append(line)
+        if "done 1" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, (seen[-5:], out[-1500:], err[-1500:])
+    assert "Traceback" not in err
+    st = run(home, "status", "term", "--json")
+    import json
+
+    assert json.loads(st.stdout)["meta"]["status"] == "interrupted"
+    res = run(home, "resume", "term", timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    trials = json.loads(run(home, "status", "term", "--json").stdout)["trials"]
+    assert len(trials) == 6 and all(t["status"] == "TERMINATED" for t in trials)

@@ -174,10 +174,15 @@ def _init_ray(address: str | None) -> bool:
         kwargs["address"] = address
     elif sim:
         kwargs["num_gpus"] = float(sim)
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(**kwargs)
     except ConnectionError as exc:
         raise ZsexpError(f"cannot join the Ray cluster at {address}: {exc}") from None
+    if before not in (signal.SIG_DFL, signal.SIG_IGN, None):    # ray.init replaces it with sys.exit; the CLI's
+        signal.signal(signal.SIGTERM, before)                   # handler stops the sweep resumably instead
     quiet_tune_logs()
     return True
 

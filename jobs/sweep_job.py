@@ -26,11 +26,13 @@ def argv() -> list[str]:
     storage = env("ZSEXP_STORAGE", "/shared/zsexp/sweeps")
     if os.environ.get("ZSEXP_RESUME") == "1" and (Path(storage) / name / "zsexp_sweep.json").is_file():
         return ["resume", name, "--storage", storage, "--address", address]
+    gpus = env("ZSEXP_GPUS", "0")
     args = ["search", env("ZSEXP_MODEL", required=True), "--dataset", env("ZSEXP_DATASET", "synthetic-tiny"),
-            "--trials", env("ZSEXP_TRIALS", "16"), "--gpus", env("ZSEXP_GPUS", "0"),
-            "--gpus-per-trial", env("ZSEXP_GPUS_PER_TRIAL", "1"),
+            "--trials", env("ZSEXP_TRIALS", "16"), "--gpus", gpus,
             "--cpus-per-trial", env("ZSEXP_CPUS_PER_TRIAL", "1"),
             "--name", name, "--storage", storage, "--address", address]
+    if float(gpus) > 0:          # a GPU share means nothing without a GPU budget (and is refused)
+        args += ["--gpus-per-trial", env("ZSEXP_GPUS_PER_TRIAL", "1")]
     if os.environ.get("ZSEXP_SPACE"):
         args += ["--space", os.environ["ZSEXP_SPACE"]]
     return args + shlex.split(os.environ.get("ZSEXP_EXTRA", ""))

@@ -97,6 +97,12 @@ def guarded_files(d: Path) -> list[Path]:
     return out
 
 
+def _write_record(d: Path, key: bytes, files: dict[str, list[str]]) -> None:
+    tmp = d / (SIGNATURES_FILE + ".tmp")
+    tmp.write_text(json.dumps({"version": 1, "files": files, "mac": _mac(key, files)}, sort_keys=True))
+    os.replace(tmp, d / SIGNATURES_FILE)
+
+
 def read_signatures(d: Path, key: bytes) -> dict[str, list[str]] | None:
     """The recorded digests, or None where the sweep has none; a tampered record is refused."""
     path = d / SIGNATURES_FILE
@@ -136,9 +142,7 @@ def record(d: Path, sources: dict[str, Path]) -> None:
             del seen[:-KEEP_DIGESTS]
             changed = True
     if changed:
-        tmp = d / (SIGNATURES_FILE + ".tmp")
-        tmp.write_text(json.dumps({"version": 1, "files": files, "mac": _mac(key, files)}, sort_keys=True))
-        os.replace(tmp, d / SIGNATURES_FILE)
+        _write_record(d, key, files)
 
 
 def incomplete(path: Path) -> bool:
@@ -209,9 +213,7 @@ def trust(d: Path) -> None:
     bad = [str(p) for p in files if unsafe_mode(p)]
     if bad:
         raise ZsexpError(f"--trust-storage: {bad[0]} {unsafe_mode(Path(bad[0]))}; fix the permissions first")
-    tmp = d / (SIGNATURES_FILE + ".tmp")
-    tmp.write_text(json.dumps({"version": 1, "files": sigs, "mac": _mac(key, sigs)}, sort_keys=True))
-    os.replace(tmp, d / SIGNATURES_FILE)
+    _write_record(d, key, sigs)
 
 
 def verified(d: Path, trust_storage: bool = False) -> None:

@@ -120,7 +120,7 @@ def grid_size(model: str) -> int:
 def sweep_events(name: str, metric_key: str) -> list[dict[str, Any]]:
     """Every reported round of the sweep's trials in the driver's order: time, trial, round, the
     round's updates, the objective and the trial's outcome."""
-    from zsexp.search.sweep import read_meta
+    from zsexp.search.storage import read_meta
     from zsexp.tracking import client
     from zsexp.ui_links import sweep_filter
 
@@ -216,7 +216,7 @@ def quiet(log: Path):
 
 def pick_test(name: str, seeds: int, metric: str, log: Path) -> dict[str, Any]:
     """``zsexp select --k 1``: the method's pick retrained with fresh seeds, on test once."""
-    from zsexp.search.sweep import read_meta
+    from zsexp.search.storage import read_meta
     from zsexp.selection import SelectOptions, run_selection
 
     with quiet(log):
@@ -480,7 +480,8 @@ def _num(v: float | None) -> str:
 
 def _trial_configs(name: str) -> list[dict[str, Any]]:
     from zsexp.search.space import parse_space
-    from zsexp.search.sweep import read_meta, sweep_trials
+    from zsexp.search.status import sweep_trials
+    from zsexp.search.storage import read_meta
 
     meta = read_meta(name, None)
     return sweep_trials(meta, parse_space(meta["space"], meta["space_source"], meta["model"]))

@@ -190,7 +190,7 @@ def timeline(sweep_dir: Path, fit_start: float, fit_end: float, work_per_trial: 
     import csv
     import statistics as st
 
-    from zsexp.search.sweep import read_meta
+    from zsexp.search.storage import read_meta
     from zsexp.tracking import client
     from zsexp.ui_links import sweep_filter
 

@@ -82,7 +82,7 @@ def search_mode(model: str, dataset: str, trials: int, splits: int, space: str |
             assert cli(["search", model, "--dataset", dataset, "--data-seed", str(split), "--trials", str(trials),
                         "--name", name, "--progress-every", "0", *extra]) == 0
             assert cli(["select", name, "--k", "3", "--seeds", "3"]) == 0
-            from zsexp.search.sweep import read_meta
+            from zsexp.search.storage import read_meta
 
             sel = json.loads((Path(read_meta(name, None)["dir"]) / "selection-k3-s3" / "selection.json").read_text())
             w = sel["summary"][sel["winner"]]["stats"]

@@ -21,7 +21,7 @@ import pytest
 
 from zsexp.cli import main
 from zsexp.search.optuna_search import journal_storage
-from zsexp.search.sweep import SWEEP_FILE
+from zsexp.search.storage import SWEEP_FILE
 from zsexp.tracking import client
 
 pytestmark = pytest.mark.slow
@@ -167,7 +167,7 @@ def test_a_snapshot_cut_by_the_kill_is_repaired(tmp_path, monkeypatch):
     import ray.cloudpickle as cloudpickle
 
     from zsexp.search import integrity
-    from zsexp.search.sweep import recover_snapshot
+    from zsexp.search.recovery import recover_snapshot
 
     d = tmp_path / "sweeps" / "s"
     d.mkdir(parents=True)

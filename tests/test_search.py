@@ -21,7 +21,7 @@ import pytest
 
 from zsexp.cli import main
 from zsexp.data import load_dataset, save_npz
-from zsexp.search.sweep import SWEEP_FILE, read_meta
+from zsexp.search.storage import SWEEP_FILE, read_meta
 from zsexp.tracking import client
 
 pytestmark = pytest.mark.slow

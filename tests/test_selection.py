@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from zsexp.cli import main
-from zsexp.search.sweep import read_meta
+from zsexp.search.storage import read_meta
 from zsexp.selection import fmt_stats, paired_test, summarise
 from zsexp.tracking import client
 

@@ -103,7 +103,7 @@ def test_sweep_against_authenticated_server(ray_cluster, auth_server, monkeypatc
     assert kinds == ["sweep", "trial", "trial"]
     # the password is nowhere: params, tags, metadata on disk, artifacts, printed output
     blob = json.dumps(runs)
-    from zsexp.search.sweep import read_meta
+    from zsexp.search.storage import read_meta
 
     meta_dir = Path(read_meta("authed", None)["dir"])
     blob += "".join(p.read_text(errors="ignore") for p in meta_dir.glob("*.json"))

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from zsexp.cli import main
-from zsexp.search.sweep import read_meta
+from zsexp.search.storage import read_meta
 from zsexp.tracking import client
 
 pytestmark = pytest.mark.slow

@@ -109,7 +109,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from zsexp.search.sweep import list_sweeps, sweep_status, sweeps_root
+    from zsexp.search.status import list_sweeps, sweep_status
+    from zsexp.search.storage import sweeps_root
 
     if args.name is None:                   # every sweep, a line each
         rows = list_sweeps(args.storage)
@@ -149,7 +150,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         best = "-" if t["best"] is None else f"{t['best']:.3f}"
         print(f"  {t['trial_id']:<14}{t['status']:<12}{(t['outcome'] or '-'):<15}{t['rounds']:>7}{best:>10}")
     from zsexp.search.space import parse_space
-    from zsexp.search.sweep import show_links
+    from zsexp.search.status import show_links
 
     show_links(m, parse_space(m["space"], m["space_source"], m["model"]))
     return 0
@@ -161,7 +162,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     links = None
     if args.sweep:
         from zsexp.search.space import parse_space
-        from zsexp.search.sweep import read_meta, show_links
+        from zsexp.search.status import show_links
+        from zsexp.search.storage import read_meta
 
         meta = read_meta(args.sweep, args.storage)
         space = parse_space(meta["space"], meta["space_source"], meta["model"])

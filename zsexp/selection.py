@@ -41,8 +41,10 @@ from ray import tune
 
 from zsexp.errors import ZsexpError
 from zsexp.models import get_spec
+from zsexp.search.cluster import init_ray, trial_resources
 from zsexp.search.space import SearchSpace, parse_space
-from zsexp.search.sweep import _init_ray, _resources, read_meta, sweep_trials
+from zsexp.search.status import sweep_trials
+from zsexp.search.storage import read_meta
 
 PER_QUERY_KEY = {"precision@50": "precision", "map@50": "ap", "top1": "top1", "map": "ap_full"}
 PLURAL = {"query": "queries", "image": "images"}
@@ -327,9 +329,9 @@ def _select(o: SelectOptions, meta: dict[str, Any], space: SearchSpace) -> dict[
           f"on validation) and on train+val (test report); {len(pairs) - len(missing)} of {len(pairs)} runs "
           f"already finished")
     if missing:
-        started = _init_ray(o.address)
+        started = init_ray(o.address)
         try:
-            res, concurrency = _resources(meta["options"])
+            res, concurrency = trial_resources(meta["options"])
             job = {"dir": str(sel_dir), "pairs": pairs, "candidates": cands, "trial_meta": meta["trial_meta"]}
             trainable = tune.with_resources(tune.with_parameters(selection_trial, job=job), res)
             progress = SelectionProgress(o.sweep, pairs, len(missing), sel_dir, space.metric)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from typing import Any
 from ray import tune
 
 from zsexp.faults import kill_point
+from zsexp.search.storage import write_json_atomic
 from zsexp.tracking import (
     TAG_ERROR,
     TAG_KIND,
@@ -43,13 +43,6 @@ from zsexp.tracking import (
 )
 
 MARKER_DIR = "zsexp_trials"
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, default=str))
-    os.replace(tmp, path)
 
 
 def trial_marker(sweep_dir: str | Path, trial_id: str) -> Path:

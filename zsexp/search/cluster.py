@@ -1,0 +1,104 @@
+"""How Ray is reached and sized: join ``--address`` or start a local Ray, and the trials' resources.
+
+GPU budget: ``--gpus N`` with ``--gpus-per-trial F`` runs up to ``floor(N / F)`` trials at once.
+``ZSEXP_SIMULATE_GPUS=M`` starts the local Ray with M *logical* GPUs, so the scheduling of a GPU
+cluster can be checked on a CPU machine (trials still compute on the CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from zsexp.errors import ZsexpError
+
+
+def init_ray(address: str | None) -> bool:
+    """Join ``address`` or start a local Ray; returns True when zsexp started it (and must stop it)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                              "configure_logging": True, "logging_level": "ERROR"}
+    sim = os.environ.get("ZSEXP_SIMULATE_GPUS")
+    if address:
+        check_ray_address(address)
+        kwargs["address"] = address
+    elif sim:
+        kwargs["num_gpus"] = float(sim)
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        ray.init(**kwargs)
+    except ConnectionError as exc:
+        raise ZsexpError(f"cannot join the Ray cluster at {address}: {exc}") from None
+    if before not in (signal.SIG_DFL, signal.SIG_IGN, None):    # ray.init replaces it with sys.exit; the CLI's
+        signal.signal(signal.SIGTERM, before)                   # handler stops the sweep resumably instead
+    quiet_tune_logs()
+    return True
+
+
+def quiet_tune_logs() -> None:
+    """Tune logs each failed trial's traceback on stderr; zsexp reports failures itself (progress lines,
+    `zsexp status`, the MLflow child run's error tag, one error line), so those logs are kept off the
+    console."""
+    import logging
+
+    for name in ("ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+RAY_CONNECT_TIMEOUT_S = 10
+
+
+def check_ray_address(address: str) -> None:
+    """A bounded look at ``--address`` before ``ray.init`` (which retries an unreachable head for minutes):
+    ``auto`` or ``HOST:PORT`` (``ray://HOST:PORT`` for Ray Client) must accept a TCP connection."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    try:
+        parts = urlsplit(f"//{hostport}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise ZsexpError(f"--address {address!r}: expected HOST:PORT (or ray://HOST:PORT, or auto)")
+    try:
+        socket.create_connection((host, port), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ZsexpError(f"cannot reach the Ray cluster at {address}: a TCP connection to {host}:{port} failed "
+                         f"within {RAY_CONNECT_TIMEOUT_S}s ({exc.strerror or exc})") from None
+
+
+def trial_resources(opts: dict[str, Any]) -> tuple[dict[str, float], int]:
+    import ray
+
+    cluster = ray.cluster_resources()
+    cpu, gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    res = {"cpu": float(opts["cpus_per_trial"])}
+    if opts["gpus"] > 0:
+        if gpu < opts["gpus"]:
+            raise ZsexpError(f"--gpus {opts['gpus']:g} asked, but the Ray cluster has {gpu:g} GPU(s); "
+                             f"lower --gpus, add GPU workers, or set ZSEXP_SIMULATE_GPUS to simulate them")
+        per_trial = 1.0 if opts.get("gpus_per_trial") is None else opts["gpus_per_trial"]
+        if not 0 < per_trial <= opts["gpus"]:
+            raise ZsexpError(f"--gpus-per-trial must be in (0, --gpus={opts['gpus']:g}], got {per_trial:g}")
+        res["gpu"] = float(per_trial)
+        concurrency = int(math.floor(opts["gpus"] / per_trial + 1e-9))
+    else:
+        per = max(opts["cpus_per_trial"], 1e-3)
+        if per > cpu:
+            raise ZsexpError(f"--cpus-per-trial {per:g} exceeds the cluster's {cpu:g} CPUs")
+        concurrency = max(1, int(math.floor(cpu / per + 1e-9)))
+    if opts.get("max_concurrent"):
+        concurrency = min(concurrency, int(opts["max_concurrent"]))
+    return res, concurrency
+
+

@@ -1,0 +1,170 @@
+"""What a sweep reports: its summary at the end, ``zsexp status`` (one sweep or all), the reference
+values (baseline and chance) beside the best trial, and the MLflow UI links."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from zsexp.baselines import margin
+from zsexp.search import integrity
+from zsexp.search.space import SearchSpace, parse_space
+from zsexp.search.storage import read_meta, read_progress, sweep_names
+
+
+def summarise(meta: dict[str, Any], space: SearchSpace, results: Any, wall_s: float) -> dict[str, Any]:
+    """Counts, outcomes and the best trial.  The best trial and its best round come from the driver's
+    durable record (the same best-round values Optuna was told): a trial's ``progress.csv`` in
+    storage can be cut short by a kill, and a finished trial that Tune restarted ends without
+    reporting again."""
+    counts: dict[str, int] = {}
+    by_id: dict[str, Any] = {}
+    for r in results:
+        status = "ERROR" if r.error else "TERMINATED"
+        counts[status] = counts.get(status, 0) + 1
+        tid = (r.metrics or {}).get("trial_id") or Path(r.path).name.split("_")[2]
+        by_id[tid] = r
+    progress = read_progress(meta["dir"])
+    values = {t: v for t, v in progress.get("best_ckpt", {}).items() if t in by_id and v.get("value") is not None}
+    best = None
+    if values:
+        sign = 1.0 if space.mode == "max" else -1.0
+        tid = max(values, key=lambda t: sign * values[t]["value"])
+        r, rnd = by_id[tid], int(values[tid]["round"])
+        ckpt, metrics = r.checkpoint, {}
+        for c, m in r.best_checkpoints or []:
+            if int(m.get("training_iteration", -1)) == rnd:
+                ckpt, metrics = c, m
+        best = {"trial_id": tid, "value": float(values[tid]["value"]), "round": rnd, "config": r.config,
+                "checkpoint": ckpt.path if ckpt else None, "run_id": progress.get("runs", {}).get(tid),
+                "metrics": {k: v for k, v in metrics.items() if str(k).startswith("val_")}}
+    base, chance = reference_values(meta, space)
+    return {"name": meta["name"], "counts": counts, "outcomes": progress.get("outcomes", {}), "best": best,
+            "peak_concurrency": progress.get("peak", 0), "wall_s": wall_s, "n_trials": len(results),
+            "baseline": base, "chance": chance,
+            "margin": margin(best["value"] if best else None, base["value"] if base else None, space.mode)}
+
+
+def reference_values(meta: dict[str, Any], space: SearchSpace) -> tuple[dict | None, float | None]:
+    """The baseline's validation objective (``{"model", "lam", "value"}``, None where the task has none or
+    the sweep predates baselines) and chance of the objective, from the sweep's stored reference."""
+    ref = meta.get("reference") or {}
+    b = ref.get("baseline")
+    value = (b.get("val") or {}).get(space.metric) if b else None
+    base = {"model": b["model"], "lam": b["lam"], "value": float(value)} if value is not None else None
+    chance = (ref.get("chance") or {}).get(space.metric)
+    return base, (float(chance) if chance is not None else None)
+
+
+def reference_line(meta: dict[str, Any], space: SearchSpace, best: float | None) -> str:
+    """``baseline ridge (lam=0.1) val precision@50=39.00; best trial +2.30 over it; chance 16.67``."""
+    base, chance = reference_values(meta, space)
+    parts = []
+    if base:
+        parts.append(f"baseline {base['model']} (lam={base['lam']:g}) val {space.metric}={base['value']:.3f}")
+        m = margin(best, base["value"], space.mode)
+        if m is not None:
+            parts.append(f"best trial {m:+.3f} {'over' if m >= 0 else 'BELOW'} it")
+    elif (meta.get("reference") or {}).get("error"):
+        parts.append(meta["reference"]["error"])
+    elif meta.get("reference") is None:
+        parts.append("no baseline recorded (sweep made before zsexp computed baselines)")
+    else:
+        parts.append(f"no baseline for val {space.metric}")
+    if chance is not None:
+        parts.append(f"chance {chance:.3f}")
+    return "; ".join(parts)
+
+
+def log_reference(c: Any, run_id: str, meta: dict[str, Any], space: SearchSpace) -> None:
+    """The baseline's and chance's validation objective on the sweep's MLflow parent run."""
+    base, chance = reference_values(meta, space)
+    if base:
+        c.log_metric(run_id, f"baseline_{space.metric_key}", base["value"])
+        c.set_tag(run_id, "zsexp.baseline", f"{base['model']} lam={base['lam']:g} "
+                                            f"({meta['reference']['baseline']['chosen_by']})")
+    if chance is not None:
+        c.log_metric(run_id, f"chance_{space.metric_key}", chance)
+
+
+def print_summary(meta: dict[str, Any], space: SearchSpace, s: dict[str, Any]) -> None:
+    oc = list(s["outcomes"].values())
+    print(f"[{meta['name']}] finished in {s['wall_s']:.1f}s: {s['n_trials']} trials "
+          f"({oc.count('completed')} completed, {oc.count('early-stopped')} early-stopped, {oc.count('failed')} "
+          f"failed); peak concurrency {s['peak_concurrency']}")
+    b = s.get("best")
+    if not b:
+        print(f"[{meta['name']}] no trial reported {space.metric}")
+        return
+    print(f"[{meta['name']}] best trial {b['trial_id']}: val {space.metric}={b['value']:.3f} at round {b['round']}")
+    print("    config: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                     for k, v in sorted(b["config"].items())))
+    print(f"    checkpoint: {b['checkpoint']}")
+    print(f"    MLflow run: {b['run_id']} (parent {meta['parent_run_id']}, experiment {meta['experiment']!r})")
+    print(f"    reference: {reference_line(meta, space, b['value'])}")
+    show_links(meta, space)
+
+
+def show_links(meta: dict[str, Any], space: SearchSpace, ui: str | None = None) -> None:
+    """Print the two MLflow UI links of the sweep's trials (a tracking outage only skips them)."""
+    from zsexp.ui_links import DEFAULT_UI, print_links, sweep_links
+
+    try:
+        links = sweep_links(meta, space.metric_key, space.mode, sorted(space.params), ui or DEFAULT_UI)
+    except Exception as exc:  # noqa: BLE001 - links are a convenience; never fail a command for them
+        print(f"[{meta['name']}] (no MLflow UI links: {str(exc).splitlines()[0][:200]})")
+        return
+    print_links(meta["name"], links)
+
+
+def sweep_trials(meta: dict[str, Any], space: SearchSpace) -> list[dict[str, Any]]:
+    """Every trial of the sweep in Tune's order: id, status, rounds, best validation value, outcome, config."""
+    from ray.tune import ExperimentAnalysis
+
+    progress = read_progress(meta["dir"])
+    ea = ExperimentAnalysis(str(meta["dir"]), default_metric=space.metric_key, default_mode=space.mode)
+    return [{"trial_id": t.trial_id, "status": t.status,
+             "rounds": int(t.last_result.get("training_iteration", 0) or 0),
+             "best": progress.get("best_ckpt", {}).get(t.trial_id, {}).get("value"),
+             "best_round": progress.get("best_ckpt", {}).get(t.trial_id, {}).get("round"),
+             "outcome": progress.get("outcomes", {}).get(t.trial_id), "config": t.config} for t in ea.trials]
+
+
+def list_sweeps(storage: str | None = None) -> list[dict[str, Any]]:
+    """Every sweep under ``storage`` (read-only), oldest first: what ``zsexp status`` without a name shows.
+    A sweep whose metadata cannot be read is listed with the reason instead of hiding the others."""
+    rows = []
+    for name in sweep_names(storage):
+        try:
+            st = sweep_status(name, storage)
+        except Exception as exc:  # noqa: BLE001 - one broken sweep must not hide the rest
+            rows.append({"name": name, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        m, trials = st["meta"], st["trials"]
+        rows.append({"name": m["name"], "model": m["model"], "dataset": m["dataset_name"], "status": m["status"],
+                     "created": m.get("created", ""), "trials": m["trials"],
+                     "finished": sum(t["status"] in ("TERMINATED", "ERROR") for t in trials),
+                     "metric": st["metric"], "mode": st["mode"], "best": st["best"],
+                     "baseline": (st["baseline"] or {}).get("value"), "margin": st["margin"], "chance": st["chance"]})
+    rows.sort(key=lambda r: r.get("created", ""))
+    return rows
+
+
+def sweep_status(name: str, storage: str | None = None, trust_storage: bool = False) -> dict[str, Any]:
+    """Read-only: the sweep's metadata, every trial's state and its best validation value.  Tune's state
+    is read only once verified (:mod:`zsexp.search.integrity`); a snapshot cut by a kill shows no trials."""
+    meta = read_meta(name, storage)
+    space = parse_space(meta["space"], meta["space_source"], meta["model"])
+    if trust_storage:
+        integrity.trust(Path(meta["dir"]))
+    cut = integrity.check(Path(meta["dir"]))
+    try:
+        trials = [] if cut else sweep_trials(meta, space)
+    except Exception:  # noqa: BLE001 - no experiment state yet
+        trials = []
+    bests = [t["best"] for t in trials if t["best"] is not None]
+    best = (max(bests) if space.mode == "max" else min(bests)) if bests else None
+    base, chance = reference_values(meta, space)
+    return {"meta": meta, "metric": space.metric, "mode": space.mode, "trials": trials, "best": best,
+            "baseline": base, "chance": chance, "margin": margin(best, base["value"] if base else None, space.mode),
+            "reference": reference_line(meta, space, best)}

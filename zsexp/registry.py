@@ -22,6 +22,28 @@ from zsexp.errors import ZsexpError
 from zsexp.faults import kill_point
 from zsexp.models import get_spec
 from zsexp.names import check_alias, check_name, filter_value
+from zsexp.protocol import PROTOCOL, SEED_RULE
+from zsexp.tags import (
+    TAG_BASELINE,
+    TAG_FINGERPRINT,
+    TAG_KIND,
+    TAG_PAIR,
+    TAG_SELECTION,
+    TAG_SWEEP,
+    V_MODE,
+    V_N_SEEDS,
+    V_OBJECTIVE,
+    V_SEED,
+    V_SEED_RULE,
+    V_SWEEP,
+    V_TEST_MEAN,
+    V_TEST_MODE,
+    V_TEST_NAME,
+    V_TEST_STD,
+    V_TEST_VALUE,
+    V_VAL_MEAN,
+    V_VAL_STD,
+)
 
 
 def log_selection(o, meta: dict[str, Any], d: dict[str, Any], results: list[dict[str, Any]], sel_dir: Path,
@@ -29,31 +51,30 @@ def log_selection(o, meta: dict[str, Any], d: dict[str, Any], results: list[dict
     import mlflow
     from mlflow.entities import Metric, Param
 
-    from zsexp.selection import PROTOCOL, SEED_RULE
     from zsexp.serving import log_retrieval_model
-    from zsexp.tracking import TAG_KIND, TAG_SWEEP, client, safe_name
+    from zsexp.tracking import client, safe_name
 
     c = client(meta["tracking_uri"])
     exp_id = meta["experiment_id"]
     sel_name = f"{meta['name']}-selection-k{o.k}-s{o.seeds}"
-    found = c.search_runs([exp_id], filter_string=f"tags.`zsexp.selection` = {filter_value(sel_name)} and "
+    found = c.search_runs([exp_id], filter_string=f"tags.`{TAG_SELECTION}` = {filter_value(sel_name)} and "
                                                   f"tags.`{TAG_KIND}` = 'selection'", max_results=1)
-    tags = {TAG_SWEEP: meta["name"], TAG_KIND: "selection", "zsexp.selection": sel_name, "zsexp.k": str(o.k),
-            "zsexp.seeds": str(o.seeds), "zsexp.fingerprint": meta["fingerprint"], "zsexp.protocol": PROTOCOL}
+    tags = {TAG_SWEEP: meta["name"], TAG_KIND: "selection", TAG_SELECTION: sel_name, "zsexp.k": str(o.k),
+            "zsexp.seeds": str(o.seeds), TAG_FINGERPRINT: meta["fingerprint"], "zsexp.protocol": PROTOCOL}
     parent = found[0].info.run_id if found else c.create_run(exp_id, tags=tags, run_name=sel_name).info.run_id
     c.update_run(parent, status="RUNNING")
     ts = int(dt.datetime.now().timestamp() * 1000)
     child_ids = {}
     for r in results:
         pair = f"c{r['candidate']}-s{r['seed']}-{r['phase']}"
-        hit = c.search_runs([exp_id], filter_string=f"tags.`zsexp.selection` = {filter_value(sel_name)} and "
-                                                    f"tags.`zsexp.pair` = {filter_value(pair)}", max_results=1)
+        hit = c.search_runs([exp_id], filter_string=f"tags.`{TAG_SELECTION}` = {filter_value(sel_name)} and "
+                                                    f"tags.`{TAG_PAIR}` = {filter_value(pair)}", max_results=1)
         if hit:
             child_ids[pair] = hit[0].info.run_id
             continue
         run = c.create_run(exp_id, run_name=f"{sel_name}-{pair}", tags={
-            **tags, TAG_KIND: "selection-run", "mlflow.parentRunId": parent, "zsexp.pair": pair,
-            "zsexp.candidate": str(r["candidate"]), "zsexp.seed": str(r["seed"]), "zsexp.phase": r["phase"],
+            **tags, TAG_KIND: "selection-run", "mlflow.parentRunId": parent, TAG_PAIR: pair,
+            "zsexp.candidate": str(r["candidate"]), V_SEED: str(r["seed"]), "zsexp.phase": r["phase"],
             "zsexp.fit_split": r["fit"]})
         params = {k: ("x".join(map(str, v)) if isinstance(v, list) else str(v)) for k, v in r["config"].items()}
         params["rounds"] = str(r["rounds"])
@@ -75,7 +96,7 @@ def log_selection(o, meta: dict[str, Any], d: dict[str, Any], results: list[dict
         metrics += [Metric(f"baseline_test_{safe_name(m)}", v, ts, 0) for m, v in b["metrics"].items()]
         metrics += [Metric(f"chance_test_{safe_name(m)}", v, ts, 0) for m, v in b["chance"].items()]
         metrics.append(Metric("winner_vs_baseline_wilcoxon_p_value", b["test"]["p_value"], ts, 0))
-        c.set_tag(parent, "zsexp.baseline", f"{b['model']} lam={b['lam']:g}")
+        c.set_tag(parent, TAG_BASELINE, f"{b['model']} lam={b['lam']:g}")
     c.log_batch(parent, metrics=metrics)
     for name in ("report.html", "report.md", "candidates.png", "history.png", "importance.png", "candidates.json"):
         if (sel_dir / name).is_file():
@@ -96,12 +117,12 @@ def log_selection(o, meta: dict[str, Any], d: dict[str, Any], results: list[dict
         kill_point("select_register")
         mv = mlflow.register_model(info.model_uri, register_as)
     tst = w["stats"][tobj]
-    version_tags = {"zsexp.sweep": meta["name"], "zsexp.objective": obj, "zsexp.mode": d.get("mode", "max"),
-                    "zsexp.val_objective_mean": str(w["val"]["mean"]), "zsexp.val_objective_std": str(w["val"]["std"]),
-                    "zsexp.n_seeds": str(w["val"]["n"]), "zsexp.seed": str(reg["seed"]), "zsexp.seed_rule": SEED_RULE,
-                    "zsexp.test_objective_name": tobj, "zsexp.test_mode": d["test_mode"],
-                    "zsexp.test_objective_mean": str(tst["mean"]), "zsexp.test_objective_std": str(tst["std"]),
-                    "zsexp.test_objective": str(reg["metrics"][tobj]),
+    version_tags = {V_SWEEP: meta["name"], V_OBJECTIVE: obj, V_MODE: d.get("mode", "max"),
+                    V_VAL_MEAN: str(w["val"]["mean"]), V_VAL_STD: str(w["val"]["std"]),
+                    V_N_SEEDS: str(w["val"]["n"]), V_SEED: str(reg["seed"]), V_SEED_RULE: SEED_RULE,
+                    V_TEST_NAME: tobj, V_TEST_MODE: d["test_mode"],
+                    V_TEST_MEAN: str(tst["mean"]), V_TEST_STD: str(tst["std"]),
+                    V_TEST_VALUE: str(reg["metrics"][tobj]),
                     "zsexp.candidate_config": json.dumps(w["params"], default=str),
                     "zsexp.budget_rounds": str(w["budget_rounds"]), "zsexp.selection_run": parent}
     version_tags.update({f"test.{safe_name(k)}": str(v) for k, v in reg["metrics"].items()})
@@ -128,9 +149,9 @@ def _input_example(model: str, data, config: dict[str, Any]) -> dict[str, np.nda
 def _test_mean(mv) -> tuple[float, str]:
     """The version's recorded test mean over seeds (older versions: their single test value)."""
     tags = mv.tags
-    if "zsexp.test_objective_mean" in tags:
-        return float(tags["zsexp.test_objective_mean"]), tags.get("zsexp.test_mode", tags.get("zsexp.mode", "max"))
-    return float(tags.get("zsexp.test_objective", "nan")), tags.get("zsexp.mode", "max")
+    if V_TEST_MEAN in tags:
+        return float(tags[V_TEST_MEAN]), tags.get(V_TEST_MODE, tags.get(V_MODE, "max"))
+    return float(tags.get(V_TEST_VALUE, "nan")), tags.get(V_MODE, "max")
 
 
 def promote(name: str, version: str | None = None, alias: str = "champion", force: bool = False,
@@ -156,7 +177,7 @@ def promote(name: str, version: str | None = None, alias: str = "champion", forc
     if current is not None and current.version == mv.version:
         print(f"{name} version {mv.version} already holds @{alias}")
         return {"version": mv.version, "previous": current.version, "changed": False}
-    tname = mv.tags.get("zsexp.test_objective_name", mv.tags.get("zsexp.objective"))
+    tname = mv.tags.get(V_TEST_NAME, mv.tags.get(V_OBJECTIVE))
     new_val, mode = _test_mean(mv)
     if current is not None and not force:
         old_val, _ = _test_mean(current)
@@ -170,7 +191,7 @@ def promote(name: str, version: str | None = None, alias: str = "champion", forc
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     c.set_model_version_tag(name, mv.version, f"zsexp.previous_{alias}", current.version if current else "none")
     c.set_model_version_tag(name, mv.version, f"zsexp.promoted_{alias}_at", now)
-    val = mv.tags.get("zsexp.val_objective_mean")
+    val = mv.tags.get(V_VAL_MEAN)
     chosen = (f"chosen on validation {mv.tags.get('zsexp.objective')} {float(val):.3f} over "
               f"{mv.tags.get('zsexp.n_seeds')} seeds; " if val else "")
     print(f"{name}: version {mv.version} is now @{alias} ({chosen}test {tname} mean {new_val:.3f}, used only to "
@@ -198,9 +219,9 @@ def list_versions(name: str, tracking_uri: str | None = None) -> list[dict[str, 
     rows = []
     for found in sorted(c.search_model_versions(f"name = {filter_value(name)}"), key=lambda v: int(v.version)):
         mv = c.get_model_version(name, found.version)          # search results carry no aliases
-        rows.append({"version": mv.version, "aliases": list(mv.aliases), "objective": mv.tags.get("zsexp.objective"),
-                     "val_objective_mean": mv.tags.get("zsexp.val_objective_mean"),
-                     "test_objective": mv.tags.get("zsexp.test_objective_mean",
-                                                   mv.tags.get("zsexp.test_objective")),
-                     "sweep": mv.tags.get("zsexp.sweep")})
+        rows.append({"version": mv.version, "aliases": list(mv.aliases), "objective": mv.tags.get(V_OBJECTIVE),
+                     "val_objective_mean": mv.tags.get(V_VAL_MEAN),
+                     "test_objective": mv.tags.get(V_TEST_MEAN,
+                                                   mv.tags.get(V_TEST_VALUE)),
+                     "sweep": mv.tags.get(TAG_SWEEP)})
     return rows

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from zsexp.protocol import PLURAL, PROTOCOL, SEED_RULE, fmt_stats
 from zsexp.search.space import SearchSpace
 
 
@@ -19,7 +20,6 @@ def write_report(meta: dict[str, Any], space: SearchSpace, d: dict[str, Any], se
     import matplotlib.pyplot as plt
 
     from zsexp.baselines import margin
-    from zsexp.selection import PLURAL, PROTOCOL, SEED_RULE, fmt_stats
 
     summary, order, test, b = d["summary"], d["order"], d["test"], d.get("baseline")
     obj, tobj = d["objective"], d["test_objective"]

@@ -41,19 +41,14 @@ from ray import tune
 
 from zsexp.errors import ZsexpError
 from zsexp.models import get_spec
+from zsexp.protocol import PHASES, PLURAL, PROTOCOL, SEED_RULE, fmt_stats
 from zsexp.search.cluster import init_ray, trial_resources
 from zsexp.search.space import SearchSpace, parse_space
 from zsexp.search.status import sweep_trials
 from zsexp.search.storage import read_meta
 
 PER_QUERY_KEY = {"precision@50": "precision", "map@50": "ap", "top1": "top1", "map": "ap_full"}
-PLURAL = {"query": "queries", "image": "images"}
-PHASES = {"val": "train", "test": "trainval"}          # phase -> classes the model is fitted on
 MAX_K, MAX_SEEDS = 100, 100
-SEED_RULE = "the seed whose validation objective is nearest the winner's mean over seeds (ties: lower seed)"
-PROTOCOL = ("Candidates are ranked and the winner chosen by their mean validation objective over seeds "
-            "(models fitted on the train classes); test figures come from separate models fitted on train + val "
-            "and are measured once, for this report, never to choose.")
 
 
 @dataclass
@@ -432,10 +427,6 @@ def finish_selection(o: SelectOptions, meta: dict[str, Any], space: SearchSpace,
     (sel_dir / "selection.json").write_text(json.dumps(out, indent=2, default=str))
     print_selection(out, d["order"])
     return out
-
-
-def fmt_stats(s: dict[str, float]) -> str:
-    return f"{s['mean']:.2f} ± {s['std']:.2f} [{s['ci95_low']:.2f}, {s['ci95_high']:.2f}]"
 
 
 def print_selection(out: dict[str, Any], order: list[dict[str, Any]]) -> None:

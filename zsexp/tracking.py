@@ -21,12 +21,7 @@ from typing import Any
 
 from zsexp.errors import ZsexpError
 from zsexp.paths import default_artifact_root, default_tracking_uri
-
-TAG_SWEEP = "zsexp.sweep"
-TAG_TRIAL = "zsexp.trial_id"
-TAG_KIND = "zsexp.kind"
-TAG_OUTCOME = "zsexp.outcome"
-TAG_ERROR = "zsexp.error"
+from zsexp.tags import EXPERIMENT_KIND, TAG_SWEEP, TAG_TRIAL
 
 
 def safe_name(key: str) -> str:
@@ -132,8 +127,6 @@ def client(tracking_uri: str | None = None, create: bool = True):
 
 def mark_model_training(c, exp) -> None:
     """Tag an existing experiment (one an older zsexp created) as a model-training experiment."""
-    from zsexp.ui_links import EXPERIMENT_KIND
-
     if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
         c.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
 
@@ -141,8 +134,6 @@ def mark_model_training(c, exp) -> None:
 def ensure_experiment(c, name: str, uri: str) -> str:
     """The experiment's id, created when missing; declared a model-training experiment so that the
     MLflow UI opens it on runs, not on the GenAI traces page (``mlflow.experimentKind``)."""
-    from zsexp.ui_links import EXPERIMENT_KIND
-
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         mark_model_training(c, exp)

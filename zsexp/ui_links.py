@@ -26,8 +26,8 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+from zsexp.tags import SHARED_VIEW_PREFIX, TAG_KIND, TAG_SWEEP
+
 DEFAULT_UI = "http://127.0.0.1:5000"
 
 
@@ -35,7 +35,7 @@ def sweep_filter(sweep: str) -> str:
     """The MLflow search filter of a sweep's trial (child) runs."""
     from zsexp.names import filter_value
 
-    return f"tags.`zsexp.sweep` = {filter_value(sweep)} and tags.`zsexp.kind` = 'trial'"
+    return f"tags.`{TAG_SWEEP}` = {filter_value(sweep)} and tags.`{TAG_KIND}` = 'trial'"
 
 
 def sweep_view_state(sweep: str, metric_key: str, mode: str, params: list[str]) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def sweep_view_state(sweep: str, metric_key: str, mode: str, params: list[str]) 
     return {"searchFilter": sweep_filter(sweep), "orderByKey": f"metrics.`{metric_key}`",
             "orderByAsc": mode == "min", "lifecycleFilter": "Active",
             "selectedColumns": [f"metrics.`{metric_key}`", f"metrics.`best_{metric_key}`",
-                                *[f"params.`{p}`" for p in params], "tags.`zsexp.outcome`"],
+                                *[f"params.`{p}`" for p in params], "tags.`{TAG_OUTCOME}`"],
             "runsPinned": [], "runsExpanded": {}, "runListHidden": False}
 
 

@@ -31,16 +31,8 @@ from ray import tune
 
 from zsexp.faults import kill_point
 from zsexp.search.storage import write_json_atomic
-from zsexp.tracking import (
-    TAG_ERROR,
-    TAG_KIND,
-    TAG_OUTCOME,
-    TAG_SWEEP,
-    TAG_TRIAL,
-    Progress,
-    find_child_run,
-    numeric_metrics,
-)
+from zsexp.tags import TAG_ERROR, TAG_KIND, TAG_OUTCOME, TAG_SWEEP, TAG_TRIAL
+from zsexp.tracking import Progress, find_child_run, numeric_metrics
 
 MARKER_DIR = "zsexp_trials"
 

@@ -16,6 +16,7 @@ import optuna
 from zsexp.errors import ZsexpError
 from zsexp.search import integrity
 from zsexp.search.storage import CALLBACK_FILE, read_progress, write_json_atomic
+from zsexp.tags import TAG_TRIAL
 
 STATE_FILES = ("experiment_state-{}.json", "search_gen_state-{}.json", "searcher-state-{}.pkl",
                "callback-states-{}.pkl")
@@ -84,7 +85,7 @@ def reconcile(meta: dict[str, Any], known: set[str], retry_errored: bool) -> dic
     its entries leave the durable progress record; the searcher fails its Optuna trial on restore.
     With ``--retry-errored`` the failed trials' outcomes and markers are cleared so they run again."""
     from zsexp.search.callback import trial_marker
-    from zsexp.tracking import TAG_TRIAL, client
+    from zsexp.tracking import client
     from zsexp.ui_links import sweep_filter
 
     d = Path(meta["dir"])

@@ -10,6 +10,7 @@ from zsexp.baselines import margin
 from zsexp.search import integrity
 from zsexp.search.space import SearchSpace, parse_space
 from zsexp.search.storage import read_meta, read_progress, sweep_names
+from zsexp.tags import TAG_BASELINE
 
 
 def summarise(meta: dict[str, Any], space: SearchSpace, results: Any, wall_s: float) -> dict[str, Any]:
@@ -81,7 +82,7 @@ def log_reference(c: Any, run_id: str, meta: dict[str, Any], space: SearchSpace)
     base, chance = reference_values(meta, space)
     if base:
         c.log_metric(run_id, f"baseline_{space.metric_key}", base["value"])
-        c.set_tag(run_id, "zsexp.baseline", f"{base['model']} lam={base['lam']:g} "
+        c.set_tag(run_id, TAG_BASELINE, f"{base['model']} lam={base['lam']:g} "
                                             f"({meta['reference']['baseline']['chosen_by']})")
     if chance is not None:
         c.log_metric(run_id, f"chance_{space.metric_key}", chance)

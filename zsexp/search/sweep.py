@@ -28,6 +28,7 @@ from zsexp.search.recovery import reconcile, recover_snapshot, snapshot_trial_id
 from zsexp.search.space import SearchSpace, load_space, parse_space
 from zsexp.search.status import log_reference, print_summary, summarise
 from zsexp.search.storage import SWEEP_FILE, check_writable_root, read_meta, sweep_dir, sweeps_root, write_json_atomic
+from zsexp.tags import TAG_BEST_TRIAL, TAG_ERROR, TAG_FINGERPRINT, TAG_KIND, TAG_SWEEP
 
 MAX_TRIALS = 100_000         # a sweep's documented cap: beyond it the driver's own records grow unwieldy
 
@@ -166,7 +167,7 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
                                  f"or choose another --name")
             c = client(uri)
             experiment = o.experiment or f"zsexp-{o.model}-{data.name}"
-            tags = {"zsexp.model": o.model, "zsexp.dataset": data.name, "zsexp.fingerprint": data.fingerprint(),
+            tags = {"zsexp.model": o.model, "zsexp.dataset": data.name, TAG_FINGERPRINT: data.fingerprint(),
                     "zsexp.git_commit": git_commit(), "zsexp.storage": str(d)}
             meta = {
                 "name": name, "dir": str(d), "model": o.model, "dataset": o.dataset, "dataset_name": data.name,
@@ -195,7 +196,7 @@ def _open_parent(c: Any, meta: dict[str, Any], space: SearchSpace, o: SweepOptio
     behind: it is taken over), its parameters, search space and reference values; then the directory."""
     from mlflow.entities import Param
 
-    from zsexp.tracking import TAG_KIND, TAG_SWEEP, ensure_experiment
+    from zsexp.tracking import ensure_experiment
 
     exp_id = ensure_experiment(c, meta["experiment"], meta["tracking_uri"])
     found = c.search_runs([exp_id], filter_string=f"tags.`{TAG_SWEEP}` = {filter_value(meta['name'])} and "
@@ -231,8 +232,6 @@ class failed_on_error:
             return False
         try:
             from mlflow.tracking import MlflowClient
-
-            from zsexp.tracking import TAG_ERROR
 
             c = MlflowClient(tracking_uri=self.meta["tracking_uri"])
             c.set_tag(self.meta["parent_run_id"], TAG_ERROR, reason)
@@ -361,7 +360,7 @@ def _close_parent(meta: dict[str, Any], space: SearchSpace, summary: dict[str, A
             c.log_metric(meta["parent_run_id"], f"best_{space.metric_key}", summary["best"]["value"])
             if summary.get("margin") is not None:
                 c.log_metric(meta["parent_run_id"], "best_margin_over_baseline", summary["margin"])
-            c.set_tag(meta["parent_run_id"], "zsexp.best_trial", summary["best"]["trial_id"])
+            c.set_tag(meta["parent_run_id"], TAG_BEST_TRIAL, summary["best"]["trial_id"])
         outcomes = list(summary["outcomes"].values())
         for key, label in (("trials_completed", "completed"), ("trials_early_stopped", "early-stopped"),
                            ("trials_failed", "failed")):

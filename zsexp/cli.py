@@ -262,13 +262,7 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog="zsexp",
-        description="Hyperparameter search and experiment tracking for zero-shot cross-modal GANs "
-                    "(CM-GAN, ZSCRGAN).  State lives under $ZSEXP_HOME (default ~/.zsexp).")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_data(sub) -> None:
     p_data = sub.add_parser("data", help="list and describe datasets",
                             description="List built-in datasets and describe any dataset.")
     data_sub = p_data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
@@ -287,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_describe)
     p_data.set_defaults(func=lambda a: (p_data.print_help(), 2)[1])
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser(
         "train", help="train one model on one dataset (progress, metrics.json, checkpoints)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -312,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     p.set_defaults(func=cmd_train)
 
+
+def _add_search(sub) -> None:
     p = sub.add_parser(
         "search", help="hyperparameter sweep on Ray Tune + Optuna + ASHA, tracked in MLflow",
         description="Run a sweep: Ray Tune schedules trials (a local Ray unless --address), Optuna samples "
@@ -347,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress-every", type=float, default=5.0, help="seconds between progress lines")
     p.set_defaults(func=cmd_search)
 
+
+def _add_resume(sub) -> None:
     p = sub.add_parser("resume", help="continue an interrupted sweep where it stopped",
                        description="Continue a sweep after the driver died: finished trials are kept, interrupted "
                                    "ones continue from their last checkpoint, the Optuna sampler keeps its history, "
@@ -360,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "machines, or made before signatures): check them first, they are then signed as yours")
     p.set_defaults(func=cmd_resume)
 
+
+def _add_status(sub) -> None:
     p = sub.add_parser("status", help="state of a sweep: trials, outcomes, best values",
                        description="Show a sweep's trials (read-only; works while it runs or after it stopped).  "
                                    "Without NAME: every sweep, a line each (status, trials finished, best "
@@ -372,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "machines, or made before signatures): check them first, they are then signed as yours")
     p.set_defaults(func=cmd_status)
 
+
+def _add_ui(sub) -> None:
     p = sub.add_parser("ui", help="open the MLflow UI on zsexp's tracking store",
                        description="Start `mlflow ui` on zsexp's store (SQLite under $ZSEXP_HOME by default).  With "
                                    "SWEEP, first print a link that opens that sweep's trials (objective and searched "
@@ -383,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(func=cmd_ui)
 
+
+def _add_select(sub) -> None:
     p = sub.add_parser(
         "select", help="final selection: top configs x seeds, chosen on validation, reported on test, registered",
         description="Final-selection job: the sweep's top-k configurations (validation objective, each with the "
@@ -404,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "machines, or made before signatures): check them first, they are then signed as yours")
     p.set_defaults(func=cmd_select)
 
+
+def _add_promote(sub) -> None:
     p = sub.add_parser("promote", help="move a registry alias (default champion) to a model version",
                        description="Point an alias of a registered model at a version (default: the @candidate "
                                    "version, chosen on validation by `zsexp select`).  The recorded test means are "
@@ -419,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri")
     p.set_defaults(func=cmd_promote)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="reload a checkpoint and evaluate it",
                        description="Reload a checkpoint written by `zsexp train` and evaluate a split.")
     p.add_argument("checkpoint")
@@ -428,6 +438,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="zsexp",
+        description="Hyperparameter search and experiment tracking for zero-shot cross-modal GANs "
+                    "(CM-GAN, ZSCRGAN).  State lives under $ZSEXP_HOME (default ~/.zsexp).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_data(sub)
+    _add_train(sub)
+    _add_search(sub)
+    _add_resume(sub)
+    _add_status(sub)
+    _add_ui(sub)
+    _add_select(sub)
+    _add_promote(sub)
+    _add_evaluate(sub)
     return parser
 
 

@@ -14,16 +14,28 @@ from zsexp.search.space import SearchSpace
 
 def write_report(meta: dict[str, Any], space: SearchSpace, d: dict[str, Any], sel_dir: Path,
                  trials: list[dict[str, Any]]) -> Path:
+    """``report.md`` and ``report.html`` of a final selection, with its plots, in ``sel_dir``."""
     import matplotlib
 
     matplotlib.use("Agg")
+    plot_candidates(d, sel_dir / "candidates.png")
+    study = _sweep_study(trials, space)
+    hist_ok = plot_history(study, space, sel_dir / "history.png")
+    imp_ok = plot_importance(study, sel_dir / "importance.png")
+    lines = [*_summary_lines(meta, space, d), *_winner_lines(d), *_registered_lines(d, hist_ok, imp_ok)]
+    report = sel_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    (sel_dir / "report.html").write_text(markdown_to_html(lines, sel_dir, title=f"Final selection: {meta['name']}"))
+    return report
+
+
+def plot_candidates(d: dict[str, Any], path: Path) -> None:
+    """Validation (decides) and test (report only) over seeds per candidate, side by side; the task's
+    baseline and chance as lines on the test panel."""
     import matplotlib.pyplot as plt
 
-    from zsexp.baselines import margin
-
-    summary, order, test, b = d["summary"], d["order"], d["test"], d.get("baseline")
+    summary, b = d["summary"], d.get("baseline")
     obj, tobj = d["objective"], d["test_objective"]
-    # 1. candidates: validation (decides) and test (report) over seeds, side by side
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, (label, get) in zip(axes, (
             (f"val {obj} (decides)", lambda s: list(s["val_by_seed"].values())),
@@ -43,48 +55,62 @@ def write_report(meta: dict[str, Any], space: SearchSpace, d: dict[str, Any], se
         ax.set_title(label, fontsize=10)
     fig.suptitle("Candidates: dots = seeds, bar = mean ± sd, * = winner", fontsize=10)
     fig.tight_layout()
-    fig.savefig(sel_dir / "candidates.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    # 2. the sweep's optimisation history and 3. parameter importances (Optuna's own tools)
-    study = _sweep_study(trials, space)
-    hist_ok = imp_ok = False
-    if len(study.trials) >= 1:
-        vals = [t.value for t in study.trials]
-        best = np.maximum.accumulate(vals) if space.mode == "max" else np.minimum.accumulate(vals)
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(range(1, len(vals) + 1), vals, "o", label="trial (best round)")
-        ax.plot(range(1, len(vals) + 1), best, "-", label="best so far")
-        ax.set_xlabel("trial (in order)")
-        ax.set_ylabel(f"val {space.metric}")
-        ax.legend()
-        ax.set_title("Sweep optimisation history (validation classes)")
-        fig.tight_layout()
-        fig.savefig(sel_dir / "history.png", dpi=110)
-        plt.close(fig)
-        hist_ok = True
-    importances = {}
-    if len(study.trials) >= 3:
-        import optuna
 
-        try:
-            importances = optuna.importance.get_param_importances(study)
-        except (RuntimeError, ValueError):
-            importances = {}
-        if importances:
-            fig, ax = plt.subplots(figsize=(6, 3.5))
-            names = list(importances)[::-1]
-            ax.barh(names, [importances[n] for n in names])
-            ax.set_xlabel("importance (Optuna fANOVA)")
-            ax.set_title("Hyper-parameter importance for the validation objective")
-            fig.tight_layout()
-            fig.savefig(sel_dir / "importance.png", dpi=110)
-            plt.close(fig)
-            imp_ok = True
-    w = order[0]
-    n_seeds = w["val"]["n"]
+
+def plot_history(study: Any, space: SearchSpace, path: Path) -> bool:
+    """The sweep's optimisation history on the validation classes; False when it has no trial."""
+    import matplotlib.pyplot as plt
+
+    if len(study.trials) < 1:
+        return False
+    vals = [t.value for t in study.trials]
+    best = np.maximum.accumulate(vals) if space.mode == "max" else np.minimum.accumulate(vals)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(1, len(vals) + 1), vals, "o", label="trial (best round)")
+    ax.plot(range(1, len(vals) + 1), best, "-", label="best so far")
+    ax.set_xlabel("trial (in order)")
+    ax.set_ylabel(f"val {space.metric}")
+    ax.legend()
+    ax.set_title("Sweep optimisation history (validation classes)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_importance(study: Any, path: Path) -> bool:
+    """Optuna's parameter importances (fANOVA); False when there are too few trials to compute them."""
+    import matplotlib.pyplot as plt
+    import optuna
+
+    if len(study.trials) < 3:
+        return False
+    try:
+        importances = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError):
+        return False
+    if not importances:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    names = list(importances)[::-1]
+    ax.barh(names, [importances[n] for n in names])
+    ax.set_xlabel("importance (Optuna fANOVA)")
+    ax.set_title("Hyper-parameter importance for the validation objective")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _summary_lines(meta: dict[str, Any], space: SearchSpace, d: dict[str, Any]) -> list[str]:
+    summary, order = d["summary"], d["order"]
+    obj, tobj = d["objective"], d["test_objective"]
     lines = [f"# Final selection: sweep `{meta['name']}`", "",
              f"{meta['model']} on {meta['dataset_name']} (fingerprint {meta['fingerprint']}): top {len(summary)} "
-             f"configurations of the sweep by validation {space.metric} ({space.mode}), {n_seeds} seeds each.", "",
+             f"configurations of the sweep by validation {space.metric} ({space.mode}), {order[0]['val']['n']} "
+             f"seeds each.", "",
              f"**Protocol.** {PROTOCOL}", "",
              f"| candidate | sweep trial | budget (rounds) | sweep val | val {obj} (decides) | test {tobj} (report) |",
              "|---|---|---|---|---|---|"]
@@ -92,7 +118,17 @@ def write_report(meta: dict[str, Any], space: SearchSpace, d: dict[str, Any], se
         name = f"c{s['candidate']}" + (" (winner)" if s["candidate"] == d["winner"] else "")
         lines.append(f"| {name} | {s['trial_id']} | {s['budget_rounds']} | {s['sweep_val']:.2f} | "
                      f"{fmt_stats(s['val'])} | {fmt_stats(s['stats'][tobj])} |")
-    lines += ["", f"## Winner: c{w['candidate']} (sweep trial {w['trial_id']})", ""]
+    return lines
+
+
+def _winner_lines(d: dict[str, Any]) -> list[str]:
+    """The winner against the runner-up and against the task's baseline, with their paired tests."""
+    from zsexp.baselines import margin
+
+    order, test, b = d["order"], d["test"], d.get("baseline")
+    obj, tobj = d["objective"], d["test_objective"]
+    w = order[0]
+    lines = ["", f"## Winner: c{w['candidate']} (sweep trial {w['trial_id']})", ""]
     if test:
         ru = order[1]
         dv = w["val"]["mean"] - ru["val"]["mean"]
@@ -121,10 +157,14 @@ def write_report(meta: dict[str, Any], space: SearchSpace, d: dict[str, Any], se
         cv = b["chance"].get(m) if b else None
         lines.append(f"| {m} | {fmt_stats(st)} | {'-' if bv is None else f'{bv:.2f}'} | "
                      f"{'-' if cv is None else f'{cv:.2f}'} |")
-    lines += ["", "Winner configuration (searched keys):", "", "| key | value |", "|---|---|"]
-    for k, v in w["params"].items():
-        lines.append(f"| {k} | {v} |")
-    reg = d["registered_run"]
+    return lines
+
+
+def _registered_lines(d: dict[str, Any], hist_ok: bool, imp_ok: bool) -> list[str]:
+    w, reg = d["order"][0], d["registered_run"]
+    obj, tobj = d["objective"], d["test_objective"]
+    lines = ["", "Winner configuration (searched keys):", "", "| key | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in w["params"].items()]
     lines += ["", f"Registered model: the seed {d['seed']} final model of the winner ({SEED_RULE}; its validation "
                   f"{obj} {w['val_by_seed'][d['seed']]:.2f}, its test {tobj} {reg['metrics'][tobj]:.2f}).", "",
               "![candidates](candidates.png)"]
@@ -134,10 +174,7 @@ def write_report(meta: dict[str, Any], space: SearchSpace, d: dict[str, Any], se
         lines.append("![importance](importance.png)")
     else:
         lines.append("(Parameter importances need at least 3 completed sweep trials with varied values.)")
-    report = sel_dir / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    (sel_dir / "report.html").write_text(markdown_to_html(lines, sel_dir, title=f"Final selection: {meta['name']}"))
-    return report
+    return lines
 
 
 def markdown_to_html(lines: list[str], base: Path, title: str) -> str:

@@ -48,42 +48,66 @@ from zsexp.tags import (
 
 def log_selection(o, meta: dict[str, Any], d: dict[str, Any], results: list[dict[str, Any]], sel_dir: Path,
                   data) -> dict[str, Any]:
-    import mlflow
-    from mlflow.entities import Metric, Param
-
-    from zsexp.serving import log_retrieval_model
-    from zsexp.tracking import client, safe_name
+    """The selection in MLflow: one selection run with a nested run per (candidate, seed, phase), its
+    summary metrics and report; the winner's registered version with how it was chosen.  Idempotent:
+    a re-run finds its runs and version by their tags and adds nothing."""
+    from zsexp.tracking import client
 
     c = client(meta["tracking_uri"])
-    exp_id = meta["experiment_id"]
     sel_name = f"{meta['name']}-selection-k{o.k}-s{o.seeds}"
-    found = c.search_runs([exp_id], filter_string=f"tags.`{TAG_SELECTION}` = {filter_value(sel_name)} and "
-                                                  f"tags.`{TAG_KIND}` = 'selection'", max_results=1)
     tags = {TAG_SWEEP: meta["name"], TAG_KIND: "selection", TAG_SELECTION: sel_name, "zsexp.k": str(o.k),
             "zsexp.seeds": str(o.seeds), TAG_FINGERPRINT: meta["fingerprint"], "zsexp.protocol": PROTOCOL}
-    parent = found[0].info.run_id if found else c.create_run(exp_id, tags=tags, run_name=sel_name).info.run_id
+    found = c.search_runs([meta["experiment_id"]], filter_string=f"tags.`{TAG_SELECTION}` = {filter_value(sel_name)} "
+                                                                f"and tags.`{TAG_KIND}` = 'selection'", max_results=1)
+    parent = found[0].info.run_id if found else c.create_run(meta["experiment_id"], tags=tags,
+                                                             run_name=sel_name).info.run_id
     c.update_run(parent, status="RUNNING")
     ts = int(dt.datetime.now().timestamp() * 1000)
-    child_ids = {}
-    for r in results:
-        pair = f"c{r['candidate']}-s{r['seed']}-{r['phase']}"
-        hit = c.search_runs([exp_id], filter_string=f"tags.`{TAG_SELECTION}` = {filter_value(sel_name)} and "
-                                                    f"tags.`{TAG_PAIR}` = {filter_value(pair)}", max_results=1)
-        if hit:
-            child_ids[pair] = hit[0].info.run_id
-            continue
-        run = c.create_run(exp_id, run_name=f"{sel_name}-{pair}", tags={
-            **tags, TAG_KIND: "selection-run", "mlflow.parentRunId": parent, TAG_PAIR: pair,
-            "zsexp.candidate": str(r["candidate"]), V_SEED: str(r["seed"]), "zsexp.phase": r["phase"],
-            "zsexp.fit_split": r["fit"]})
-        params = {k: ("x".join(map(str, v)) if isinstance(v, list) else str(v)) for k, v in r["config"].items()}
-        params["rounds"] = str(r["rounds"])
-        prefix = "val_" if r["phase"] == "val" else "test_"
-        c.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
-                    metrics=[Metric(f"{prefix}{safe_name(k)}", v, ts, 0) for k, v in r["metrics"].items()])
-        c.set_terminated(run.info.run_id)
-        child_ids[pair] = run.info.run_id
-    obj, tobj = d["objective"], d["test_objective"]
+    child_ids = {r_pair(r): _selection_run(c, meta["experiment_id"], sel_name, tags, parent, r, ts) for r in results}
+    _log_summary(c, parent, d, sel_dir, ts)
+    register_as = o.register_as or f"zsexp-{meta['model']}-{meta['dataset_name']}"
+    version = _register_winner(c, o, meta, d, data, register_as, child_ids, parent)
+    c.set_terminated(parent)
+    return {"selection_run": parent, "registered_model": register_as, "version": version,
+            "model_uri": f"models:/{register_as}@candidate"}
+
+
+def r_pair(r: dict[str, Any]) -> str:
+    return f"c{r['candidate']}-s{r['seed']}-{r['phase']}"
+
+
+def _selection_run(c, exp_id: str, sel_name: str, tags: dict[str, str], parent: str, r: dict[str, Any],
+                   ts: int) -> str:
+    """The nested run of one (candidate, seed, phase): found by its tag, else created, logged and closed."""
+    from mlflow.entities import Metric, Param
+
+    from zsexp.tracking import safe_name
+
+    pair = r_pair(r)
+    hit = c.search_runs([exp_id], filter_string=f"tags.`{TAG_SELECTION}` = {filter_value(sel_name)} and "
+                                                f"tags.`{TAG_PAIR}` = {filter_value(pair)}", max_results=1)
+    if hit:
+        return hit[0].info.run_id
+    run = c.create_run(exp_id, run_name=f"{sel_name}-{pair}", tags={
+        **tags, TAG_KIND: "selection-run", "mlflow.parentRunId": parent, TAG_PAIR: pair,
+        "zsexp.candidate": str(r["candidate"]), V_SEED: str(r["seed"]), "zsexp.phase": r["phase"],
+        "zsexp.fit_split": r["fit"]})
+    params = {k: ("x".join(map(str, v)) if isinstance(v, list) else str(v)) for k, v in r["config"].items()}
+    params["rounds"] = str(r["rounds"])
+    prefix = "val_" if r["phase"] == "val" else "test_"
+    c.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
+                metrics=[Metric(f"{prefix}{safe_name(k)}", v, ts, 0) for k, v in r["metrics"].items()])
+    c.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def _log_summary(c, parent: str, d: dict[str, Any], sel_dir: Path, ts: int) -> None:
+    """Per-candidate means, the paired tests, the baseline and chance on the same test split, the report."""
+    from mlflow.entities import Metric
+
+    from zsexp.tracking import safe_name
+
+    obj = d["objective"]
     metrics = []
     for s in d["summary"]:
         metrics.append(Metric(f"c{s['candidate']}_val_{safe_name(obj)}_mean", s["val"]["mean"], ts, 0))
@@ -101,23 +125,33 @@ def log_selection(o, meta: dict[str, Any], d: dict[str, Any], results: list[dict
     for name in ("report.html", "report.md", "candidates.png", "history.png", "importance.png", "candidates.json"):
         if (sel_dir / name).is_file():
             c.log_artifact(parent, str(sel_dir / name), artifact_path="report")
-    # the winner as a registered retrieval model
+
+
+def _register_winner(c, o, meta: dict[str, Any], d: dict[str, Any], data, register_as: str,
+                     child_ids: dict[str, str], parent: str) -> str:
+    """The winner's typical-seed final model as a pyfunc retrieval model, registered (once) as @candidate,
+    its version tagged with how it was chosen (validation) and what it measured (test)."""
+    import mlflow
+
+    from zsexp.serving import log_retrieval_model
+    from zsexp.tracking import safe_name
+
     reg = d["registered_run"]
     w = d["summary"][d["winner"]]
-    register_as = o.register_as or f"zsexp-{meta['model']}-{meta['dataset_name']}"
-    example = _input_example(meta["model"], data, reg["config"])
     winner_run = child_ids[f"c{reg['candidate']}-s{reg['seed']}-test"]
     existing = [v for v in c.search_model_versions(f"name = {filter_value(register_as)}") if v.run_id == winner_run]
     if existing:               # a re-run of a finished selection registers nothing new
         mv = existing[0]
     else:
+        example = _input_example(meta["model"], data, reg["config"])
         with mlflow.start_run(run_id=winner_run):
             info = log_retrieval_model(reg["model_path"], example, k=o.retrieval_k,
                                        query_kind=get_spec(meta["model"]).query_kind)
         kill_point("select_register")
         mv = mlflow.register_model(info.model_uri, register_as)
+    tobj = d["test_objective"]
     tst = w["stats"][tobj]
-    version_tags = {V_SWEEP: meta["name"], V_OBJECTIVE: obj, V_MODE: d.get("mode", "max"),
+    version_tags = {V_SWEEP: meta["name"], V_OBJECTIVE: d["objective"], V_MODE: d.get("mode", "max"),
                     V_VAL_MEAN: str(w["val"]["mean"]), V_VAL_STD: str(w["val"]["std"]),
                     V_N_SEEDS: str(w["val"]["n"]), V_SEED: str(reg["seed"]), V_SEED_RULE: SEED_RULE,
                     V_TEST_NAME: tobj, V_TEST_MODE: d["test_mode"],
@@ -129,9 +163,7 @@ def log_selection(o, meta: dict[str, Any], d: dict[str, Any], results: list[dict
     for k, v in version_tags.items():
         c.set_model_version_tag(register_as, mv.version, k, v)
     c.set_registered_model_alias(register_as, "candidate", mv.version)
-    c.set_terminated(parent)
-    return {"selection_run": parent, "registered_model": register_as, "version": str(mv.version),
-            "model_uri": f"models:/{register_as}@candidate"}
+    return str(mv.version)
 
 
 def _input_example(model: str, data, config: dict[str, Any]) -> dict[str, np.ndarray]:

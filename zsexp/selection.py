@@ -110,7 +110,7 @@ def selection_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
-    from zsexp.models import build_model
+    from zsexp.models import build_model, train_rounds
     from zsexp.models.common import (
         configure_cpu_math,
         load_checkpoint,
@@ -141,12 +141,9 @@ def selection_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
         done = int(state["round"])
     rounds = min(get_spec(meta["model"]).rounds(model), int(cand.get("round") or meta["max_rounds"]))
     r = done
-    for r in range(done + 1, rounds + 1):
-        losses = model.train_round()
+    for r, losses, _ in train_rounds(model, done + 1, rounds):
         save_checkpoint(checkpoint_state(model, data, meta["dataset"], meta["data_seed"], {"round": r}), ckpt_path)
         tune.report({"round": r, **{f"train_{k}": v for k, v in losses.items()}})
-        if getattr(model, "done", False):
-            break
     result: dict[str, Any] = {"candidate": ci, "seed": seed, "phase": phase, "fit": fit, "rounds": r,
                               "config": dict(vars(cfg))}
     spec = get_spec(meta["model"])

@@ -26,7 +26,7 @@ from zsexp.baselines import beside, safe_baseline
 from zsexp.config import build_config, load_yaml, parse_set, to_dict
 from zsexp.data import ZSLData, load_dataset
 from zsexp.errors import ZsexpError
-from zsexp.models import build_model, get_spec, make_config, require_discriminative_validation
+from zsexp.models import build_model, get_spec, make_config, require_discriminative_validation, train_rounds
 from zsexp.models.common import (
     DivergenceError,
     configure_cpu_math,
@@ -113,8 +113,7 @@ def _train_rounds(family: str, spec: Any, model: Any, data: ZSLData, dataset: st
     r = 0
     if rounds == 0:       # nothing to train (CM-GAN's CONSE-only ablation): the initial model is the model
         save_checkpoint(checkpoint_state(model, data, dataset, data_seed, {"round": 0}), out / "best.pt")
-    for r in range(1, rounds + 1):
-        losses = model.train_round()
+    for r, losses, _ in train_rounds(model, 1, rounds):
         row, val_txt, keep = {"round": r, **losses}, "", True       # trainval: every round is the latest model
         if select_on_val:
             val = model.evaluate("val")
@@ -130,9 +129,8 @@ def _train_rounds(family: str, spec: Any, model: Any, data: ZSLData, dataset: st
             val_txt = f" | val {objective}={score:.2f} (best {best:.2f} @ {best_round})"
         history.append(row)
         log(f"[{family}] round {r:>3}/{rounds}  {format_losses(losses)}{val_txt} | {time.time() - t0:.1f}s")
-        if getattr(model, "done", False):
-            log(f"[{family}] training finished after round {r} (stopping rule)")
-            break
+    if getattr(model, "done", False):
+        log(f"[{family}] training finished after round {r} (stopping rule)")
     save_checkpoint(checkpoint_state(model, data, dataset, data_seed, {"round": r}), out / "last.pt")
     best_model = build_model(family, cfg, data, device=dev, seed=seed, fit_split=fit_split)
     best_model.load_state_dict(load_checkpoint(out / "best.pt")["model"])

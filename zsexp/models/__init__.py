@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,6 +128,25 @@ def require_discriminative_validation(data: ZSLData) -> None:
                          f"({', '.join(map(str, data.val_classes.tolist()))}); with a single validation class "
                          f"every ranking is perfect, so the validation objective cannot compare models; "
                          f"give `val_classes` at least 2 classes")
+
+
+def train_rounds(model: Any, first: int, last: int,
+                 before: Callable[[int], None] | None = None) -> Iterator[tuple[int, dict[str, float], float]]:
+    """The one round loop of ``zsexp train``, a sweep trial and a selection run.
+
+    Yields ``(round, losses, seconds)`` for rounds ``first..last``, a round being one
+    ``model.train_round()``: an E-M iteration of ZSCRGAN (Alg. 1), a slice of an alternating step of
+    CM-GAN (§3.4), or a baseline's closed-form fit.  The loop ends after a round in which the model's own
+    stopping rule fired (``model.done``: CM-GAN stops when step k+1 does not improve validation L_sup,
+    §4.4).  ``before(round)`` runs before each round (fault injection)."""
+    for r in range(first, last + 1):
+        if before is not None:
+            before(r)
+        t0 = time.perf_counter()
+        losses = model.train_round()
+        yield r, losses, time.perf_counter() - t0
+        if getattr(model, "done", False):
+            return
 
 
 def build_model(family: str, cfg: Any, data: ZSLData, device: torch.device | str = "cpu", seed: int = 0,

@@ -43,21 +43,12 @@ def trial_params(meta: dict[str, Any], flat: dict[str, Any]) -> dict[str, str]:
 
 
 def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
-    import ray
     import torch
     from ray import tune
 
-    from zsexp.models import build_model, get_spec
-    from zsexp.models.common import (
-        DivergenceError,
-        configure_cpu_math,
-        load_checkpoint,
-        resolve_device,
-        save_checkpoint,
-        trial_threads,
-    )
+    from zsexp.models import build_model, get_spec, train_rounds
+    from zsexp.models.common import DivergenceError, configure_cpu_math, load_checkpoint, resolve_device, trial_threads
     from zsexp.search.callback import read_marker, write_marker
-    from zsexp.train import checkpoint_state
 
     trial_id = tune.get_context().get_trial_id()
     sweep_dir = meta.get("sweep_dir")
@@ -84,32 +75,44 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
         done_rounds = int(state["round"])
         updates_done = float(state.get("updates", 0.0))
     rounds = min(spec.rounds(model), meta["max_rounds"])
-    for r in range(done_rounds + 1, rounds + 1):
-        maybe_kill_worker(sweep_dir, r)
-        t0 = time.perf_counter()
-        try:
-            losses = model.train_round()
-        except DivergenceError as exc:
-            if sweep_dir:      # a retry would diverge again: fail it at once
-                write_marker(sweep_dir, trial_id, "failed", str(exc))
-            raise
-        note_round(trial_id, r)
-        t1 = time.perf_counter()
-        val = model.evaluate("val")
-        metrics: dict[str, Any] = {metric_key(k): v for k, v in val.items()}
-        metrics.update({metric_key(k): v for k, v in spec.validation_extras(model).items()})   # CM-GAN §4.4
-        metrics.update({f"train_{k}": v for k, v in losses.items()})
-        updates_done += losses.get("updates", 0.0)
-        metrics[UPDATES_KEY] = updates_done
-        metrics.update(round=r, max_rounds=rounds, model_done=bool(getattr(model, "done", False)),
-                       cpu_threads=torch.get_num_threads(),
-                       node_id=ray.get_runtime_context().get_node_id())     # which Ray node ran it
-        t2 = time.perf_counter()
-        with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint(checkpoint_state(model, data, meta["dataset"], meta["data_seed"],
-                                             {"round": r, "updates": updates_done}), Path(tmp) / CKPT_FILE)
-            # where a round's time goes (benchmarks/sweep_overhead.py --profile sums these)
-            metrics.update(time_train_s=t1 - t0, time_eval_s=t2 - t1, time_checkpoint_s=time.perf_counter() - t2)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
-        if getattr(model, "done", False):
-            break
+    try:
+        for r, losses, train_s in train_rounds(model, done_rounds + 1, rounds,
+                                               before=lambda r: maybe_kill_worker(sweep_dir, r)):
+            updates_done = _report_round(model, spec, data, meta, r, rounds, losses, train_s, updates_done,
+                                         trial_id)
+    except DivergenceError as exc:
+        if sweep_dir:      # a retry would diverge again: fail it at once
+            write_marker(sweep_dir, trial_id, "failed", str(exc))
+        raise
+
+
+def _report_round(model: Any, spec: Any, data: Any, meta: dict[str, Any], r: int, rounds: int,
+                  losses: dict[str, float], train_s: float, updates_done: float, trial_id: str) -> float:
+    """Evaluate the validation classes after round ``r`` and report the metrics with a checkpoint to Tune;
+    returns the trial's cumulative optimiser updates (ASHA's axis with ``unit: updates``)."""
+    import ray
+    import torch
+    from ray import tune
+
+    from zsexp.models.common import save_checkpoint
+    from zsexp.train import checkpoint_state
+
+    note_round(trial_id, r)
+    t1 = time.perf_counter()
+    val = model.evaluate("val")
+    metrics: dict[str, Any] = {metric_key(k): v for k, v in val.items()}
+    metrics.update({metric_key(k): v for k, v in spec.validation_extras(model).items()})   # CM-GAN §4.4
+    metrics.update({f"train_{k}": v for k, v in losses.items()})
+    updates_done += losses.get("updates", 0.0)
+    metrics[UPDATES_KEY] = updates_done
+    metrics.update(round=r, max_rounds=rounds, model_done=bool(getattr(model, "done", False)),
+                   cpu_threads=torch.get_num_threads(),
+                   node_id=ray.get_runtime_context().get_node_id())     # which Ray node ran it
+    t2 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint(checkpoint_state(model, data, meta["dataset"], meta["data_seed"],
+                                         {"round": r, "updates": updates_done}), Path(tmp) / CKPT_FILE)
+        # where a round's time goes (benchmarks/sweep_overhead.py --profile sums these)
+        metrics.update(time_train_s=train_s, time_eval_s=t2 - t1, time_checkpoint_s=time.perf_counter() - t2)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+    return updates_done

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,6 +32,10 @@ class ModelSpec:
     gallery: str = "features"     # its gallery: image "features", or "conse" representations (CM-GAN eq. 1)
     extra_validation: tuple[str, str] | None = None   # (name, model method) of the paper's own validation measure
     retriever: str = ""     # the serving class (``zsexp.serving``) that answers queries from a checkpoint
+    objectives: tuple[str, ...] = ()     # validation metrics a sweep may optimise
+    counts_updates: bool = False         # reports optimiser updates per round (ASHA's `unit: updates`)
+    # searched key -> (another key, values of it under which the searched key cannot change training, why)
+    inert_when: dict[str, tuple[str, tuple[Any, ...], str]] = field(default_factory=dict)
 
     def rounds(self, model: Any) -> int:
         """Rounds of a full training run (E-M iterations, or step slices)."""
@@ -56,16 +60,30 @@ class ModelSpec:
 
 
 _SERVE = "zsexp.serving:"
+RETRIEVAL_OBJECTIVES = ("precision@50", "map@50", "map", "top1")                  # ZSCRGAN §4.2
+ZSL_OBJECTIVES = tuple(f"{s}/{m}" for s in ("zsl", "gzsl")                        # CM-GAN §4.2
+                       for m in ("mfr", "fh@1", "fh@2", "fh@5", "fh@10", "fh@20"))
+ZSCRGAN_INERT = {
+    "lam": ("r_form", ("linear",), "with r_form=linear, lambda only adds a constant to R (eq. 15), so no gradient "
+            "changes; search it with r_form: hinge, where lambda is a margin"),
+    "updates_per_step": ("em_schedule", ("linear",), "em_schedule=linear runs `it` updates in iteration it "
+                         "(Alg. 1); updates_per_step acts only with em_schedule: fixed"),
+    "beta": ("ablation", ("no_r", "no_r_triplet"), "these ablations drop R"),
+    "lr_csem": ("ablation", ("no_triplet", "no_r_triplet"), "these ablations train no CSEM"),
+}
+CMGAN_INERT = {"lambda_c": ("ablation", ("conse", "sup", "cycle", "gan"), "this ablation has no weighted cycle term")}
 MODELS: dict[str, ModelSpec] = {
     "zscrgan": ModelSpec(ZSCRGAN, ZSCRGANConfig, objective="precision@50", mode="max", baseline="ridge",
-                         retriever=_SERVE + "ZSCRGANRetriever"),
+                         retriever=_SERVE + "ZSCRGANRetriever", objectives=RETRIEVAL_OBJECTIVES, counts_updates=True,
+                         inert_when=ZSCRGAN_INERT),
     "cmgan": ModelSpec(CMGAN, CMGANConfig, objective="zsl/mfr", mode="min", baseline="ridge-zsl", unit="image",
                        query_kind="class", gallery="conse", extra_validation=("val_lsup", "validation_measure"),
-                       retriever=_SERVE + "CMGANRetriever"),
+                       retriever=_SERVE + "CMGANRetriever", objectives=(*ZSL_OBJECTIVES, "val_lsup"),
+                       counts_updates=True, inert_when=CMGAN_INERT),
     "ridge": ModelSpec(RidgeRetrieval, RidgeConfig, objective="precision@50", mode="max",          # retrieval
-                       retriever=_SERVE + "RidgeRetriever"),
+                       retriever=_SERVE + "RidgeRetriever", objectives=RETRIEVAL_OBJECTIVES),
     "ridge-zsl": ModelSpec(RidgeZSL, RidgeZSLConfig, objective="zsl/mfr", mode="min", unit="image",  # ZSL
-                           query_kind="class", retriever=_SERVE + "RidgeZSLRetriever"),
+                           query_kind="class", retriever=_SERVE + "RidgeZSLRetriever", objectives=ZSL_OBJECTIVES),
 }
 
 

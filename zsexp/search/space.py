@@ -46,23 +46,7 @@ from zsexp.models import MODELS, get_spec
 TOP_KEYS = {"model", "objective", "fidelity", "sampler", "scheduler", "fixed", "params", "description"}
 PARAM_TYPES = {"uniform", "loguniform", "int", "logint", "categorical"}
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp", "grid")
-_RETRIEVAL = ("precision@50", "map@50", "map", "top1")
-_ZSL = tuple(f"{s}/{m}" for s in ("zsl", "gzsl") for m in ("mfr", "fh@1", "fh@2", "fh@5", "fh@10", "fh@20"))
-OBJECTIVES = {"zscrgan": _RETRIEVAL, "ridge": _RETRIEVAL, "cmgan": _ZSL + ("val_lsup",), "ridge-zsl": _ZSL}
 _INDEXED = re.compile(r"^(\w+)\[(\d+)\]$")
-
-# Searched keys that cannot change training while another key holds certain values:
-# (model, searched key) -> (the other key, values that make the searched key inert, why).
-INERT_WHEN: dict[tuple[str, str], tuple[str, tuple[Any, ...], str]] = {
-    ("zscrgan", "lam"): ("r_form", ("linear",), "with r_form=linear, lambda only adds a constant to R (eq. 15), "
-                         "so no gradient changes; search it with r_form: hinge, where lambda is a margin"),
-    ("zscrgan", "updates_per_step"): ("em_schedule", ("linear",), "em_schedule=linear runs `it` updates in "
-                                      "iteration it (Alg. 1); updates_per_step acts only with em_schedule: fixed"),
-    ("zscrgan", "beta"): ("ablation", ("no_r", "no_r_triplet"), "these ablations drop R"),
-    ("zscrgan", "lr_csem"): ("ablation", ("no_triplet", "no_r_triplet"), "these ablations train no CSEM"),
-    ("cmgan", "lambda_c"): ("ablation", ("conse", "sup", "cycle", "gan"), "this ablation has no weighted cycle term"),
-}
-
 
 def metric_key(name: str) -> str:
     """A metric name as Tune reports it and MLflow stores it (MLflow forbids '@')."""
@@ -202,6 +186,8 @@ def _check_param(source: str, key: str, p: Any, field_type: Any, config_cls: typ
 
 
 def parse_space(raw: Any, source: str, model: str | None = None) -> SearchSpace:
+    """A search space from its YAML mapping, every key checked against the model's config: errors name
+    ``source``, the key and the reason."""
     if not isinstance(raw, dict):
         raise ZsexpError(f"{source}: a search space must be a mapping, got {type(raw).__name__}")
     unknown = sorted(set(raw) - TOP_KEYS)
@@ -213,14 +199,37 @@ def parse_space(raw: Any, source: str, model: str | None = None) -> SearchSpace:
     if model and fam != model:
         raise _err(source, "model", f"this file is for {fam!r} but the sweep is for {model!r}")
     spec = get_spec(fam)
+    metric, mode = _objective(raw, source, fam, spec)
+    fid = _fidelity(raw, source, fam, spec)
+    name, sampler_args = _sampler(raw, source)
+    sched = raw.get("scheduler", "asha")
+    if sched not in ("asha", "none"):
+        raise _err(source, "scheduler", f"must be asha or none, got {sched!r}")
+    fixed, params = _params(raw, source, fam, spec.config_cls)
+    if name == "grid":
+        ranged = sorted(k for k, p in params.items() if p["type"] != "categorical")
+        if ranged:
+            raise _err(source, f"params.{ranged[0]}", "the grid sampler needs `type: categorical` with the grid "
+                                                      f"values as `choices` for every param (not: {', '.join(ranged)})")
+    _refuse_inert(source, spec, fixed, params)
+    return SearchSpace(model=fam, metric=metric, mode=mode, **fid, sampler=name, sampler_args=sampler_args,
+                       scheduler=sched, fixed=fixed, params=params, source=source, raw=raw)
+
+
+def _objective(raw: dict[str, Any], source: str, fam: str, spec: Any) -> tuple[str, str]:
     obj = raw.get("objective") or {}
     if not isinstance(obj, dict):
         raise _err(source, "objective", "must be a mapping {metric, mode}")
     metric, mode = obj.get("metric", spec.objective), obj.get("mode", spec.mode)
-    if metric not in OBJECTIVES[fam]:
-        raise _err(source, "objective.metric", f"must be one of {list(OBJECTIVES[fam])}, got {metric!r}")
+    if metric not in spec.objectives:
+        raise _err(source, "objective.metric", f"must be one of {list(spec.objectives)}, got {metric!r}")
     if mode not in ("min", "max"):
         raise _err(source, "objective.mode", f"must be min or max, got {mode!r}")
+    return metric, mode
+
+
+def _fidelity(raw: dict[str, Any], source: str, fam: str, spec: Any) -> dict[str, Any]:
+    """ASHA's axis: rounds, or the trial's cumulative optimiser updates (``unit: updates``)."""
     fid = raw.get("fidelity") or {}
     fid_keys = {"unit", "max_rounds", "grace_rounds", "reduction_factor", "grace_updates", "max_updates"}
     if not isinstance(fid, dict) or sorted(set(fid) - fid_keys):
@@ -230,7 +239,7 @@ def parse_space(raw: Any, source: str, model: str | None = None) -> SearchSpace:
         raise _err(source, "fidelity.unit", f"must be rounds or updates, got {unit!r}")
     grace_u, max_u = fid.get("grace_updates", 0), fid.get("max_updates", 0)
     if unit == "updates":
-        if fam not in ("zscrgan", "cmgan"):
+        if not spec.counts_updates:
             raise _err(source, "fidelity.unit", f"{fam} has no optimiser updates to count; use rounds")
         if not isinstance(max_u, int) or max_u < 1:
             raise _err(source, "fidelity.max_updates", f"must be an integer >= 1, got {max_u!r}")
@@ -249,20 +258,27 @@ def parse_space(raw: Any, source: str, model: str | None = None) -> SearchSpace:
                    f"must be an integer in [1, max_rounds={max_rounds}], got {grace!r}")
     if not isinstance(rf, (int, float)) or rf <= 1:
         raise _err(source, "fidelity.reduction_factor", f"must be > 1, got {rf!r}")
+    return {"max_rounds": max_rounds, "grace_rounds": grace, "reduction_factor": float(rf), "unit": unit,
+            "grace_updates": grace_u, "max_updates": max_u}
+
+
+def _sampler(raw: dict[str, Any], source: str) -> tuple[str, dict[str, Any]]:
     samp = raw.get("sampler") or {"name": "tpe"}
     if isinstance(samp, str):
         samp = {"name": samp}
+    if not isinstance(samp, dict):
+        raise _err(source, "sampler", f"must be a name or a mapping {{name, options...}}, got {samp!r}")
     name = samp.get("name", "tpe")
     if name not in SAMPLERS:
         raise _err(source, "sampler.name", f"must be one of {list(SAMPLERS)}, got {name!r}")
     sampler_args = {k: v for k, v in samp.items() if k != "name"}
     if name == "grid" and sampler_args:
         raise _err(source, "sampler", f"the grid sampler takes no options, got {sorted(sampler_args)}")
-    sched = raw.get("scheduler", "asha")
-    if sched not in ("asha", "none"):
-        raise _err(source, "scheduler", f"must be asha or none, got {sched!r}")
+    return name, sampler_args
 
-    cfg_cls = spec.config_cls
+
+def _params(raw: dict[str, Any], source: str, fam: str, cfg_cls: type) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fixed keys (checked as a config) and the searched ones (each a known, in-range distribution)."""
     hints = get_type_hints(cfg_cls)
     fixed = raw.get("fixed") or {}
     if not isinstance(fixed, dict):
@@ -283,24 +299,16 @@ def parse_space(raw: Any, source: str, model: str | None = None) -> SearchSpace:
         if base_key in fixed:
             raise _err(source, f"params.{key}", "is also listed under `fixed`")
         params[str(key)] = _check_param(source, str(key), p, hints[base_key], cfg_cls)
-    if name == "grid":
-        ranged = sorted(k for k, p in params.items() if p["type"] != "categorical")
-        if ranged:
-            raise _err(source, f"params.{ranged[0]}", "the grid sampler needs `type: categorical` with the grid "
-                                                      f"values as `choices` for every param (not: {', '.join(ranged)})")
-    _refuse_inert(source, fam, cfg_cls, fixed, params)
-    return SearchSpace(model=fam, metric=metric, mode=mode, max_rounds=max_rounds, grace_rounds=grace,
-                       reduction_factor=float(rf), unit=unit, grace_updates=grace_u, max_updates=max_u, sampler=name,
-                       sampler_args=sampler_args, scheduler=sched,
-                       fixed=fixed, params=params, source=source, raw=raw)
+    return fixed, params
 
 
-def _refuse_inert(source: str, fam: str, cfg_cls: type, fixed: dict[str, Any], params: dict[str, Any]) -> None:
+def _refuse_inert(source: str, spec: Any, fixed: dict[str, Any], params: dict[str, Any]) -> None:
     """A searched key that cannot change training under the fixed keys wastes every trial's budget."""
     searched = {(_INDEXED.match(k).group(1) if _INDEXED.match(k) else k) for k in params}
-    defaults = {f.name: f.default for f in dataclasses.fields(cfg_cls) if f.default is not dataclasses.MISSING}
+    defaults = {f.name: f.default for f in dataclasses.fields(spec.config_cls)
+                if f.default is not dataclasses.MISSING}
     for key in sorted(searched):
-        rule = INERT_WHEN.get((fam, key))
+        rule = spec.inert_when.get(key)
         if rule is None:
             continue
         other, inert, why = rule

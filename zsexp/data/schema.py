@@ -189,7 +189,14 @@ def validate(data: ZSLData) -> ZSLData:
             f"{_preview(np.unique(data.labels[out]))} at images {_preview(np.flatnonzero(out))}")
     if len(data.class_names) != c:
         raise ZsexpError(f"{where}: `class_names` has {len(data.class_names)} entries, expected C={c}")
+    _validate_splits(data, where, n, c)
+    _validate_optional(data, where, n)
+    return data
 
+
+def _validate_splits(data: ZSLData, where: str, n: int, c: int) -> None:
+    """Class splits: non-empty, no repeats, in range, pairwise disjoint, every class with images; the
+    GZSL test images of seen classes."""
     split_sets = {}
     for split in ("train", "val", "test"):
         arr = np.asarray(getattr(data, f"{split}_classes")).astype(np.int64).ravel()
@@ -229,6 +236,9 @@ def validate(data: ZSLData) -> ZSLData:
             raise ZsexpError(f"{where}: classes {_preview(missing)} ({', '.join(names)}) of split `{split}` "
                              f"have no images")
 
+
+def _validate_optional(data: ZSLData, where: str, n: int) -> None:
+    """Per-image text features and CONSE's seen-class probabilities, where the data has them."""
     if data.text_features is not None:
         data.text_features = np.asarray(data.text_features)
         if data.text_features.ndim != 2 or data.text_features.shape[0] != n:
@@ -250,4 +260,3 @@ def validate(data: ZSLData) -> ZSLData:
         if unseen.size:
             raise ZsexpError(f"{where}: `prob_classes` must be seen classes, but {_preview(unseen)} are unseen")
         data.seen_probs = data.seen_probs.astype(np.float32, copy=False)
-    return data

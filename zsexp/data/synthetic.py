@@ -84,6 +84,18 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _seen_class_probs(feats: np.ndarray, labels: np.ndarray, prob_classes: np.ndarray, held_out: np.ndarray,
+                      temperature: float) -> np.ndarray:
+    """A seen-class CNN's softmax, simulated: cosine to each seen class's mean training image (the GZSL
+    held-out images excluded) at ``temperature``; the input of CONSE (CM-GAN eq. 1)."""
+    held = np.zeros(labels.size, bool)
+    held[held_out] = True
+    protos = np.stack([feats[(labels == c) & ~held].mean(0) for c in prob_classes])
+    fn = feats / (np.linalg.norm(feats, axis=1, keepdims=True) + 1e-8)
+    pn = protos / (np.linalg.norm(protos, axis=1, keepdims=True) + 1e-8)
+    return _softmax((fn @ pn.T) / temperature).astype(np.float32)
+
+
 def make_synthetic(name: str, seed: int = 0, spec: SyntheticSpec | None = None) -> ZSLData:
     """Generate the named synthetic dataset (or one from ``spec``); same seed, same bytes."""
     spec = spec or SPECS[name]
@@ -138,15 +150,9 @@ def make_synthetic(name: str, seed: int = 0, spec: SyntheticSpec | None = None) 
     test_seen_images = hold_out_per_class(labels, np.concatenate([train_c, val_c]), spec.test_seen_fraction, rng)
 
     seen_probs = prob_classes = None
-    if spec.seen_probs:
-        # 5. a simulated seen-class CNN trained on the seen classes' training images only
+    if spec.seen_probs:       # 5. a simulated seen-class CNN
         prob_classes = np.sort(np.concatenate([train_c, val_c]))
-        held = np.zeros(labels.size, bool)
-        held[test_seen_images] = True
-        protos = np.stack([feats[(labels == c) & ~held].mean(0) for c in prob_classes])
-        fn = feats / (np.linalg.norm(feats, axis=1, keepdims=True) + 1e-8)
-        pn = protos / (np.linalg.norm(protos, axis=1, keepdims=True) + 1e-8)
-        seen_probs = _softmax((fn @ pn.T) / spec.cnn_temperature).astype(np.float32)
+        seen_probs = _seen_class_probs(feats, labels, prob_classes, test_seen_images, spec.cnn_temperature)
 
     data = ZSLData(
         name=name, features=feats, labels=labels, class_embeddings=text_by_class,

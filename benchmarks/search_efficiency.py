@@ -125,8 +125,8 @@ def sweep_events(name: str, metric_key: str) -> list[dict[str, Any]]:
     from zsexp.ui_links import sweep_filter
 
     meta = read_meta(name, None)
-    c = client(meta["tracking_uri"])
-    runs = c.search_runs([meta["experiment_id"]], filter_string=sweep_filter(name), max_results=5000)
+    c = client(meta.tracking_uri)
+    runs = c.search_runs([meta.experiment_id], filter_string=sweep_filter(name), max_results=5000)
     events = []
     for run in runs:
         upd = {m.step: (m.value, m.timestamp) for m in c.get_metric_history(run.info.run_id, "updates_done")}
@@ -221,7 +221,7 @@ def pick_test(name: str, seeds: int, metric: str, log: Path) -> dict[str, Any]:
 
     with quiet(log):
         run_selection(SelectOptions(sweep=name, k=1, seeds=seeds))
-    sel = json.loads((Path(read_meta(name, None)["dir"]) / f"selection-k1-s{seeds}" / "selection.json").read_text())
+    sel = json.loads((Path(read_meta(name, None).dir) / f"selection-k1-s{seeds}" / "selection.json").read_text())
     w = sel["summary"][sel["winner"]]
     out = {"test": w["stats"][metric]["mean"], "config": w.get("params") or w.get("config")}
     base = sel.get("baseline") or {}
@@ -484,7 +484,7 @@ def _trial_configs(name: str) -> list[dict[str, Any]]:
     from zsexp.search.storage import read_meta
 
     meta = read_meta(name, None)
-    return sweep_trials(meta, parse_space(meta["space"], meta["space_source"], meta["model"]))
+    return sweep_trials(meta, parse_space(meta.space, meta.space_source, meta.model))
 
 
 if __name__ == "__main__":

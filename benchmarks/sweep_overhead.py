@@ -195,8 +195,8 @@ def timeline(sweep_dir: Path, fit_start: float, fit_end: float, work_per_trial: 
     from zsexp.ui_links import sweep_filter
 
     meta = read_meta(sweep_dir.name, str(sweep_dir.parent))
-    c = client(meta["tracking_uri"])
-    runs = c.search_runs([meta["experiment_id"]], filter_string=sweep_filter(meta["name"]), max_results=1000)
+    c = client(meta.tracking_uri)
+    runs = c.search_runs([meta.experiment_id], filter_string=sweep_filter(meta.name), max_results=1000)
     inside: dict[str, dict[int, float]] = {}
     for f in sweep_dir.glob("train_trial_*/progress.csv"):
         with open(f) as fh:

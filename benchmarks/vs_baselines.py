@@ -84,7 +84,7 @@ def search_mode(model: str, dataset: str, trials: int, splits: int, space: str |
             assert cli(["select", name, "--k", "3", "--seeds", "3"]) == 0
             from zsexp.search.storage import read_meta
 
-            sel = json.loads((Path(read_meta(name, None)["dir"]) / "selection-k3-s3" / "selection.json").read_text())
+            sel = json.loads((Path(read_meta(name, None).dir) / "selection-k3-s3" / "selection.json").read_text())
             w = sel["summary"][sel["winner"]]["stats"]
             add(rows, model, {m: s["mean"] for m, s in w.items()})
             if sel.get("baseline"):

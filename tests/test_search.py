@@ -65,7 +65,7 @@ def test_sweep_logs_parent_and_child_runs(ray_cluster, capsys):
     status = capsys.readouterr().out
     assert status.count("TERMINATED") == 3
     # without a name: every sweep, a line each; a broken one is named, not hiding the others
-    broken = Path(read_meta("mlf", None)["dir"]).parent / "broken"
+    broken = Path(read_meta("mlf", None).dir).parent / "broken"
     broken.mkdir()
     (broken / SWEEP_FILE).write_text("{not json")
     assert main(["status", "--json"]) == 0
@@ -112,7 +112,7 @@ def test_gpu_budget_and_simulated_concurrency(ray_cluster, capsys):
                  "--cpus-per-trial", "0.25", "--scheduler", "none", "--set", "em_iterations=12",
                  "--progress-every", "0"]) == 0
     meta = read_meta("gpu", None)
-    progress = json.loads((Path(meta["dir"]) / "zsexp_progress.json").read_text())
+    progress = json.loads((Path(meta.dir) / "zsexp_progress.json").read_text())
     # 2 CPUs would allow 2 one-CPU trials; the GPU fractions let more run at once
     assert progress["peak"] > 2
 

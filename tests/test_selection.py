@@ -39,10 +39,10 @@ def test_sweep_select_promote_serve(ray_cluster, capsys):
                  "--progress-every", "0"]) == 0
     out = capsys.readouterr().out
     meta = read_meta("e2e", None)
-    base_val = meta["reference"]["baseline"]["val"]["precision@50"]       # tuned on val, fitted on train
-    assert meta["reference"]["baseline"]["model"] == "ridge" and meta["reference"]["chance"]["precision@50"] > 0
+    base_val = meta.reference["baseline"]["val"]["precision@50"]       # tuned on val, fitted on train
+    assert meta.reference["baseline"]["model"] == "ridge" and meta.reference["chance"]["precision@50"] > 0
     assert f"val precision@50={base_val:.3f}" in out and "chance" in out
-    parent = client().get_run(meta["parent_run_id"]).data
+    parent = client().get_run(meta.parent_run_id).data
     assert parent.metrics["baseline_val_precision_at_50"] == pytest.approx(base_val)
     assert parent.metrics["best_margin_over_baseline"] == pytest.approx(
         parent.metrics["best_val_precision_at_50"] - base_val)
@@ -52,7 +52,7 @@ def test_sweep_select_promote_serve(ray_cluster, capsys):
     out = capsys.readouterr().out
     assert "Wilcoxon" in out and "@candidate" in out
     assert "beside it on the same test split: ridge" in out and "paired Wilcoxon over 6 test queries" in out
-    sel = Path(read_meta("e2e", None)["dir"]) / "selection-k2-s2"
+    sel = Path(read_meta("e2e", None).dir) / "selection-k2-s2"
     result = json.loads((sel / "selection.json").read_text())
     assert len(result["summary"]) == 2 and all(s["stats"]["precision@50"]["n"] == 2 for s in result["summary"])
     # the decision is the validation mean; every run trains its candidate's best-round budget
@@ -176,7 +176,7 @@ def test_cmgan_selection_with_paper_validation_objective(ray_cluster, tmp_path, 
     assert main(["select", "cml", "--k", "2", "--seeds", "2"]) == 0
     out = capsys.readouterr().out
     assert "test zsl/mfr (report)" in out
-    sel = json.loads((Path(read_meta("cml", None)["dir"]) / "selection-k2-s2" / "selection.json").read_text())
+    sel = json.loads((Path(read_meta("cml", None).dir) / "selection-k2-s2" / "selection.json").read_text())
     assert sel["objective"] == "val_lsup" and sel["test_objective"] == "zsl/mfr" and sel["test_mode"] == "min"
     # CM-GAN's task baseline beside it: ridge-zsl, paired over the test images
     assert sel["baseline"]["model"] == "ridge-zsl" and sel["baseline"]["test"]["unit"] == "image"

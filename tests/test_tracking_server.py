@@ -105,7 +105,7 @@ def test_sweep_against_authenticated_server(ray_cluster, auth_server, monkeypatc
     blob = json.dumps(runs)
     from zsexp.search.storage import read_meta
 
-    meta_dir = Path(read_meta("authed", None)["dir"])
+    meta_dir = Path(read_meta("authed", None).dir)
     blob += "".join(p.read_text(errors="ignore") for p in meta_dir.glob("*.json"))
     blob += "".join(p.read_bytes().decode("latin-1") for p in (tmp_path / "server-artifacts").rglob("*")
                     if p.is_file())

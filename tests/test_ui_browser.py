@@ -70,12 +70,12 @@ def test_ui_links_open_the_sweep_trials_compare_view_and_registry(ray_cluster, t
     assert main(["promote", "webmodel"]) == 0
     meta = read_meta("web", None)
     c = client()
-    trials = c.search_runs([meta["experiment_id"]], filter_string="tags.`zsexp.sweep` = 'web' and "
+    trials = c.search_runs([meta.experiment_id], filter_string="tags.`zsexp.sweep` = 'web' and "
                                                                   "tags.`zsexp.kind` = 'trial'")
     assert len(trials) == 3
-    parent = c.get_run(meta["parent_run_id"])
+    parent = c.get_run(meta.parent_run_id)
     assert parent.data.metrics["trials_completed"] == 3 and "best_val_precision_at_50" in parent.data.metrics
-    assert c.get_experiment(meta["experiment_id"]).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert c.get_experiment(meta.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     best = max(trials, key=lambda r: r.data.metrics["best_val_precision_at_50"])
     best_txt = format(best.data.metrics["best_val_precision_at_50"], "g")[:4]       # as the table shows it
 
@@ -124,7 +124,7 @@ def test_ui_links_open_the_sweep_trials_compare_view_and_registry(ray_cluster, t
         _wait(page_has("champion"), 90, "the @champion alias on the registered model", shots, shot)
         shot("3-model")
         # 4. the experiment link opens on runs (model training), not on the GenAI overview
-        driver.get(f"http://127.0.0.1:{port}/#/experiments/{meta['experiment_id']}?workflowType=machine_learning")
+        driver.get(f"http://127.0.0.1:{port}/#/experiments/{meta.experiment_id}?workflowType=machine_learning")
         _wait(lambda: "/runs" in driver.current_url, 60, "the experiment to open on its runs", shots, shot)
         shot("4-experiment")
     finally:

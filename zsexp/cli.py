@@ -137,12 +137,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     st = sweep_status(args.name, storage=args.storage, trust_storage=args.trust_storage)
     if args.json:
-        print(json.dumps(st, indent=2, default=str))
+        print(json.dumps({**st, "meta": st["meta"].to_json()}, indent=2, default=str))
         return 0
     m = st["meta"]
-    print(f"sweep {m['name']}: {m['model']} on {m['dataset_name']}, {m['trials']} trials, status {m['status']}")
-    print(f"  storage {m['dir']}")
-    print(f"  MLflow {m['tracking_uri']} experiment {m['experiment']!r}, parent run {m['parent_run_id']}")
+    print(f"sweep {m.name}: {m.model} on {m.dataset_name}, {m.trials} trials, status {m.status}")
+    print(f"  storage {m.dir}")
+    print(f"  MLflow {m.tracking_uri} experiment {m.experiment!r}, parent run {m.parent_run_id}")
     print(f"  objective val {st['metric']} ({st['mode']})")
     print(f"  reference: {st['reference']}")
     print(f"  {'trial':<14}{'status':<12}{'outcome':<15}{'rounds':>7}{'best':>10}")
@@ -152,7 +152,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from zsexp.search.space import parse_space
     from zsexp.search.status import show_links
 
-    show_links(m, parse_space(m["space"], m["space_source"], m["model"]))
+    show_links(m, parse_space(m.space, m.space_source, m.model))
     return 0
 
 
@@ -166,8 +166,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
         from zsexp.search.storage import read_meta
 
         meta = read_meta(args.sweep, args.storage)
-        space = parse_space(meta["space"], meta["space_source"], meta["model"])
-        args.tracking_uri = args.tracking_uri or meta["tracking_uri"]
+        space = parse_space(meta.space, meta.space_source, meta.model)
+        args.tracking_uri = args.tracking_uri or meta.tracking_uri
 
         def links(ui: str) -> None:
             show_links(meta, space, ui)

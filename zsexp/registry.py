@@ -10,6 +10,11 @@ recorded test mean is worse than the current holder's.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zsexp.search.meta import SweepMeta
+
 import datetime as dt
 import json
 import math
@@ -46,26 +51,26 @@ from zsexp.tags import (
 )
 
 
-def log_selection(o, meta: dict[str, Any], d: dict[str, Any], results: list[dict[str, Any]], sel_dir: Path,
+def log_selection(o, meta: SweepMeta, d: dict[str, Any], results: list[dict[str, Any]], sel_dir: Path,
                   data) -> dict[str, Any]:
     """The selection in MLflow: one selection run with a nested run per (candidate, seed, phase), its
     summary metrics and report; the winner's registered version with how it was chosen.  Idempotent:
     a re-run finds its runs and version by their tags and adds nothing."""
     from zsexp.tracking import client
 
-    c = client(meta["tracking_uri"])
-    sel_name = f"{meta['name']}-selection-k{o.k}-s{o.seeds}"
-    tags = {TAG_SWEEP: meta["name"], TAG_KIND: "selection", TAG_SELECTION: sel_name, "zsexp.k": str(o.k),
-            "zsexp.seeds": str(o.seeds), TAG_FINGERPRINT: meta["fingerprint"], "zsexp.protocol": PROTOCOL}
-    found = c.search_runs([meta["experiment_id"]], filter_string=f"tags.`{TAG_SELECTION}` = {filter_value(sel_name)} "
+    c = client(meta.tracking_uri)
+    sel_name = f"{meta.name}-selection-k{o.k}-s{o.seeds}"
+    tags = {TAG_SWEEP: meta.name, TAG_KIND: "selection", TAG_SELECTION: sel_name, "zsexp.k": str(o.k),
+            "zsexp.seeds": str(o.seeds), TAG_FINGERPRINT: meta.fingerprint, "zsexp.protocol": PROTOCOL}
+    found = c.search_runs([meta.experiment_id], filter_string=f"tags.`{TAG_SELECTION}` = {filter_value(sel_name)} "
                                                                 f"and tags.`{TAG_KIND}` = 'selection'", max_results=1)
-    parent = found[0].info.run_id if found else c.create_run(meta["experiment_id"], tags=tags,
+    parent = found[0].info.run_id if found else c.create_run(meta.experiment_id, tags=tags,
                                                              run_name=sel_name).info.run_id
     c.update_run(parent, status="RUNNING")
     ts = int(dt.datetime.now().timestamp() * 1000)
-    child_ids = {r_pair(r): _selection_run(c, meta["experiment_id"], sel_name, tags, parent, r, ts) for r in results}
+    child_ids = {r_pair(r): _selection_run(c, meta.experiment_id, sel_name, tags, parent, r, ts) for r in results}
     _log_summary(c, parent, d, sel_dir, ts)
-    register_as = o.register_as or f"zsexp-{meta['model']}-{meta['dataset_name']}"
+    register_as = o.register_as or f"zsexp-{meta.model}-{meta.dataset_name}"
     version = _register_winner(c, o, meta, d, data, register_as, child_ids, parent)
     c.set_terminated(parent)
     return {"selection_run": parent, "registered_model": register_as, "version": version,
@@ -127,7 +132,7 @@ def _log_summary(c, parent: str, d: dict[str, Any], sel_dir: Path, ts: int) -> N
             c.log_artifact(parent, str(sel_dir / name), artifact_path="report")
 
 
-def _register_winner(c, o, meta: dict[str, Any], d: dict[str, Any], data, register_as: str,
+def _register_winner(c, o, meta: SweepMeta, d: dict[str, Any], data, register_as: str,
                      child_ids: dict[str, str], parent: str) -> str:
     """The winner's typical-seed final model as a pyfunc retrieval model, registered (once) as @candidate,
     its version tagged with how it was chosen (validation) and what it measured (test)."""
@@ -143,15 +148,15 @@ def _register_winner(c, o, meta: dict[str, Any], d: dict[str, Any], data, regist
     if existing:               # a re-run of a finished selection registers nothing new
         mv = existing[0]
     else:
-        example = _input_example(meta["model"], data, reg["config"])
+        example = _input_example(meta.model, data, reg["config"])
         with mlflow.start_run(run_id=winner_run):
             info = log_retrieval_model(reg["model_path"], example, k=o.retrieval_k,
-                                       query_kind=get_spec(meta["model"]).query_kind)
+                                       query_kind=get_spec(meta.model).query_kind)
         kill_point("select_register")
         mv = mlflow.register_model(info.model_uri, register_as)
     tobj = d["test_objective"]
     tst = w["stats"][tobj]
-    version_tags = {V_SWEEP: meta["name"], V_OBJECTIVE: d["objective"], V_MODE: d.get("mode", "max"),
+    version_tags = {V_SWEEP: meta.name, V_OBJECTIVE: d["objective"], V_MODE: d.get("mode", "max"),
                     V_VAL_MEAN: str(w["val"]["mean"]), V_VAL_STD: str(w["val"]["std"]),
                     V_N_SEEDS: str(w["val"]["n"]), V_SEED: str(reg["seed"]), V_SEED_RULE: SEED_RULE,
                     V_TEST_NAME: tobj, V_TEST_MODE: d["test_mode"],

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zsexp.search.meta import SweepMeta
+
 import math
 from pathlib import Path
 from typing import Any
@@ -12,7 +17,7 @@ from zsexp.protocol import PLURAL, PROTOCOL, SEED_RULE, fmt_stats
 from zsexp.search.space import SearchSpace
 
 
-def write_report(meta: dict[str, Any], space: SearchSpace, d: dict[str, Any], sel_dir: Path,
+def write_report(meta: SweepMeta, space: SearchSpace, d: dict[str, Any], sel_dir: Path,
                  trials: list[dict[str, Any]]) -> Path:
     """``report.md`` and ``report.html`` of a final selection, with its plots, in ``sel_dir``."""
     import matplotlib
@@ -25,7 +30,7 @@ def write_report(meta: dict[str, Any], space: SearchSpace, d: dict[str, Any], se
     lines = [*_summary_lines(meta, space, d), *_winner_lines(d), *_registered_lines(d, hist_ok, imp_ok)]
     report = sel_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
-    (sel_dir / "report.html").write_text(markdown_to_html(lines, sel_dir, title=f"Final selection: {meta['name']}"))
+    (sel_dir / "report.html").write_text(markdown_to_html(lines, sel_dir, title=f"Final selection: {meta.name}"))
     return report
 
 
@@ -104,11 +109,11 @@ def plot_importance(study: Any, path: Path) -> bool:
     return True
 
 
-def _summary_lines(meta: dict[str, Any], space: SearchSpace, d: dict[str, Any]) -> list[str]:
+def _summary_lines(meta: SweepMeta, space: SearchSpace, d: dict[str, Any]) -> list[str]:
     summary, order = d["summary"], d["order"]
     obj, tobj = d["objective"], d["test_objective"]
-    lines = [f"# Final selection: sweep `{meta['name']}`", "",
-             f"{meta['model']} on {meta['dataset_name']} (fingerprint {meta['fingerprint']}): top {len(summary)} "
+    lines = [f"# Final selection: sweep `{meta.name}`", "",
+             f"{meta.model} on {meta.dataset_name} (fingerprint {meta.fingerprint}): top {len(summary)} "
              f"configurations of the sweep by validation {space.metric} ({space.mode}), {order[0]['val']['n']} "
              f"seeds each.", "",
              f"**Protocol.** {PROTOCOL}", "",

@@ -29,6 +29,11 @@ checkpoint after every round; running the job again skips finished runs and cont
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zsexp.search.meta import SweepMeta
+
 import json
 import math
 import os
@@ -127,11 +132,11 @@ def selection_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
     out = Path(job["dir"])
     stem = run_stem(ci, seed, phase)
     fit = PHASES[phase]
-    meta = dict(job["trial_meta"], seed=seed, fit_split=fit)
+    tmeta = dict(job["trial_meta"], seed=seed, fit_split=fit)
     configure_cpu_math()
-    data, cfg = trial_config(meta, cand["params"])
+    data, cfg = trial_config(tmeta, cand["params"])
     torch.manual_seed(seed)
-    model = build_model(meta["model"], cfg, data, device=resolve_device(meta.get("device", "auto")), seed=seed,
+    model = build_model(tmeta["model"], cfg, data, device=resolve_device(tmeta.get("device", "auto")), seed=seed,
                         fit_split=fit)
     ckpt_path = out / f"{stem}.ckpt.pt"
     done = 0
@@ -139,20 +144,20 @@ def selection_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
         state = load_checkpoint(ckpt_path)
         model.load_state_dict(state["model"])
         done = int(state["round"])
-    rounds = min(get_spec(meta["model"]).rounds(model), int(cand.get("round") or meta["max_rounds"]))
+    rounds = min(get_spec(tmeta["model"]).rounds(model), int(cand.get("round") or tmeta["max_rounds"]))
     r = done
     for r, losses, _ in train_rounds(model, done + 1, rounds):
-        save_checkpoint(checkpoint_state(model, data, meta["dataset"], meta["data_seed"], {"round": r}), ckpt_path)
+        save_checkpoint(checkpoint_state(model, data, tmeta["dataset"], tmeta["data_seed"], {"round": r}), ckpt_path)
         tune.report({"round": r, **{f"train_{k}": v for k, v in losses.items()}})
     result: dict[str, Any] = {"candidate": ci, "seed": seed, "phase": phase, "fit": fit, "rounds": r,
                               "config": dict(vars(cfg))}
-    spec = get_spec(meta["model"])
+    spec = get_spec(tmeta["model"])
     if phase == "val":
         res = {**model.evaluate("val"), **spec.validation_extras(model)}     # CM-GAN: L_sup as well (§4.4)
         result["metrics"] = {k: float(v) for k, v in res.items()}
     else:
         final = out / f"{stem}.model.pt"
-        save_checkpoint(checkpoint_state(model, data, meta["dataset"], meta["data_seed"], {"round": r}), final)
+        save_checkpoint(checkpoint_state(model, data, tmeta["dataset"], tmeta["data_seed"], {"round": r}), final)
         res = spec.evaluate_units(model, data, "test")
         result.update(metrics={k: v for k, v in res.items() if isinstance(v, float)},
                       per={k: v for k, v in res.items() if not isinstance(v, float)}, model_path=str(final))
@@ -286,14 +291,14 @@ def run_selection(o: SelectOptions) -> dict[str, Any]:
     if o.register_as is not None:
         check_name(o.register_as, "--register-as")
     meta = read_meta(o.sweep, o.storage)
-    space = parse_space(meta["space"], meta["space_source"], meta["model"])
-    check_tracking_uri(meta["tracking_uri"])
-    with SweepLock(Path(meta["dir"]).parent, o.sweep, "select"):
-        integrity.verified(Path(meta["dir"]), o.trust_storage)   # before Tune's state is read
+    space = parse_space(meta.space, meta.space_source, meta.model)
+    check_tracking_uri(meta.tracking_uri)
+    with SweepLock(Path(meta.dir).parent, o.sweep, "select"):
+        integrity.verified(Path(meta.dir), o.trust_storage)   # before Tune's state is read
         return _select(o, meta, space)
 
 
-def _select(o: SelectOptions, meta: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
+def _select(o: SelectOptions, meta: SweepMeta, space: SearchSpace) -> dict[str, Any]:
     import ray
 
     try:
@@ -305,7 +310,7 @@ def _select(o: SelectOptions, meta: dict[str, Any], space: SearchSpace) -> dict[
     if not ranked:
         raise ZsexpError(f"sweep {o.sweep!r} has no completed trial with val {space.metric}; nothing to select")
     cands = ranked[: o.k]
-    sel_dir = Path(meta["dir"]) / f"selection-k{o.k}-s{o.seeds}"
+    sel_dir = Path(meta.dir) / f"selection-k{o.k}-s{o.seeds}"
     sel_dir.mkdir(parents=True, exist_ok=True)
     cand_file = sel_dir / "candidates.json"
     old = json.loads(cand_file.read_text()) if cand_file.is_file() else None
@@ -323,8 +328,8 @@ def _select(o: SelectOptions, meta: dict[str, Any], space: SearchSpace) -> dict[
     if missing:
         started = init_ray(o.address)
         try:
-            res, concurrency = trial_resources(meta["options"])
-            job = {"dir": str(sel_dir), "pairs": pairs, "candidates": cands, "trial_meta": meta["trial_meta"]}
+            res, concurrency = trial_resources(meta.options)
+            job = {"dir": str(sel_dir), "pairs": pairs, "candidates": cands, "trial_meta": meta.trial_meta}
             trainable = tune.with_resources(tune.with_parameters(selection_trial, job=job), res)
             progress = SelectionProgress(o.sweep, pairs, len(missing), sel_dir, space.metric)
             tuner = tune.Tuner(trainable, param_space={"pair": tune.grid_search(missing)},
@@ -400,22 +405,22 @@ def decide(model: str, space: SearchSpace, cands: list[dict[str, Any]], results:
             "val_runs": val_runs, "test_runs": test_runs}
 
 
-def finish_selection(o: SelectOptions, meta: dict[str, Any], space: SearchSpace, cands: list[dict[str, Any]],
+def finish_selection(o: SelectOptions, meta: SweepMeta, space: SearchSpace, cands: list[dict[str, Any]],
                      results: list[dict[str, Any]], sel_dir: Path, trials: list[dict[str, Any]]) -> dict[str, Any]:
     from zsexp.data import load_dataset
     from zsexp.registry import log_selection
     from zsexp.report import write_report
 
-    data = load_dataset(meta["dataset"], seed=meta["trial_meta"]["data_seed"])
+    data = load_dataset(meta.dataset, seed=meta.trial_meta["data_seed"])
     n_unseen = len(data.test_classes)
     n_all = n_unseen + len(data.classes("trainval"))
-    d = decide(meta["model"], space, cands, results, n_unseen, n_all)
+    d = decide(meta.model, space, cands, results, n_unseen, n_all)
     from zsexp.search.trainable import trial_config
 
-    winner_cfg = trial_config(meta["trial_meta"], cands[d["winner"]]["params"])[1]
-    d["baseline"] = baseline_beside(meta["model"], d, data, winner_cfg)
+    winner_cfg = trial_config(meta.trial_meta, cands[d["winner"]]["params"])[1]
+    d["baseline"] = baseline_beside(meta.model, d, data, winner_cfg)
     report = write_report(meta, space, d, sel_dir, trials)
-    out = {"sweep": meta["name"], "protocol": PROTOCOL, "objective": d["objective"], "mode": space.mode,
+    out = {"sweep": meta.name, "protocol": PROTOCOL, "objective": d["objective"], "mode": space.mode,
            "test_objective": d["test_objective"], "test_mode": d["test_mode"], "summary": d["summary"],
            "winner": d["winner"], "winner_seed": d["seed"], "seed_rule": SEED_RULE, "test": d["test"],
            "baseline": d["baseline"],

@@ -21,6 +21,11 @@ What MLflow 3.x's UI reads (its router and URL-state code, ``mlflow/server/js``)
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zsexp.search.meta import SweepMeta
+
 import hashlib
 import json
 from typing import Any
@@ -76,17 +81,17 @@ def model_link(ui: str, name: str) -> str:
     return f"{ui.rstrip('/')}/#/models/{quote(name)}?workflowType=machine_learning"
 
 
-def sweep_links(meta: dict[str, Any], metric_key: str, mode: str, params: list[str],
+def sweep_links(meta: SweepMeta, metric_key: str, mode: str, params: list[str],
                 ui: str = DEFAULT_UI) -> dict[str, str]:
     """Publish the view and return the two links (runs view, compare view) of a sweep's trials."""
     from zsexp.tracking import client, mark_model_training
 
-    c = client(meta["tracking_uri"])
-    mark_model_training(c, c.get_experiment(meta["experiment_id"]))
-    key = publish_sweep_view(c, meta["experiment_id"], meta["name"], metric_key, mode, params)
-    runs = c.search_runs([meta["experiment_id"]], filter_string=sweep_filter(meta["name"]), max_results=500)
-    return {"runs": runs_link(ui, meta["experiment_id"], key),
-            "compare": compare_link(ui, meta["experiment_id"], [r.info.run_id for r in runs])}
+    c = client(meta.tracking_uri)
+    mark_model_training(c, c.get_experiment(meta.experiment_id))
+    key = publish_sweep_view(c, meta.experiment_id, meta.name, metric_key, mode, params)
+    runs = c.search_runs([meta.experiment_id], filter_string=sweep_filter(meta.name), max_results=500)
+    return {"runs": runs_link(ui, meta.experiment_id, key),
+            "compare": compare_link(ui, meta.experiment_id, [r.info.run_id for r in runs])}
 
 
 def experiment_link(ui: str, experiment_id: str) -> str:

@@ -6,6 +6,11 @@ of Tune's is loaded, :func:`reconcile` before Tune restarts the trials.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zsexp.search.meta import SweepMeta
+
 import json
 import os
 from pathlib import Path
@@ -77,7 +82,7 @@ def snapshot_trial_ids(d: Path) -> set[str] | None:
     return {json.loads(t[0])["trial_id"] for t in state.get("trial_data", [])}
 
 
-def reconcile(meta: dict[str, Any], known: set[str], retry_errored: bool) -> dict[str, Any]:
+def reconcile(meta: SweepMeta, known: set[str], retry_errored: bool) -> dict[str, Any]:
     """Before Tune restarts: drop what the driver logged for trials Tune's snapshot never saw.
 
     Such a trial was created in the last moments before the kill (the snapshot is taken every
@@ -88,9 +93,9 @@ def reconcile(meta: dict[str, Any], known: set[str], retry_errored: bool) -> dic
     from zsexp.tracking import client
     from zsexp.ui_links import sweep_filter
 
-    d = Path(meta["dir"])
-    c = client(meta["tracking_uri"])
-    runs = c.search_runs([meta["experiment_id"]], filter_string=sweep_filter(meta["name"]), max_results=10000)
+    d = Path(meta.dir)
+    c = client(meta.tracking_uri)
+    runs = c.search_runs([meta.experiment_id], filter_string=sweep_filter(meta.name), max_results=10000)
     deleted, kept_orphans = [], []
     for run in runs:
         tid = run.data.tags.get(TAG_TRIAL)

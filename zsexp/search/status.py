@@ -3,6 +3,11 @@ values (baseline and chance) beside the best trial, and the MLflow UI links."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zsexp.search.meta import SweepMeta
+
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +18,7 @@ from zsexp.search.storage import read_meta, read_progress, sweep_names
 from zsexp.tags import TAG_BASELINE
 
 
-def summarise(meta: dict[str, Any], space: SearchSpace, results: Any, wall_s: float) -> dict[str, Any]:
+def summarise(meta: SweepMeta, space: SearchSpace, results: Any, wall_s: float) -> dict[str, Any]:
     """Counts, outcomes and the best trial.  The best trial and its best round come from the driver's
     durable record (the same best-round values Optuna was told): a trial's ``progress.csv`` in
     storage can be cut short by a kill, and a finished trial that Tune restarted ends without
@@ -25,7 +30,7 @@ def summarise(meta: dict[str, Any], space: SearchSpace, results: Any, wall_s: fl
         counts[status] = counts.get(status, 0) + 1
         tid = (r.metrics or {}).get("trial_id") or Path(r.path).name.split("_")[2]
         by_id[tid] = r
-    progress = read_progress(meta["dir"])
+    progress = read_progress(meta.dir)
     values = {t: v for t, v in progress.get("best_ckpt", {}).items() if t in by_id and v.get("value") is not None}
     best = None
     if values:
@@ -40,16 +45,16 @@ def summarise(meta: dict[str, Any], space: SearchSpace, results: Any, wall_s: fl
                 "checkpoint": ckpt.path if ckpt else None, "run_id": progress.get("runs", {}).get(tid),
                 "metrics": {k: v for k, v in metrics.items() if str(k).startswith("val_")}}
     base, chance = reference_values(meta, space)
-    return {"name": meta["name"], "counts": counts, "outcomes": progress.get("outcomes", {}), "best": best,
+    return {"name": meta.name, "counts": counts, "outcomes": progress.get("outcomes", {}), "best": best,
             "peak_concurrency": progress.get("peak", 0), "wall_s": wall_s, "n_trials": len(results),
             "baseline": base, "chance": chance,
             "margin": margin(best["value"] if best else None, base["value"] if base else None, space.mode)}
 
 
-def reference_values(meta: dict[str, Any], space: SearchSpace) -> tuple[dict | None, float | None]:
+def reference_values(meta: SweepMeta, space: SearchSpace) -> tuple[dict | None, float | None]:
     """The baseline's validation objective (``{"model", "lam", "value"}``, None where the task has none or
     the sweep predates baselines) and chance of the objective, from the sweep's stored reference."""
-    ref = meta.get("reference") or {}
+    ref = meta.reference or {}
     b = ref.get("baseline")
     value = (b.get("val") or {}).get(space.metric) if b else None
     base = {"model": b["model"], "lam": b["lam"], "value": float(value)} if value is not None else None
@@ -57,7 +62,7 @@ def reference_values(meta: dict[str, Any], space: SearchSpace) -> tuple[dict | N
     return base, (float(chance) if chance is not None else None)
 
 
-def reference_line(meta: dict[str, Any], space: SearchSpace, best: float | None) -> str:
+def reference_line(meta: SweepMeta, space: SearchSpace, best: float | None) -> str:
     """``baseline ridge (lam=0.1) val precision@50=39.00; best trial +2.30 over it; chance 16.67``."""
     base, chance = reference_values(meta, space)
     parts = []
@@ -66,9 +71,9 @@ def reference_line(meta: dict[str, Any], space: SearchSpace, best: float | None)
         m = margin(best, base["value"], space.mode)
         if m is not None:
             parts.append(f"best trial {m:+.3f} {'over' if m >= 0 else 'BELOW'} it")
-    elif (meta.get("reference") or {}).get("error"):
-        parts.append(meta["reference"]["error"])
-    elif meta.get("reference") is None:
+    elif (meta.reference or {}).get("error"):
+        parts.append(meta.reference["error"])
+    elif meta.reference is None:
         parts.append("no baseline recorded (sweep made before zsexp computed baselines)")
     else:
         parts.append(f"no baseline for val {space.metric}")
@@ -77,53 +82,53 @@ def reference_line(meta: dict[str, Any], space: SearchSpace, best: float | None)
     return "; ".join(parts)
 
 
-def log_reference(c: Any, run_id: str, meta: dict[str, Any], space: SearchSpace) -> None:
+def log_reference(c: Any, run_id: str, meta: SweepMeta, space: SearchSpace) -> None:
     """The baseline's and chance's validation objective on the sweep's MLflow parent run."""
     base, chance = reference_values(meta, space)
     if base:
         c.log_metric(run_id, f"baseline_{space.metric_key}", base["value"])
         c.set_tag(run_id, TAG_BASELINE, f"{base['model']} lam={base['lam']:g} "
-                                            f"({meta['reference']['baseline']['chosen_by']})")
+                                            f"({meta.reference['baseline']['chosen_by']})")
     if chance is not None:
         c.log_metric(run_id, f"chance_{space.metric_key}", chance)
 
 
-def print_summary(meta: dict[str, Any], space: SearchSpace, s: dict[str, Any]) -> None:
+def print_summary(meta: SweepMeta, space: SearchSpace, s: dict[str, Any]) -> None:
     oc = list(s["outcomes"].values())
-    print(f"[{meta['name']}] finished in {s['wall_s']:.1f}s: {s['n_trials']} trials "
+    print(f"[{meta.name}] finished in {s['wall_s']:.1f}s: {s['n_trials']} trials "
           f"({oc.count('completed')} completed, {oc.count('early-stopped')} early-stopped, {oc.count('failed')} "
           f"failed); peak concurrency {s['peak_concurrency']}")
     b = s.get("best")
     if not b:
-        print(f"[{meta['name']}] no trial reported {space.metric}")
+        print(f"[{meta.name}] no trial reported {space.metric}")
         return
-    print(f"[{meta['name']}] best trial {b['trial_id']}: val {space.metric}={b['value']:.3f} at round {b['round']}")
+    print(f"[{meta.name}] best trial {b['trial_id']}: val {space.metric}={b['value']:.3f} at round {b['round']}")
     print("    config: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                      for k, v in sorted(b["config"].items())))
     print(f"    checkpoint: {b['checkpoint']}")
-    print(f"    MLflow run: {b['run_id']} (parent {meta['parent_run_id']}, experiment {meta['experiment']!r})")
+    print(f"    MLflow run: {b['run_id']} (parent {meta.parent_run_id}, experiment {meta.experiment!r})")
     print(f"    reference: {reference_line(meta, space, b['value'])}")
     show_links(meta, space)
 
 
-def show_links(meta: dict[str, Any], space: SearchSpace, ui: str | None = None) -> None:
+def show_links(meta: SweepMeta, space: SearchSpace, ui: str | None = None) -> None:
     """Print the two MLflow UI links of the sweep's trials (a tracking outage only skips them)."""
     from zsexp.ui_links import DEFAULT_UI, print_links, sweep_links
 
     try:
         links = sweep_links(meta, space.metric_key, space.mode, sorted(space.params), ui or DEFAULT_UI)
     except Exception as exc:  # noqa: BLE001 - links are a convenience; never fail a command for them
-        print(f"[{meta['name']}] (no MLflow UI links: {str(exc).splitlines()[0][:200]})")
+        print(f"[{meta.name}] (no MLflow UI links: {str(exc).splitlines()[0][:200]})")
         return
-    print_links(meta["name"], links)
+    print_links(meta.name, links)
 
 
-def sweep_trials(meta: dict[str, Any], space: SearchSpace) -> list[dict[str, Any]]:
+def sweep_trials(meta: SweepMeta, space: SearchSpace) -> list[dict[str, Any]]:
     """Every trial of the sweep in Tune's order: id, status, rounds, best validation value, outcome, config."""
     from ray.tune import ExperimentAnalysis
 
-    progress = read_progress(meta["dir"])
-    ea = ExperimentAnalysis(str(meta["dir"]), default_metric=space.metric_key, default_mode=space.mode)
+    progress = read_progress(meta.dir)
+    ea = ExperimentAnalysis(str(meta.dir), default_metric=space.metric_key, default_mode=space.mode)
     return [{"trial_id": t.trial_id, "status": t.status,
              "rounds": int(t.last_result.get("training_iteration", 0) or 0),
              "best": progress.get("best_ckpt", {}).get(t.trial_id, {}).get("value"),
@@ -142,8 +147,8 @@ def list_sweeps(storage: str | None = None) -> list[dict[str, Any]]:
             rows.append({"name": name, "error": f"{type(exc).__name__}: {exc}"})
             continue
         m, trials = st["meta"], st["trials"]
-        rows.append({"name": m["name"], "model": m["model"], "dataset": m["dataset_name"], "status": m["status"],
-                     "created": m.get("created", ""), "trials": m["trials"],
+        rows.append({"name": m.name, "model": m.model, "dataset": m.dataset_name, "status": m.status,
+                     "created": m.created, "trials": m.trials,
                      "finished": sum(t["status"] in ("TERMINATED", "ERROR") for t in trials),
                      "metric": st["metric"], "mode": st["mode"], "best": st["best"],
                      "baseline": (st["baseline"] or {}).get("value"), "margin": st["margin"], "chance": st["chance"]})
@@ -155,10 +160,10 @@ def sweep_status(name: str, storage: str | None = None, trust_storage: bool = Fa
     """Read-only: the sweep's metadata, every trial's state and its best validation value.  Tune's state
     is read only once verified (:mod:`zsexp.search.integrity`); a snapshot cut by a kill shows no trials."""
     meta = read_meta(name, storage)
-    space = parse_space(meta["space"], meta["space_source"], meta["model"])
+    space = parse_space(meta.space, meta.space_source, meta.model)
     if trust_storage:
-        integrity.trust(Path(meta["dir"]))
-    cut = integrity.check(Path(meta["dir"]))
+        integrity.trust(Path(meta.dir))
+    cut = integrity.check(Path(meta.dir))
     try:
         trials = [] if cut else sweep_trials(meta, space)
     except Exception:  # noqa: BLE001 - no experiment state yet

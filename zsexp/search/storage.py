@@ -21,6 +21,7 @@ from typing import Any
 from zsexp.errors import ZsexpError
 from zsexp.names import check_name
 from zsexp.paths import zsexp_home
+from zsexp.search.meta import SweepMeta
 
 SWEEP_FILE = "zsexp_sweep.json"
 CALLBACK_FILE = "zsexp_progress.json"
@@ -76,12 +77,7 @@ def sweep_names(storage: str | None) -> list[str]:
     return sorted(p.parent.name for p in sweeps_root(storage).glob(f"*/{SWEEP_FILE}"))
 
 
-META_KEYS = {"name": str, "model": str, "dataset": str, "dataset_name": str, "trials": int, "space": dict,
-             "space_source": str, "tracking_uri": str, "experiment": str, "experiment_id": str,
-             "parent_run_id": str, "options": dict, "trial_meta": dict, "status": str}
-
-
-def read_meta(name: str, storage: str | None) -> dict[str, Any]:
+def read_meta(name: str, storage: str | None) -> SweepMeta:
     """The sweep's metadata, checked: a corrupt or edited file is one clear error.  Its directory is
     where it was found, never a path read from the file (``dir`` and ``trial_meta.sweep_dir`` are set
     from it), so no stored path can point zsexp outside the sweep."""
@@ -93,22 +89,16 @@ def read_meta(name: str, storage: str | None) -> dict[str, Any]:
         raise ZsexpError(f"no sweep {name!r} under {d.parent} (known: {shown or 'none'}); "
                          f"pass --storage if it lives elsewhere")
     try:
-        meta = json.loads(path.read_text())
+        raw = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ZsexpError(f"{path}: unreadable sweep metadata ({type(exc).__name__}: {str(exc)[:120]})") from None
-    if not isinstance(meta, dict):
-        raise ZsexpError(f"{path}: unreadable sweep metadata (a JSON object is expected)")
-    for key, typ in META_KEYS.items():
-        if not isinstance(meta.get(key), typ) or isinstance(meta.get(key), bool):
-            raise ZsexpError(f"{path}: key `{key}` is missing or not a {typ.__name__}; the file is damaged")
-    if meta["name"] != name:
-        raise ZsexpError(f"{path}: it describes sweep {meta['name']!r}, not {name!r}; the file was moved or edited")
+    meta = SweepMeta.from_json(raw, str(path), str(d))
+    if meta.name != name:
+        raise ZsexpError(f"{path}: it describes sweep {meta.name!r}, not {name!r}; the file was moved or edited")
     from zsexp.models import MODELS
 
-    if meta["model"] not in MODELS:
-        raise ZsexpError(f"{path}: unknown model {meta['model']!r}")
-    meta["dir"] = str(d)
-    meta["trial_meta"]["sweep_dir"] = str(d)
+    if meta.model not in MODELS:
+        raise ZsexpError(f"{path}: unknown model {meta.model!r}")
     return meta
 
 

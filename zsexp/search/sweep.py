@@ -24,6 +24,7 @@ from zsexp.paths import default_tracking_uri
 from zsexp.search import integrity
 from zsexp.search.cluster import init_ray, trial_resources
 from zsexp.search.lock import SweepLock
+from zsexp.search.meta import SweepMeta
 from zsexp.search.recovery import reconcile, recover_snapshot, snapshot_trial_ids
 from zsexp.search.space import SearchSpace, load_space, parse_space
 from zsexp.search.status import log_reference, print_summary, summarise
@@ -169,44 +170,42 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
             experiment = o.experiment or f"zsexp-{o.model}-{data.name}"
             tags = {"zsexp.model": o.model, "zsexp.dataset": data.name, TAG_FINGERPRINT: data.fingerprint(),
                     "zsexp.git_commit": git_commit(), "zsexp.storage": str(d)}
-            meta = {
-                "name": name, "dir": str(d), "model": o.model, "dataset": o.dataset, "dataset_name": data.name,
-                "fingerprint": data.fingerprint(), "trials": o.trials, "scheduler": scheduler, "seed": o.seed,
-                "space": space.raw | {"fixed": space.fixed}, "space_source": space.source,
-                "tracking_uri": redact_uri(uri), "experiment": experiment, "tags": tags,
-                "options": opts, "retries": o.retries, "max_failed_trials": o.max_failed_trials,
-                "keep_checkpoints": o.keep_checkpoints, "reference": reference,
-                "progress_every_s": o.progress_every_s, "created": dt.datetime.now().isoformat(),
-                "status": "created",
-                "trial_meta": {"model": o.model, "dataset": o.dataset, "data_seed": o.data_seed, "seed": o.seed,
-                               "fixed": space.fixed, "fit_split": "train", "max_rounds": space.max_rounds,
-                               "device": o.device, "sweep_dir": str(d)},
-            }
+            meta = SweepMeta(
+                name=name, dir=str(d), model=o.model, dataset=o.dataset, dataset_name=data.name,
+                fingerprint=data.fingerprint(), trials=o.trials, scheduler=scheduler, seed=o.seed,
+                space=space.raw | {"fixed": space.fixed}, space_source=space.source,
+                tracking_uri=redact_uri(uri), experiment=experiment, tags=tags,
+                options=opts, retries=o.retries, max_failed_trials=o.max_failed_trials,
+                keep_checkpoints=o.keep_checkpoints, reference=reference,
+                progress_every_s=o.progress_every_s, created=dt.datetime.now().isoformat(),
+                trial_meta={"model": o.model, "dataset": o.dataset, "data_seed": o.data_seed, "seed": o.seed,
+                            "fixed": space.fixed, "fit_split": "train", "max_rounds": space.max_rounds,
+                            "device": o.device, "sweep_dir": str(d)})
             with failed_on_error(meta):
                 _open_parent(c, meta, space, o)
-                write_json_atomic(d / SWEEP_FILE, meta, indent=2)
+                write_json_atomic(d / SWEEP_FILE, meta.to_json(), indent=2)
                 return _fit(meta, space, resources, restore=False)
     finally:
         if started:
             ray.shutdown()
 
 
-def _open_parent(c: Any, meta: dict[str, Any], space: SearchSpace, o: SweepOptions) -> None:
+def _open_parent(c: Any, meta: SweepMeta, space: SearchSpace, o: SweepOptions) -> None:
     """The sweep's MLflow parent run (a start killed before it wrote the sweep file left at most this run
     behind: it is taken over), its parameters, search space and reference values; then the directory."""
     from mlflow.entities import Param
 
     from zsexp.tracking import ensure_experiment
 
-    exp_id = ensure_experiment(c, meta["experiment"], meta["tracking_uri"])
-    found = c.search_runs([exp_id], filter_string=f"tags.`{TAG_SWEEP}` = {filter_value(meta['name'])} and "
+    exp_id = ensure_experiment(c, meta.experiment, meta.tracking_uri)
+    found = c.search_runs([exp_id], filter_string=f"tags.`{TAG_SWEEP}` = {filter_value(meta.name)} and "
                                                   f"tags.`{TAG_KIND}` = 'sweep'", max_results=1)
-    parent = found[0] if found else c.create_run(exp_id, run_name=meta["name"],
-                                                 tags={**meta["tags"], TAG_SWEEP: meta["name"], TAG_KIND: "sweep"})
-    meta.update(experiment_id=exp_id, parent_run_id=parent.info.run_id)
-    Path(meta["dir"]).mkdir(parents=True, exist_ok=True)
+    parent = found[0] if found else c.create_run(exp_id, run_name=meta.name,
+                                                 tags={**meta.tags, TAG_SWEEP: meta.name, TAG_KIND: "sweep"})
+    meta.experiment_id, meta.parent_run_id = exp_id, parent.info.run_id
+    Path(meta.dir).mkdir(parents=True, exist_ok=True)
     c.log_text(parent.info.run_id, json.dumps(space.raw, indent=2, default=str), "search_space.json")
-    sweep_params = {"model": o.model, "dataset": o.dataset, "trials": o.trials, "scheduler": meta["scheduler"],
+    sweep_params = {"model": o.model, "dataset": o.dataset, "trials": o.trials, "scheduler": meta.scheduler,
                     "sampler": space.sampler, "gpus": o.gpus, "gpus_per_trial": o.gpus_per_trial,
                     "objective": space.metric, "mode": space.mode, "max_rounds": space.max_rounds}
     c.log_batch(parent.info.run_id, params=[Param(k, str(v)) for k, v in sweep_params.items()])
@@ -217,7 +216,7 @@ class failed_on_error:
     """Around a started sweep: an exception closes the MLflow parent run FAILED (reason as a tag) and
     marks the sweep ``failed`` in its metadata, instead of leaving both RUNNING for ever."""
 
-    def __init__(self, meta: dict[str, Any]):
+    def __init__(self, meta: SweepMeta):
         self.meta = meta
 
     def __enter__(self) -> failed_on_error:
@@ -228,20 +227,20 @@ class failed_on_error:
             return False
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         reason = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
-        if "parent_run_id" not in self.meta:
+        if not self.meta.parent_run_id:
             return False
         try:
             from mlflow.tracking import MlflowClient
 
-            c = MlflowClient(tracking_uri=self.meta["tracking_uri"])
-            c.set_tag(self.meta["parent_run_id"], TAG_ERROR, reason)
-            c.set_terminated(self.meta["parent_run_id"], status)
+            c = MlflowClient(tracking_uri=self.meta.tracking_uri)
+            c.set_tag(self.meta.parent_run_id, TAG_ERROR, reason)
+            c.set_terminated(self.meta.parent_run_id, status)
         except Exception:  # noqa: BLE001 - the tracking store itself may be what failed
             pass
-        d = Path(self.meta["dir"])
+        d = Path(self.meta.dir)
         if (d / SWEEP_FILE).is_file():
-            self.meta["status"] = "interrupted" if status == "KILLED" else "failed"
-            write_json_atomic(d / SWEEP_FILE, _stored(self.meta), indent=2)
+            self.meta.status = "interrupted" if status == "KILLED" else "failed"
+            write_json_atomic(d / SWEEP_FILE, self.meta.to_json(), indent=2)
         return False
 
 
@@ -252,17 +251,17 @@ def resume_sweep(name: str, storage: str | None = None, address: str | None = No
     from zsexp.tracking import check_tracking_uri, client
 
     meta = read_meta(name, storage)
-    space = parse_space(meta["space"], meta["space_source"], meta["model"])
-    check_tracking_uri(meta["tracking_uri"])
-    d = Path(meta["dir"])
+    space = parse_space(meta.space, meta.space_source, meta.model)
+    check_tracking_uri(meta.tracking_uri)
+    d = Path(meta.dir)
     with SweepLock(d.parent, name, "resume"):
         notes = recover_snapshot(d, name, trust_storage)       # before Ray: nothing unverified is ever loaded
         started = init_ray(address)
         try:
-            resources = trial_resources(meta["options"])
-            c = client(meta["tracking_uri"])
-            c.update_run(meta["parent_run_id"], status="RUNNING")           # reopen the parent run
-            meta["trial_meta"]["retry_errored"] = retry_errored
+            resources = trial_resources(meta.options)
+            c = client(meta.tracking_uri)
+            c.update_run(meta.parent_run_id, status="RUNNING")           # reopen the parent run
+            meta.trial_meta["retry_errored"] = retry_errored
             with failed_on_error(meta):
                 return _fit(meta, space, resources, restore=True, retry_errored=retry_errored, notes=notes)
         finally:
@@ -270,7 +269,7 @@ def resume_sweep(name: str, storage: str | None = None, address: str | None = No
                 ray.shutdown()
 
 
-def _fit(meta: dict[str, Any], space: SearchSpace, resources: tuple[dict[str, float], int], restore: bool,
+def _fit(meta: SweepMeta, space: SearchSpace, resources: tuple[dict[str, float], int], restore: bool,
          retry_errored: bool = False, notes: list[str] | None = None) -> dict[str, Any]:
     """Run (or continue) the sweep's Tuner to its end, then close the MLflow parent run and summarise."""
     from zsexp.search.tuner import build_tuner
@@ -279,16 +278,16 @@ def _fit(meta: dict[str, Any], space: SearchSpace, resources: tuple[dict[str, fl
     # step, not on a time budget: `zsexp resume` restarts from it, and the driver's own durable record
     # (progress file, trial markers, the Optuna journal) covers the step in flight at a kill.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
-    d = Path(meta["dir"])
+    d = Path(meta.dir)
     res, concurrency = resources
-    meta["resources"] = res
+    meta.resources = res
     _announce(meta, space, res, concurrency)
     known, rec = None, {"deleted_runs": [], "finished_unknown": []}
     if restore:
         known, rec = _reconcile(meta, notes or [], retry_errored)
     tuner = build_tuner(meta, space, concurrency, restore=restore, retry_errored=retry_errored, known=known)
-    meta["status"] = "running"
-    write_json_atomic(d / SWEEP_FILE, _stored(meta), indent=2)
+    meta.status = "running"
+    write_json_atomic(d / SWEEP_FILE, meta.to_json(), indent=2)
     integrity.record(d, {"tuner.pkl": d / "tuner.pkl"})       # Tune wrote it just now, in this process
     kill_point("startup")
     t0 = time.time()
@@ -298,74 +297,70 @@ def _fit(meta: dict[str, Any], space: SearchSpace, resources: tuple[dict[str, fl
     return _close(meta, space, results, summary, len(rec["finished_unknown"]))
 
 
-def _stored(meta: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in meta.items() if k != "resources"}
-
-
-def _announce(meta: dict[str, Any], space: SearchSpace, res: dict[str, float], concurrency: int) -> None:
-    print(f"[{meta['name']}] {meta['model']} on {meta['dataset_name']}: {meta['trials']} trials, up to "
+def _announce(meta: SweepMeta, space: SearchSpace, res: dict[str, float], concurrency: int) -> None:
+    print(f"[{meta.name}] {meta.model} on {meta.dataset_name}: {meta.trials} trials, up to "
           f"{concurrency} at once ({', '.join(f'{k}={v:g}' for k, v in res.items())} each), "
-          f"objective val {space.metric} ({space.mode}), scheduler {meta['scheduler']}, sampler {space.sampler}")
-    print(f"[{meta['name']}] storage {meta['dir']}; MLflow {meta['tracking_uri']} experiment {meta['experiment']!r}, "
-          f"parent run {meta['parent_run_id']}")
+          f"objective val {space.metric} ({space.mode}), scheduler {meta.scheduler}, sampler {space.sampler}")
+    print(f"[{meta.name}] storage {meta.dir}; MLflow {meta.tracking_uri} experiment {meta.experiment!r}, "
+          f"parent run {meta.parent_run_id}")
 
 
-def _reconcile(meta: dict[str, Any], notes: list[str], retry_errored: bool) -> tuple[set[str] | None, dict]:
+def _reconcile(meta: SweepMeta, notes: list[str], retry_errored: bool) -> tuple[set[str] | None, dict]:
     """Before a restored Tuner runs: the stores agree with Tune's snapshot (see ``recovery.reconcile``)."""
     if notes:
-        print(f"[{meta['name']}] Tune's snapshot was cut by the kill: {'; '.join(notes)}")
-    known = snapshot_trial_ids(Path(meta["dir"]))
+        print(f"[{meta.name}] Tune's snapshot was cut by the kill: {'; '.join(notes)}")
+    known = snapshot_trial_ids(Path(meta.dir))
     rec = reconcile(meta, known or set(), retry_errored)
     if rec["deleted_runs"]:
-        print(f"[{meta['name']}] {len(rec['deleted_runs'])} trial(s) started just before the interruption were "
+        print(f"[{meta.name}] {len(rec['deleted_runs'])} trial(s) started just before the interruption were "
               f"never saved by Tune; their unfinished MLflow runs were removed")
     if rec["finished_unknown"]:
-        print(f"[{meta['name']}] warning: finished trial(s) {rec['finished_unknown']} are missing from Tune's "
+        print(f"[{meta.name}] warning: finished trial(s) {rec['finished_unknown']} are missing from Tune's "
               f"snapshot; their MLflow runs are kept")
     return known, rec
 
 
-def _close(meta: dict[str, Any], space: SearchSpace, results: Any, summary: dict[str, Any],
+def _close(meta: SweepMeta, space: SearchSpace, results: Any, summary: dict[str, Any],
            finished_unknown: int) -> dict[str, Any]:
     """The parent run's final metrics and status, the sweep's status, the summary lines and exit state."""
     done = summary["counts"].get("TERMINATED", 0) + summary["counts"].get("ERROR", 0)
-    complete = done + finished_unknown >= meta["trials"]
+    complete = done + finished_unknown >= meta.trials
     n_failed = list(summary["outcomes"].values()).count("failed")
-    budget_stop = meta.get("max_failed_trials") is not None and n_failed > meta["max_failed_trials"]
+    budget_stop = meta.max_failed_trials is not None and n_failed > meta.max_failed_trials
     _close_parent(meta, space, summary, "FINISHED" if complete or budget_stop else "KILLED")
-    meta["status"] = "finished" if complete else "stopped" if budget_stop else "interrupted"
-    write_json_atomic(Path(meta["dir"]) / SWEEP_FILE, _stored(meta), indent=2)
+    meta.status = "finished" if complete else "stopped" if budget_stop else "interrupted"
+    write_json_atomic(Path(meta.dir) / SWEEP_FILE, meta.to_json(), indent=2)
     print_summary(meta, space, summary)
     summary["complete"] = complete or budget_stop
     if complete and summary["n_trials"] and n_failed == summary["n_trials"]:
         first = next((r.error for r in results if r.error), None)
         why = str(first).strip().splitlines()[-1][:300] if first else "see `zsexp status`"
         raise ZsexpError(f"every one of the sweep's {n_failed} trials failed (last line of the first error: {why}); "
-                         f"`zsexp status {meta['name']}` lists them, the MLflow child runs hold each error")
+                         f"`zsexp status {meta.name}` lists them, the MLflow child runs hold each error")
     if budget_stop and not complete:
-        print(f"[{meta['name']}] stopped: {n_failed} trials failed, more than --max-failed-trials "
-              f"{meta['max_failed_trials']}")
+        print(f"[{meta.name}] stopped: {n_failed} trials failed, more than --max-failed-trials "
+              f"{meta.max_failed_trials}")
     elif not complete:
-        print(f"[{meta['name']}] interrupted after {summary['n_trials']} of {meta['trials']} trials; "
-              f"continue with `zsexp resume {meta['name']}`")
+        print(f"[{meta.name}] interrupted after {summary['n_trials']} of {meta.trials} trials; "
+              f"continue with `zsexp resume {meta.name}`")
     return summary
 
 
-def _close_parent(meta: dict[str, Any], space: SearchSpace, summary: dict[str, Any], status: str) -> None:
+def _close_parent(meta: SweepMeta, space: SearchSpace, summary: dict[str, Any], status: str) -> None:
     from zsexp.tracking import client
 
     try:
-        c = client(meta["tracking_uri"])
+        c = client(meta.tracking_uri)
         if summary.get("best"):
-            c.log_metric(meta["parent_run_id"], f"best_{space.metric_key}", summary["best"]["value"])
+            c.log_metric(meta.parent_run_id, f"best_{space.metric_key}", summary["best"]["value"])
             if summary.get("margin") is not None:
-                c.log_metric(meta["parent_run_id"], "best_margin_over_baseline", summary["margin"])
-            c.set_tag(meta["parent_run_id"], TAG_BEST_TRIAL, summary["best"]["trial_id"])
+                c.log_metric(meta.parent_run_id, "best_margin_over_baseline", summary["margin"])
+            c.set_tag(meta.parent_run_id, TAG_BEST_TRIAL, summary["best"]["trial_id"])
         outcomes = list(summary["outcomes"].values())
         for key, label in (("trials_completed", "completed"), ("trials_early_stopped", "early-stopped"),
                            ("trials_failed", "failed")):
-            c.log_metric(meta["parent_run_id"], key, outcomes.count(label))
-        c.set_terminated(meta["parent_run_id"], status)
+            c.log_metric(meta.parent_run_id, key, outcomes.count(label))
+        c.set_terminated(meta.parent_run_id, status)
     except ZsexpError as exc:
-        print(f"[{meta['name']}] the sweep finished but its MLflow parent run could not be closed ({exc}); "
-              f"run `zsexp resume {meta['name']}` when the tracking server answers")
+        print(f"[{meta.name}] the sweep finished but its MLflow parent run could not be closed ({exc}); "
+              f"run `zsexp resume {meta.name}` when the tracking server answers")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zsexp.search.meta import SweepMeta
+
 import functools
 from pathlib import Path
 from typing import Any
@@ -12,24 +17,24 @@ from zsexp.search.storage import CALLBACK_FILE, SWEEP_FILE
 from zsexp.search.trainable import UPDATES_KEY, train_trial, trial_params
 
 
-def make_trainable(meta: dict[str, Any]):
+def make_trainable(meta: SweepMeta):
     from ray import tune
 
-    return tune.with_resources(tune.with_parameters(train_trial, meta=meta["trial_meta"]), meta["resources"])
+    return tune.with_resources(tune.with_parameters(train_trial, meta=meta.trial_meta), meta.resources)
 
 
-def make_callback(meta: dict[str, Any], space: SearchSpace):
+def make_callback(meta: SweepMeta, space: SearchSpace):
     """The MLflow/progress callback of a new sweep (a resumed sweep gets its own back from Tune's state)."""
     from zsexp.search.callback import MlflowSweepCallback
     from zsexp.tracking import Progress
 
-    progress = Progress(meta["name"], space.metric, space.mode, every_s=meta["progress_every_s"])
+    progress = Progress(meta.name, space.metric, space.mode, every_s=meta.progress_every_s)
     return MlflowSweepCallback(
-        tracking_uri=meta["tracking_uri"], experiment_id=meta["experiment_id"],
-        parent_run_id=meta["parent_run_id"], sweep=meta["name"], metric_key=space.metric_key, mode=space.mode,
-        max_rounds=space.max_rounds, params_of=functools.partial(trial_params, meta["trial_meta"]),
-        flat_of=dict, progress=progress, common_tags=meta["tags"],
-        state_file=str(Path(meta["dir"]) / CALLBACK_FILE))
+        tracking_uri=meta.tracking_uri, experiment_id=meta.experiment_id,
+        parent_run_id=meta.parent_run_id, sweep=meta.name, metric_key=space.metric_key, mode=space.mode,
+        max_rounds=space.max_rounds, params_of=functools.partial(trial_params, meta.trial_meta),
+        flat_of=dict, progress=progress, common_tags=meta.tags,
+        state_file=str(Path(meta.dir) / CALLBACK_FILE))
 
 
 def make_scheduler(space: SearchSpace, name: str):
@@ -46,56 +51,56 @@ def make_scheduler(space: SearchSpace, name: str):
 
 
 
-def build_tuner(meta: dict[str, Any], space: SearchSpace, concurrency: int, restore: bool, retry_errored: bool,
+def build_tuner(meta: SweepMeta, space: SearchSpace, concurrency: int, restore: bool, retry_errored: bool,
                 known: set[str] | None):
     """``Tuner.restore`` of a verified snapshot, or a new Tuner (a new sweep, or one killed before Tune's
     first snapshot: its Tune files are then deleted unread and the trials start afresh under the same
     sweep, MLflow parent and study)."""
     from ray import tune
 
-    d = Path(meta["dir"])
+    d = Path(meta.dir)
     trainable = make_trainable(meta)
     if restore and known is not None and tune.Tuner.can_restore(str(d)):
         return tune.Tuner.restore(str(d), trainable=trainable, resume_unfinished=True,
                                   resume_errored=retry_errored, restart_errored=False)
     if restore:
-        print(f"[{meta['name']}] no Tune snapshot yet (interrupted during start-up): starting the trials afresh")
+        print(f"[{meta.name}] no Tune snapshot yet (interrupted during start-up): starting the trials afresh")
         for f in d.glob("*"):
             if f.name not in (SWEEP_FILE, JOURNAL_FILE) and f.is_file():
                 f.unlink()
     return new_tuner(meta, space, concurrency, trainable, restarted=restore)
 
 
-def new_tuner(meta: dict[str, Any], space: SearchSpace, concurrency: int, trainable: Any, restarted: bool):
+def new_tuner(meta: SweepMeta, space: SearchSpace, concurrency: int, trainable: Any, restarted: bool):
     from ray import tune
 
     from zsexp.search.optuna_search import ResumableOptunaSearch, journal_storage
     from zsexp.search.recovery import fail_running_optuna_trials
     from zsexp.search.stopper import FailureBudget
 
-    d = Path(meta["dir"])
+    d = Path(meta.dir)
     callback = make_callback(meta, space)
     searcher = ResumableOptunaSearch(space=space.distributions(), metric=space.metric_key, mode=space.mode,
-                                     sampler=space.make_sampler(meta["seed"]), storage=journal_storage(d),
-                                     study_name=meta["name"])
-    searcher.total_trials = meta["trials"]
+                                     sampler=space.make_sampler(meta.seed), storage=journal_storage(d),
+                                     study_name=meta.name)
+    searcher.total_trials = meta.trials
     if restarted:
-        searcher.lost, searcher.finished_elsewhere = fail_running_optuna_trials(d, meta["name"])
+        searcher.lost, searcher.finished_elsewhere = fail_running_optuna_trials(d, meta.name)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(metric=space.metric_key, mode=space.mode, search_alg=searcher,
-                                    scheduler=make_scheduler(space, meta["scheduler"]),
-                                    num_samples=meta["trials"], max_concurrent_trials=concurrency,
+                                    scheduler=make_scheduler(space, meta.scheduler),
+                                    num_samples=meta.trials, max_concurrent_trials=concurrency,
                                     # a trial reuses a finished trial's worker process: no new
                                     # Python, torch import and dataset build per trial
                                     reuse_actors=True),
         run_config=tune.RunConfig(
-            name=meta["name"], storage_path=str(d.parent), callbacks=[callback], verbose=0,
-            stop=FailureBudget(callback, meta["max_failed_trials"]),
-            failure_config=tune.FailureConfig(max_failures=meta["retries"]),
+            name=meta.name, storage_path=str(d.parent), callbacks=[callback], verbose=0,
+            stop=FailureBudget(callback, meta.max_failed_trials),
+            failure_config=tune.FailureConfig(max_failures=meta.retries),
             # Every checkpoint is kept by default: Tune's snapshot may point at a checkpoint that a
             # `num_to_keep` policy deleted since, and the trial would then fail to resume
             # (ray-project/ray#27790).  --keep-checkpoints N trades that safety for disk.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=meta.get("keep_checkpoints"),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=meta.keep_checkpoints,
                                                     checkpoint_score_attribute=space.metric_key,
                                                     checkpoint_score_order=space.mode)))

@@ -365,7 +365,7 @@ def collect(args: argparse.Namespace, out: Path, methods: tuple[str, ...] = METH
                 r["events"] = sweep_events(r["name"], key)
                 for e in r["events"]:
                     e["t"] = e["ts"] - r["t0"]
-                r["configs"] = {t["trial_id"]: t["config"] for t in _trial_configs(r["name"])}
+                r["configs"] = {t.trial_id: t.config for t in _trial_configs(r["name"])}
                 r["best_value"] = (r.pop("best") or {}).get("value")
                 runs[method][str(seed)] = r
                 n_failed = list(r["outcomes"].values()).count("failed")

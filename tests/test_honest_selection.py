@@ -12,6 +12,7 @@ from zsexp.data import conse_image_representations, load_dataset
 from zsexp.data.schema import ZSLData, validate
 from zsexp.errors import ZsexpError
 from zsexp.models import build_model, make_config
+from zsexp.search.meta import TrialRecord
 from zsexp.search.space import default_space_path, load_space, parse_space
 from zsexp.selection import SEED_RULE, choose_winner, decide, rank_configs, typical_seed
 
@@ -37,12 +38,12 @@ def test_winner_and_registered_seed_come_from_validation_only():
     # c0: better on validation, worse on test; c1 the reverse.  Seed 2 of c0 is its best on test.
     results = _runs(0, [30.0, 34.0, 31.0], [20.0, 21.0, 29.0]) + _runs(1, [28.0, 29.0, 27.0], [35.0, 36.0, 37.0])
     d = decide("zscrgan", _space(), cands, results, n_unseen=2, n_all=10)
-    assert d["winner"] == 0                                   # validation decides, not test
-    assert d["seed"] == 2                                     # 31 is nearest the mean 31.67, not the test-best
-    assert d["registered_run"]["model_path"] == "c0-s2"
-    assert d["summary"][0]["val"]["mean"] == pytest.approx(95.0 / 3)
-    assert d["summary"][1]["stats"]["precision@50"]["mean"] == pytest.approx(36.0)   # test still reported
-    assert d["order"][0]["candidate"] == 0 and d["test"]["n"] == 2
+    assert d.winner == 0                                   # validation decides, not test
+    assert d.seed == 2                                     # 31 is nearest the mean 31.67, not the test-best
+    assert d.registered_run["model_path"] == "c0-s2"
+    assert d.summary[0]["val"]["mean"] == pytest.approx(95.0 / 3)
+    assert d.summary[1]["stats"]["precision@50"]["mean"] == pytest.approx(36.0)   # test still reported
+    assert d.order[0]["candidate"] == 0 and d.test["n"] == 2
 
 
 def test_decision_rules():
@@ -55,10 +56,10 @@ def test_decision_rules():
 
 def test_ranked_configuration_keeps_its_best_round_as_budget():
     space = _space()
-    trials = [{"trial_id": "t1", "status": "TERMINATED", "outcome": "completed", "best": 30.0, "best_round": 4,
-               "rounds": 20, "config": {"alpha": 0.1}},
-              {"trial_id": "t2", "status": "TERMINATED", "outcome": "early-stopped", "best": 35.0, "best_round": 2,
-               "rounds": 5, "config": {"alpha": 0.2}}]
+    trials = [TrialRecord(trial_id="t1", status="TERMINATED", outcome="completed", best=30.0, best_round=4,
+                          rounds=20, config={"alpha": 0.1}),
+              TrialRecord(trial_id="t2", status="TERMINATED", outcome="early-stopped", best=35.0, best_round=2,
+                          rounds=5, config={"alpha": 0.2})]
     ranked = rank_configs(trials, space)
     assert [(c["trial_id"], c["round"]) for c in ranked] == [("t2", 2), ("t1", 4)]
 

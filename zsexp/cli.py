@@ -137,7 +137,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     st = sweep_status(args.name, storage=args.storage, trust_storage=args.trust_storage)
     if args.json:
-        print(json.dumps({**st, "meta": st["meta"].to_json()}, indent=2, default=str))
+        print(json.dumps({**st, "meta": st["meta"].to_json(), "trials": [t.to_json() for t in st["trials"]]},
+                         indent=2, default=str))
         return 0
     m = st["meta"]
     print(f"sweep {m.name}: {m.model} on {m.dataset_name}, {m.trials} trials, status {m.status}")
@@ -147,8 +148,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  reference: {st['reference']}")
     print(f"  {'trial':<14}{'status':<12}{'outcome':<15}{'rounds':>7}{'best':>10}")
     for t in st["trials"]:
-        best = "-" if t["best"] is None else f"{t['best']:.3f}"
-        print(f"  {t['trial_id']:<14}{t['status']:<12}{(t['outcome'] or '-'):<15}{t['rounds']:>7}{best:>10}")
+        best = "-" if t.best is None else f"{t.best:.3f}"
+        print(f"  {t.trial_id:<14}{t.status:<12}{(t.outcome or '-'):<15}{t.rounds:>7}{best:>10}")
     from zsexp.search.space import parse_space
     from zsexp.search.status import show_links
 

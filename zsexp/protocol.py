@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
 PHASES = {"val": "train", "test": "trainval"}          # phase -> classes the model is fitted on
 PLURAL = {"query": "queries", "image": "images"}
 SEED_RULE = "the seed whose validation objective is nearest the winner's mean over seeds (ties: lower seed)"
@@ -13,3 +17,30 @@ PROTOCOL = ("Candidates are ranked and the winner chosen by their mean validatio
 def fmt_stats(s: dict[str, float]) -> str:
     """``mean ± sd [95% CI]`` of a summary over seeds."""
     return f"{s['mean']:.2f} ± {s['std']:.2f} [{s['ci95_low']:.2f}, {s['ci95_high']:.2f}]"
+
+
+@dataclass
+class Decision:
+    """What the final selection decided on validation, and what it measured once on test for the report.
+
+    ``summary``: one record per candidate (its validation values by seed, mean and spread; its test
+    statistics; its per-class test values); ``order``: the winner first, then the others by mean
+    validation objective; ``registered_run``: the result of the winner's typical seed (:data:`SEED_RULE`);
+    ``test``: the paired test of winner against runner-up; ``baseline``: the task's baseline beside it."""
+
+    objective: str                       # the sweep's validation objective: it decides
+    mode: str
+    test_objective: str                  # what the report shows on test
+    test_mode: str
+    summary: list[dict[str, Any]]
+    order: list[dict[str, Any]]
+    winner: int
+    seed: int
+    registered_run: dict[str, Any]
+    test: dict[str, Any] | None
+    val_runs: list[dict[str, Any]] = field(default_factory=list)
+    test_runs: list[dict[str, Any]] = field(default_factory=list)
+    baseline: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

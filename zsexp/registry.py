@@ -10,11 +10,6 @@ recorded test mean is worse than the current holder's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from zsexp.search.meta import SweepMeta
-
 import datetime as dt
 import json
 import math
@@ -27,7 +22,8 @@ from zsexp.errors import ZsexpError
 from zsexp.faults import kill_point
 from zsexp.models import get_spec
 from zsexp.names import check_alias, check_name, filter_value
-from zsexp.protocol import PROTOCOL, SEED_RULE
+from zsexp.protocol import PROTOCOL, SEED_RULE, Decision
+from zsexp.search.meta import SweepMeta
 from zsexp.tags import (
     TAG_BASELINE,
     TAG_FINGERPRINT,
@@ -51,7 +47,7 @@ from zsexp.tags import (
 )
 
 
-def log_selection(o, meta: SweepMeta, d: dict[str, Any], results: list[dict[str, Any]], sel_dir: Path,
+def log_selection(o, meta: SweepMeta, d: Decision, results: list[dict[str, Any]], sel_dir: Path,
                   data) -> dict[str, Any]:
     """The selection in MLflow: one selection run with a nested run per (candidate, seed, phase), its
     summary metrics and report; the winner's registered version with how it was chosen.  Idempotent:
@@ -106,21 +102,21 @@ def _selection_run(c, exp_id: str, sel_name: str, tags: dict[str, str], parent: 
     return run.info.run_id
 
 
-def _log_summary(c, parent: str, d: dict[str, Any], sel_dir: Path, ts: int) -> None:
+def _log_summary(c, parent: str, d: Decision, sel_dir: Path, ts: int) -> None:
     """Per-candidate means, the paired tests, the baseline and chance on the same test split, the report."""
     from mlflow.entities import Metric
 
     from zsexp.tracking import safe_name
 
-    obj = d["objective"]
+    obj = d.objective
     metrics = []
-    for s in d["summary"]:
+    for s in d.summary:
         metrics.append(Metric(f"c{s['candidate']}_val_{safe_name(obj)}_mean", s["val"]["mean"], ts, 0))
         for m, st in s["stats"].items():
             metrics.append(Metric(f"c{s['candidate']}_test_{safe_name(m)}_mean", st["mean"], ts, 0))
-    if d["test"]:
-        metrics.append(Metric("wilcoxon_p_value", d["test"]["p_value"], ts, 0))
-    b = d.get("baseline")
+    if d.test:
+        metrics.append(Metric("wilcoxon_p_value", d.test["p_value"], ts, 0))
+    b = d.baseline
     if b:          # the task's baseline and chance on the same test split, beside the candidates
         metrics += [Metric(f"baseline_test_{safe_name(m)}", v, ts, 0) for m, v in b["metrics"].items()]
         metrics += [Metric(f"chance_test_{safe_name(m)}", v, ts, 0) for m, v in b["chance"].items()]
@@ -132,7 +128,7 @@ def _log_summary(c, parent: str, d: dict[str, Any], sel_dir: Path, ts: int) -> N
             c.log_artifact(parent, str(sel_dir / name), artifact_path="report")
 
 
-def _register_winner(c, o, meta: SweepMeta, d: dict[str, Any], data, register_as: str,
+def _register_winner(c, o, meta: SweepMeta, d: Decision, data, register_as: str,
                      child_ids: dict[str, str], parent: str) -> str:
     """The winner's typical-seed final model as a pyfunc retrieval model, registered (once) as @candidate,
     its version tagged with how it was chosen (validation) and what it measured (test)."""
@@ -141,8 +137,8 @@ def _register_winner(c, o, meta: SweepMeta, d: dict[str, Any], data, register_as
     from zsexp.serving import log_retrieval_model
     from zsexp.tracking import safe_name
 
-    reg = d["registered_run"]
-    w = d["summary"][d["winner"]]
+    reg = d.registered_run
+    w = d.summary[d.winner]
     winner_run = child_ids[f"c{reg['candidate']}-s{reg['seed']}-test"]
     existing = [v for v in c.search_model_versions(f"name = {filter_value(register_as)}") if v.run_id == winner_run]
     if existing:               # a re-run of a finished selection registers nothing new
@@ -154,12 +150,12 @@ def _register_winner(c, o, meta: SweepMeta, d: dict[str, Any], data, register_as
                                        query_kind=get_spec(meta.model).query_kind)
         kill_point("select_register")
         mv = mlflow.register_model(info.model_uri, register_as)
-    tobj = d["test_objective"]
+    tobj = d.test_objective
     tst = w["stats"][tobj]
-    version_tags = {V_SWEEP: meta.name, V_OBJECTIVE: d["objective"], V_MODE: d.get("mode", "max"),
+    version_tags = {V_SWEEP: meta.name, V_OBJECTIVE: d.objective, V_MODE: d.mode,
                     V_VAL_MEAN: str(w["val"]["mean"]), V_VAL_STD: str(w["val"]["std"]),
                     V_N_SEEDS: str(w["val"]["n"]), V_SEED: str(reg["seed"]), V_SEED_RULE: SEED_RULE,
-                    V_TEST_NAME: tobj, V_TEST_MODE: d["test_mode"],
+                    V_TEST_NAME: tobj, V_TEST_MODE: d.test_mode,
                     V_TEST_MEAN: str(tst["mean"]), V_TEST_STD: str(tst["std"]),
                     V_TEST_VALUE: str(reg["metrics"][tobj]),
                     "zsexp.candidate_config": json.dumps(w["params"], default=str),

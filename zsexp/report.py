@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from zsexp.search.meta import SweepMeta
-
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from zsexp.protocol import PLURAL, PROTOCOL, SEED_RULE, fmt_stats
+from zsexp.protocol import PLURAL, PROTOCOL, SEED_RULE, Decision, fmt_stats
+from zsexp.search.meta import SweepMeta, TrialRecord
 from zsexp.search.space import SearchSpace
 
 
-def write_report(meta: SweepMeta, space: SearchSpace, d: dict[str, Any], sel_dir: Path,
-                 trials: list[dict[str, Any]]) -> Path:
+def write_report(meta: SweepMeta, space: SearchSpace, d: Decision, sel_dir: Path,
+                 trials: list[TrialRecord]) -> Path:
     """``report.md`` and ``report.html`` of a final selection, with its plots, in ``sel_dir``."""
     import matplotlib
 
@@ -34,13 +30,13 @@ def write_report(meta: SweepMeta, space: SearchSpace, d: dict[str, Any], sel_dir
     return report
 
 
-def plot_candidates(d: dict[str, Any], path: Path) -> None:
+def plot_candidates(d: Decision, path: Path) -> None:
     """Validation (decides) and test (report only) over seeds per candidate, side by side; the task's
     baseline and chance as lines on the test panel."""
     import matplotlib.pyplot as plt
 
-    summary, b = d["summary"], d.get("baseline")
-    obj, tobj = d["objective"], d["test_objective"]
+    summary, b = d.summary, d.baseline
+    obj, tobj = d.objective, d.test_objective
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, (label, get) in zip(axes, (
             (f"val {obj} (decides)", lambda s: list(s["val_by_seed"].values())),
@@ -55,7 +51,7 @@ def plot_candidates(d: dict[str, Any], path: Path) -> None:
             if tobj in b["chance"]:
                 ax.axhline(b["chance"][tobj], ls=":", color="grey", label="chance")
             ax.legend(fontsize=8)
-        ax.set_xticks(range(len(summary)), [f"c{s['candidate']}" + ("*" if s["candidate"] == d["winner"] else "")
+        ax.set_xticks(range(len(summary)), [f"c{s['candidate']}" + ("*" if s["candidate"] == d.winner else "")
                                             for s in summary])
         ax.set_title(label, fontsize=10)
     fig.suptitle("Candidates: dots = seeds, bar = mean ± sd, * = winner", fontsize=10)
@@ -109,9 +105,9 @@ def plot_importance(study: Any, path: Path) -> bool:
     return True
 
 
-def _summary_lines(meta: SweepMeta, space: SearchSpace, d: dict[str, Any]) -> list[str]:
-    summary, order = d["summary"], d["order"]
-    obj, tobj = d["objective"], d["test_objective"]
+def _summary_lines(meta: SweepMeta, space: SearchSpace, d: Decision) -> list[str]:
+    summary, order = d.summary, d.order
+    obj, tobj = d.objective, d.test_objective
     lines = [f"# Final selection: sweep `{meta.name}`", "",
              f"{meta.model} on {meta.dataset_name} (fingerprint {meta.fingerprint}): top {len(summary)} "
              f"configurations of the sweep by validation {space.metric} ({space.mode}), {order[0]['val']['n']} "
@@ -120,18 +116,18 @@ def _summary_lines(meta: SweepMeta, space: SearchSpace, d: dict[str, Any]) -> li
              f"| candidate | sweep trial | budget (rounds) | sweep val | val {obj} (decides) | test {tobj} (report) |",
              "|---|---|---|---|---|---|"]
     for s in order:
-        name = f"c{s['candidate']}" + (" (winner)" if s["candidate"] == d["winner"] else "")
+        name = f"c{s['candidate']}" + (" (winner)" if s["candidate"] == d.winner else "")
         lines.append(f"| {name} | {s['trial_id']} | {s['budget_rounds']} | {s['sweep_val']:.2f} | "
                      f"{fmt_stats(s['val'])} | {fmt_stats(s['stats'][tobj])} |")
     return lines
 
 
-def _winner_lines(d: dict[str, Any]) -> list[str]:
+def _winner_lines(d: Decision) -> list[str]:
     """The winner against the runner-up and against the task's baseline, with their paired tests."""
     from zsexp.baselines import margin
 
-    order, test, b = d["order"], d["test"], d.get("baseline")
-    obj, tobj = d["objective"], d["test_objective"]
+    order, test, b = d.order, d.test, d.baseline
+    obj, tobj = d.objective, d.test_objective
     w = order[0]
     lines = ["", f"## Winner: c{w['candidate']} (sweep trial {w['trial_id']})", ""]
     if test:
@@ -146,7 +142,7 @@ def _winner_lines(d: dict[str, Any]) -> list[str]:
     if b:
         t = b["test"]
         bw = b["metrics"].get(tobj)
-        gain = margin(w["stats"][tobj]["mean"], bw, d["test_mode"])
+        gain = margin(w["stats"][tobj]["mean"], bw, d.test_mode)
         verdict = "significant" if t["significant"] else "**not significant**"
         lines += ["", f"Beside the task's baseline on the same split: {b['model']} (lam = {b['lam']:g}, "
                       f"{b['chosen_by']}; refitted on train + val like the winner) scores {bw:.2f} test {tobj}; "
@@ -165,13 +161,13 @@ def _winner_lines(d: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _registered_lines(d: dict[str, Any], hist_ok: bool, imp_ok: bool) -> list[str]:
-    w, reg = d["order"][0], d["registered_run"]
-    obj, tobj = d["objective"], d["test_objective"]
+def _registered_lines(d: Decision, hist_ok: bool, imp_ok: bool) -> list[str]:
+    w, reg = d.order[0], d.registered_run
+    obj, tobj = d.objective, d.test_objective
     lines = ["", "Winner configuration (searched keys):", "", "| key | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in w["params"].items()]
-    lines += ["", f"Registered model: the seed {d['seed']} final model of the winner ({SEED_RULE}; its validation "
-                  f"{obj} {w['val_by_seed'][d['seed']]:.2f}, its test {tobj} {reg['metrics'][tobj]:.2f}).", "",
+    lines += ["", f"Registered model: the seed {d.seed} final model of the winner ({SEED_RULE}; its validation "
+                  f"{obj} {w['val_by_seed'][d.seed]:.2f}, its test {tobj} {reg['metrics'][tobj]:.2f}).", "",
               "![candidates](candidates.png)"]
     if hist_ok:
         lines.append("![history](history.png)")
@@ -228,22 +224,22 @@ def markdown_to_html(lines: list[str], base: Path, title: str) -> str:
             f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
 
 
-def _test_runs(d: dict[str, Any], s: dict[str, Any]) -> list[dict[str, Any]]:
-    return sorted((r for r in d["test_runs"] if r["candidate"] == s["candidate"]), key=lambda r: r["seed"])
+def _test_runs(d: Decision, s: dict[str, Any]) -> list[dict[str, Any]]:
+    return sorted((r for r in d.test_runs if r["candidate"] == s["candidate"]), key=lambda r: r["seed"])
 
 
-def _sweep_study(trials: list[dict[str, Any]], space: SearchSpace):
+def _sweep_study(trials: list[TrialRecord], space: SearchSpace):
     """The sweep's trials as an Optuna study (for history and importances), in trial order."""
     import optuna
 
     dists = space.distributions()
-    study = optuna.create_study(direction="maximize" if space.mode == "max" else "minimize")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for t in sorted(trials, key=lambda t: t["trial_id"]):
-        val = t["best"]
+    study = optuna.create_study(direction="maximize" if space.mode == "max" else "minimize")
+    for t in sorted(trials, key=lambda t: t.trial_id):
+        val = t.best
         if val is None or not math.isfinite(val):
             continue
-        params = {k: t["config"][k] for k in dists if k in t["config"]}
+        params = {k: t.config[k] for k in dists if k in t.config}
         study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params},
                                                   value=float(val)))
     return study

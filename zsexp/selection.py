@@ -29,11 +29,6 @@ checkpoint after every round; running the job again skips finished runs and cont
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from zsexp.search.meta import SweepMeta
-
 import json
 import math
 import os
@@ -46,8 +41,9 @@ from ray import tune
 
 from zsexp.errors import ZsexpError
 from zsexp.models import get_spec
-from zsexp.protocol import PHASES, PLURAL, PROTOCOL, SEED_RULE, fmt_stats
+from zsexp.protocol import PHASES, PLURAL, PROTOCOL, SEED_RULE, Decision, fmt_stats
 from zsexp.search.cluster import init_ray, trial_resources
+from zsexp.search.meta import SweepMeta, TrialRecord
 from zsexp.search.space import SearchSpace, parse_space
 from zsexp.search.status import sweep_trials
 from zsexp.search.storage import read_meta
@@ -69,18 +65,18 @@ class SelectOptions:
 
 
 # --------------------------------------------------------------------------- ranking
-def rank_configs(trials: list[dict[str, Any]], space: SearchSpace) -> list[dict[str, Any]]:
+def rank_configs(trials: list[TrialRecord], space: SearchSpace) -> list[dict[str, Any]]:
     """Distinct configurations by best-round validation value; each keeps that round as its budget."""
     seen: dict[str, dict[str, Any]] = {}
-    for order, t in enumerate(sorted(trials, key=lambda t: t["trial_id"])):
-        val = t["best"]
-        if t["status"] == "ERROR" or t["outcome"] == "failed" or val is None or not math.isfinite(val):
+    for order, t in enumerate(sorted(trials, key=lambda t: t.trial_id)):
+        val = t.best
+        if t.status == "ERROR" or t.outcome == "failed" or val is None or not math.isfinite(val):
             continue
-        params = {k: t["config"][k] for k in sorted(space.params) if k in t["config"]}
+        params = {k: t.config[k] for k in sorted(space.params) if k in t.config}
         key = json.dumps(params, sort_keys=True, default=str)
         if key not in seen or _better(val, seen[key]["value"], space.mode):
-            seen[key] = {"trial_id": t["trial_id"], "value": float(val), "params": params, "order": order,
-                         "round": t.get("best_round") or t["rounds"]}
+            seen[key] = {"trial_id": t.trial_id, "value": float(val), "params": params, "order": order,
+                         "round": t.best_round or t.rounds}
     sign = -1.0 if space.mode == "max" else 1.0
     return sorted(seen.values(), key=lambda c: (sign * c["value"], c["order"]))
 
@@ -230,7 +226,7 @@ def paired_units(a: np.ndarray, b: np.ndarray, unit: str) -> dict[str, Any]:
             "p_value": float(res.pvalue), "significant": bool(res.pvalue < 0.05)}
 
 
-def baseline_beside(model: str, d: dict[str, Any], data: Any, cfg: Any) -> dict[str, Any] | None:
+def baseline_beside(model: str, d: Decision, data: Any, cfg: Any) -> dict[str, Any] | None:
     """The task's baseline on the same test split as the winner's final models: tuned on validation,
     fitted on train + val (like them), evaluated once on test, with chance and a paired test over the
     test queries / images (the winner's per-unit values averaged over its seeds).  Reported, never used
@@ -241,8 +237,8 @@ def baseline_beside(model: str, d: dict[str, Any], data: Any, cfg: Any) -> dict[
     if base is None or "error" in base:
         return None
     chance = base["chance"]["test"]
-    tobj = d["test_objective"]
-    runs = [r for r in d["test_runs"] if r["candidate"] == d["winner"]]
+    tobj = d.test_objective
+    runs = [r for r in d.test_runs if r["candidate"] == d.winner]
     ncand = runs[0]["n_candidates"]                   # the same candidates as the winner's evaluation
     unit = "query" if "per_query" in runs[0]["per"] else "image"
     winner = np.mean([per_unit_values(tobj, r["per"], ncand) for r in runs], axis=0)
@@ -400,13 +396,13 @@ def decide(model: str, space: SearchSpace, cands: list[dict[str, Any]], results:
     seed = typical_seed(summary[w]["val_by_seed"])
     registered = next(r for r in test_runs if r["candidate"] == w and r["seed"] == seed)
     test = paired_test(order[0]["per_class"], order[1]["per_class"]) if len(order) > 1 else None
-    return {"objective": objective, "mode": space.mode, "test_objective": test_objective, "test_mode": test_mode,
-            "summary": summary, "order": order, "winner": w, "seed": seed, "registered_run": registered, "test": test,
-            "val_runs": val_runs, "test_runs": test_runs}
+    return Decision(objective=objective, mode=space.mode, test_objective=test_objective, test_mode=test_mode,
+                    summary=summary, order=order, winner=w, seed=seed, registered_run=registered, test=test,
+                    val_runs=val_runs, test_runs=test_runs)
 
 
 def finish_selection(o: SelectOptions, meta: SweepMeta, space: SearchSpace, cands: list[dict[str, Any]],
-                     results: list[dict[str, Any]], sel_dir: Path, trials: list[dict[str, Any]]) -> dict[str, Any]:
+                     results: list[dict[str, Any]], sel_dir: Path, trials: list[TrialRecord]) -> dict[str, Any]:
     from zsexp.data import load_dataset
     from zsexp.registry import log_selection
     from zsexp.report import write_report
@@ -417,17 +413,17 @@ def finish_selection(o: SelectOptions, meta: SweepMeta, space: SearchSpace, cand
     d = decide(meta.model, space, cands, results, n_unseen, n_all)
     from zsexp.search.trainable import trial_config
 
-    winner_cfg = trial_config(meta.trial_meta, cands[d["winner"]]["params"])[1]
-    d["baseline"] = baseline_beside(meta.model, d, data, winner_cfg)
+    winner_cfg = trial_config(meta.trial_meta, cands[d.winner]["params"])[1]
+    d.baseline = baseline_beside(meta.model, d, data, winner_cfg)
     report = write_report(meta, space, d, sel_dir, trials)
-    out = {"sweep": meta.name, "protocol": PROTOCOL, "objective": d["objective"], "mode": space.mode,
-           "test_objective": d["test_objective"], "test_mode": d["test_mode"], "summary": d["summary"],
-           "winner": d["winner"], "winner_seed": d["seed"], "seed_rule": SEED_RULE, "test": d["test"],
-           "baseline": d["baseline"],
+    out = {"sweep": meta.name, "protocol": PROTOCOL, "objective": d.objective, "mode": space.mode,
+           "test_objective": d.test_objective, "test_mode": d.test_mode, "summary": d.summary,
+           "winner": d.winner, "winner_seed": d.seed, "seed_rule": SEED_RULE, "test": d.test,
+           "baseline": d.baseline,
            "report": str(report), "dir": str(sel_dir)}
     out.update(log_selection(o, meta, d, results, sel_dir, data))
     (sel_dir / "selection.json").write_text(json.dumps(out, indent=2, default=str))
-    print_selection(out, d["order"])
+    print_selection(out, d.order)
     return out
 
 

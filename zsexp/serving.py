@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,11 @@ class ZsexpRetrievalModel(_python_model_base()):
     its weights load with ``weights_only=True``: loading a registered model runs no stored code.
     """
 
+    # The model is logged with an explicit signature and input example; MLflow's type-hint validation of
+    # ``predict`` (and its console warning that there are no hints) is switched off, as MLflow does for
+    # its own ChatModel subclasses.
+    _skip_type_hint_validation = True
+
     def load_context(self, context):
         self.retriever = load_retriever(context.artifacts["checkpoint"])
 
@@ -224,13 +230,21 @@ class ZsexpRetrievalModel(_python_model_base()):
 
 def log_retrieval_model(checkpoint: str | Path, example: dict[str, np.ndarray], k: int, query_kind: str):
     """Log the pyfunc model (signature + input example) into the active MLflow run; returns its model info."""
+    import logging
+    import warnings
+
     import mlflow
     from mlflow.models import infer_signature
 
     retriever = load_retriever(checkpoint)
     out = retrieve(retriever, example["queries"], example["gallery"], k=k, query_kind=query_kind)
     signature = infer_signature(example, out, params={"k": k, "query_kind": query_kind})
-    return mlflow.pyfunc.log_model(
-        name="model", python_model=str(Path(__file__).with_name("serving_model.py")),
-        artifacts={"checkpoint": str(checkpoint)}, signature=signature,
-        input_example=(example, {"k": k, "query_kind": query_kind}), pip_requirements=["zsexp", "torch", "numpy"])
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)       # its "validating the example" notes
+    with warnings.catch_warnings():     # the model is logged as code with an explicit signature: no type hints
+        warnings.filterwarnings("ignore", message=".*type hint.*")
+        return mlflow.pyfunc.log_model(
+            name="model", python_model=str(Path(__file__).with_name("serving_model.py")),
+            artifacts={"checkpoint": str(checkpoint)}, signature=signature,
+            input_example=(example, {"k": k, "query_kind": query_kind}),
+            pip_requirements=["zsexp", "torch", "numpy"])

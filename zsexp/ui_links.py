@@ -21,16 +21,12 @@ What MLflow 3.x's UI reads (its router and URL-state code, ``mlflow/server/js``)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from zsexp.search.meta import SweepMeta
-
 import hashlib
 import json
 from typing import Any
 from urllib.parse import quote
 
+from zsexp.search.meta import SweepMeta
 from zsexp.tags import SHARED_VIEW_PREFIX, TAG_KIND, TAG_SWEEP
 
 DEFAULT_UI = "http://127.0.0.1:5000"

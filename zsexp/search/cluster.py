@@ -49,6 +49,8 @@ def quiet_tune_logs() -> None:
 
     for name in ("ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    # Tune's boxed tables and "View detailed results" lines: zsexp prints its own one-line progress
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 RAY_CONNECT_TIMEOUT_S = 10

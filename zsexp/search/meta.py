@@ -65,3 +65,20 @@ class SweepMeta:
         out = dataclasses.asdict(self)
         out.pop("resources")
         return out
+
+
+@dataclass
+class TrialRecord:
+    """One trial of a sweep as ``status`` and ``select`` see it: Tune's state, the driver's durable record
+    (best-round validation value, its round, the outcome), and the trial's searched configuration."""
+
+    trial_id: str
+    status: str                  # Tune's: PENDING | RUNNING | TERMINATED | ERROR ...
+    rounds: int                  # rounds reported
+    best: float | None = None    # best-round validation objective (what Optuna was told)
+    best_round: int | None = None
+    outcome: str | None = None   # completed | early-stopped | failed (None while it runs)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -6,11 +6,6 @@ of Tune's is loaded, :func:`reconcile` before Tune restarts the trials.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from zsexp.search.meta import SweepMeta
-
 import json
 import os
 from pathlib import Path
@@ -20,6 +15,7 @@ import optuna
 
 from zsexp.errors import ZsexpError
 from zsexp.search import integrity
+from zsexp.search.meta import SweepMeta
 from zsexp.search.storage import CALLBACK_FILE, read_progress, write_json_atomic
 from zsexp.tags import TAG_TRIAL
 

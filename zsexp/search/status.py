@@ -3,16 +3,12 @@ values (baseline and chance) beside the best trial, and the MLflow UI links."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from zsexp.search.meta import SweepMeta
-
 from pathlib import Path
 from typing import Any
 
 from zsexp.baselines import margin
 from zsexp.search import integrity
+from zsexp.search.meta import SweepMeta, TrialRecord
 from zsexp.search.space import SearchSpace, parse_space
 from zsexp.search.storage import read_meta, read_progress, sweep_names
 from zsexp.tags import TAG_BASELINE
@@ -123,17 +119,17 @@ def show_links(meta: SweepMeta, space: SearchSpace, ui: str | None = None) -> No
     print_links(meta.name, links)
 
 
-def sweep_trials(meta: SweepMeta, space: SearchSpace) -> list[dict[str, Any]]:
+def sweep_trials(meta: SweepMeta, space: SearchSpace) -> list[TrialRecord]:
     """Every trial of the sweep in Tune's order: id, status, rounds, best validation value, outcome, config."""
     from ray.tune import ExperimentAnalysis
 
     progress = read_progress(meta.dir)
     ea = ExperimentAnalysis(str(meta.dir), default_metric=space.metric_key, default_mode=space.mode)
-    return [{"trial_id": t.trial_id, "status": t.status,
-             "rounds": int(t.last_result.get("training_iteration", 0) or 0),
-             "best": progress.get("best_ckpt", {}).get(t.trial_id, {}).get("value"),
-             "best_round": progress.get("best_ckpt", {}).get(t.trial_id, {}).get("round"),
-             "outcome": progress.get("outcomes", {}).get(t.trial_id), "config": t.config} for t in ea.trials]
+    best = progress.get("best_ckpt", {})
+    return [TrialRecord(trial_id=t.trial_id, status=t.status,
+                        rounds=int(t.last_result.get("training_iteration", 0) or 0),
+                        best=best.get(t.trial_id, {}).get("value"), best_round=best.get(t.trial_id, {}).get("round"),
+                        outcome=progress.get("outcomes", {}).get(t.trial_id), config=t.config) for t in ea.trials]
 
 
 def list_sweeps(storage: str | None = None) -> list[dict[str, Any]]:
@@ -149,7 +145,7 @@ def list_sweeps(storage: str | None = None) -> list[dict[str, Any]]:
         m, trials = st["meta"], st["trials"]
         rows.append({"name": m.name, "model": m.model, "dataset": m.dataset_name, "status": m.status,
                      "created": m.created, "trials": m.trials,
-                     "finished": sum(t["status"] in ("TERMINATED", "ERROR") for t in trials),
+                     "finished": sum(t.status in ("TERMINATED", "ERROR") for t in trials),
                      "metric": st["metric"], "mode": st["mode"], "best": st["best"],
                      "baseline": (st["baseline"] or {}).get("value"), "margin": st["margin"], "chance": st["chance"]})
     rows.sort(key=lambda r: r.get("created", ""))
@@ -168,7 +164,7 @@ def sweep_status(name: str, storage: str | None = None, trust_storage: bool = Fa
         trials = [] if cut else sweep_trials(meta, space)
     except Exception:  # noqa: BLE001 - no experiment state yet
         trials = []
-    bests = [t["best"] for t in trials if t["best"] is not None]
+    bests = [t.best for t in trials if t.best is not None]
     best = (max(bests) if space.mode == "max" else min(bests)) if bests else None
     base, chance = reference_values(meta, space)
     return {"meta": meta, "metric": space.metric, "mode": space.mode, "trials": trials, "best": best,

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from zsexp.search.meta import SweepMeta
-
 import functools
 from pathlib import Path
 from typing import Any
 
+from zsexp.search.meta import SweepMeta
 from zsexp.search.optuna_search import JOURNAL_FILE
 from zsexp.search.space import SearchSpace
 from zsexp.search.storage import CALLBACK_FILE, SWEEP_FILE

@@ -20,6 +20,7 @@ import optuna
 import pytest
 
 from zsexp.cli import main
+from zsexp.errors import ZsexpError
 from zsexp.search.optuna_search import journal_storage
 from zsexp.search.storage import SWEEP_FILE
 from zsexp.tracking import client
@@ -191,3 +192,31 @@ def test_a_snapshot_cut_by_the_kill_is_repaired(tmp_path, monkeypatch):
     assert not (d / "experiment_state-2026-01-02_00-00-00.json").exists()
     assert (d / "experiment_state-2026-01-01_00-00-00.json").exists() and len(notes) == 4
     assert integrity.check(d) == []                           # what is left verifies
+
+
+def test_signatures_cover_what_storage_holds_while_tune_copies_late(tmp_path):
+    """Tune's background copy to storage can lag the staging files by several steps: the version storage
+    holds stays verifiable however many newer versions the driver records, and so does a version
+    copied a few steps late."""
+    from zsexp.search import integrity
+
+    d, staging = tmp_path / "sweep", tmp_path / "staging"
+    d.mkdir()
+    staging.mkdir()
+    name = "callback-states-s.pkl"
+    (staging / name).write_bytes(b"v0")
+    integrity.record(d, {name: staging / name})
+    (d / name).write_bytes(b"v0")                      # the copy of version 0 reached storage
+    for i in range(1, 3 * integrity.KEEP_DIGESTS):     # many steps while no further copy lands
+        (staging / name).write_bytes(f"v{i}".encode())
+        integrity.record(d, {name: staging / name})
+    assert integrity.check(d) == []                    # storage's version 0 is still signed
+    (d / name).write_bytes(f"v{3 * integrity.KEEP_DIGESTS - 5}".encode())   # a copy from 4 steps ago lands
+    assert integrity.check(d) == []
+    (d / name).write_bytes(b"v")                       # cut short: recognised, never unpickled
+    assert integrity.check(d) == [d / name]
+    import pickle
+
+    (d / name).write_bytes(pickle.dumps({"planted": True}))
+    with pytest.raises(ZsexpError, match="not written by this sweep's driver"):
+        integrity.check(d)

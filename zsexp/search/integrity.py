@@ -38,7 +38,7 @@ from pathlib import Path
 from zsexp.errors import ZsexpError
 
 SIGNATURES_FILE = "zsexp_signatures.json"
-KEEP_DIGESTS = 4            # storage may still hold an earlier version while the next one is copied up
+KEEP_DIGESTS = 32           # storage may still hold an earlier version while later ones are copied up
 # zsexp's own files in a sweep directory: JSON or Optuna's JSON journal, read without unpickling
 OWN_FILES = ("zsexp_sweep.json", "zsexp_progress.json", SIGNATURES_FILE, "optuna_journal.log",
              "optuna_journal.log.lock", "fault_worker_killed")
@@ -122,7 +122,11 @@ def read_signatures(d: Path, key: bytes) -> dict[str, list[str]] | None:
 
 def record(d: Path, sources: dict[str, Path]) -> None:
     """Add the digests of ``sources`` (relative name in the sweep directory -> the file whose bytes this
-    process wrote there) to the sweep's signature record."""
+    process wrote there) to the sweep's signature record.
+
+    Tune copies its staging files to storage in the background and may copy a version written several
+    steps ago, so the record keeps the last :data:`KEEP_DIGESTS` versions of each file, and never drops
+    the version storage holds now while it is one this driver wrote (checked on every call)."""
     if not sources:
         return
     key = state_key()
@@ -137,9 +141,18 @@ def record(d: Path, sources: dict[str, Path]) -> None:
         except OSError:
             continue
         seen = files.setdefault(rel, [])
-        if dig not in seen:
-            seen.append(dig)
-            del seen[:-KEEP_DIGESTS]
+        stored = d / rel
+        try:
+            held = digest(stored) if stored.is_file() and stored != src else None
+        except OSError:               # replaced by Tune's copy at this moment
+            held = None
+        if dig in seen and (held is None or held not in seen or seen[-1] == dig):
+            continue
+        kept = [x for x in seen if x != dig][-(KEEP_DIGESTS - 1):] + [dig]
+        if held in seen and held not in kept:          # storage still holds it: keep it verifiable
+            kept = [held, *kept[1:]]
+        if kept != seen:
+            files[rel] = kept
             changed = True
     if changed:
         _write_record(d, key, files)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Callable
@@ -58,6 +59,19 @@ def read_marker(sweep_dir: str | Path, trial_id: str) -> dict[str, Any] | None:
         return json.loads(p.read_text()) if p.is_file() else None
     except (OSError, ValueError):
         return None
+
+
+def driver_staging_dir(experiment: str) -> Path | None:
+    """Where this driver's Tune writes its snapshot before copying it to storage:
+    ``<Ray session>/artifacts/<start time>/<experiment>/driver_artifacts`` of the current Ray session,
+    the newest if a Tuner of that name ran before in this session.  (A restored trial's own storage
+    context keeps the start time of the run that created it, so it cannot say.)"""
+    import glob
+
+    from ray.train.constants import _get_ray_train_session_dir  # Tune's own rule for this path
+
+    found = glob.glob(str(Path(_get_ray_train_session_dir()) / "*" / experiment / "driver_artifacts"))
+    return Path(max(found, key=os.path.getmtime)) if found else None
 
 
 def run_name(trial_id: str, searched: dict[str, Any], width: int = 72) -> str:
@@ -276,9 +290,9 @@ class MlflowSweepCallback(tune.Callback):
             return
         from zsexp.search.integrity import record
 
-        staging = Path(trials[0].storage.experiment_driver_staging_path)
-        sources = {p.name: p for p in staging.glob("*") if p.is_file() and p.suffix in (".json", ".pkl")
-                   and not p.name.startswith("tmp-")}
+        staging = driver_staging_dir(self.sweep)
+        sources = {p.name: p for p in (staging.glob("*") if staging else []) if p.is_file()
+                   and p.suffix in (".json", ".pkl") and not p.name.startswith("tmp-")}
         for t in trials:
             if t.status == "ERROR" and t.pickled_error_file and Path(t.pickled_error_file).is_file():
                 sources[f"{Path(t.storage.trial_fs_path).name}/error.pkl"] = Path(t.pickled_error_file)

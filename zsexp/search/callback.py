@@ -280,6 +280,20 @@ class MlflowSweepCallback(tune.Callback):
         self._finish(trial, "failed", str(err or "unknown error"))
         self.sign_snapshot(trials)                 # its error.pkl, which Tune's results read back
 
+    def setup(self, **info):
+        self.drop_own_files_from_staging()
+
+    def drop_own_files_from_staging(self) -> None:
+        """On restore Tune copies every top-level ``.json`` / ``.pkl`` of the sweep directory into its local
+        staging directory and uploads that directory back at every step: zsexp's own files (metadata,
+        durable record, signatures) would be put back as they were at the restore, over the newer
+        ones this driver writes to storage.  They are taken out of the staging copy."""
+        from zsexp.search.integrity import OWN_FILES
+
+        staging = driver_staging_dir(self.sweep) if self.sweep_dir else None
+        for name in OWN_FILES if staging else ():
+            (staging / name).unlink(missing_ok=True)
+
     def on_step_end(self, iteration, trials, **info):
         self.sign_snapshot(trials)
 
@@ -290,6 +304,7 @@ class MlflowSweepCallback(tune.Callback):
             return
         from zsexp.search.integrity import record
 
+        self.drop_own_files_from_staging()
         staging = driver_staging_dir(self.sweep)
         sources = {p.name: p for p in (staging.glob("*") if staging else []) if p.is_file()
                    and p.suffix in (".json", ".pkl") and not p.name.startswith("tmp-")}

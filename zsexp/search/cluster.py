@@ -18,6 +18,7 @@ def init_ray(address: str | None) -> bool:
     """Join ``address`` or start a local Ray; returns True when zsexp started it (and must stop it)."""
     import ray
 
+    quiet_tune_logs()
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
@@ -37,7 +38,6 @@ def init_ray(address: str | None) -> bool:
         raise ZsexpError(f"cannot join the Ray cluster at {address}: {exc}") from None
     if before not in (signal.SIG_DFL, signal.SIG_IGN, None):    # ray.init replaces it with sys.exit; the CLI's
         signal.signal(signal.SIGTERM, before)                   # handler stops the sweep resumably instead
-    quiet_tune_logs()
     return True
 
 

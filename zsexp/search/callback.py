@@ -281,16 +281,17 @@ class MlflowSweepCallback(tune.Callback):
         self.sign_snapshot(trials)                 # its error.pkl, which Tune's results read back
 
     def setup(self, **info):
-        self.drop_own_files_from_staging()
+        if self.sweep_dir:
+            self.drop_own_files_from_staging(driver_staging_dir(self.sweep))
 
-    def drop_own_files_from_staging(self) -> None:
+    @staticmethod
+    def drop_own_files_from_staging(staging: Path | None) -> None:
         """On restore Tune copies every top-level ``.json`` / ``.pkl`` of the sweep directory into its local
         staging directory and uploads that directory back at every step: zsexp's own files (metadata,
         durable record, signatures) would be put back as they were at the restore, over the newer
         ones this driver writes to storage.  They are taken out of the staging copy."""
         from zsexp.search.integrity import OWN_FILES
 
-        staging = driver_staging_dir(self.sweep) if self.sweep_dir else None
         for name in OWN_FILES if staging else ():
             (staging / name).unlink(missing_ok=True)
 
@@ -304,8 +305,8 @@ class MlflowSweepCallback(tune.Callback):
             return
         from zsexp.search.integrity import record
 
-        self.drop_own_files_from_staging()
         staging = driver_staging_dir(self.sweep)
+        self.drop_own_files_from_staging(staging)
         sources = {p.name: p for p in (staging.glob("*") if staging else []) if p.is_file()
                    and p.suffix in (".json", ".pkl") and not p.name.startswith("tmp-")}
         for t in trials:

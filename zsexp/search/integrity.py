@@ -222,11 +222,11 @@ def trust(d: Path) -> None:
     """``--trust-storage``: sign the sweep's current files with this user's key."""
     files = guarded_files(d)
     key = state_key()
-    sigs = {p.relative_to(d).as_posix(): [digest(p)] for p in files if not unsafe_mode(p)}
-    bad = [str(p) for p in files if unsafe_mode(p)]
-    if bad:
-        raise ZsexpError(f"--trust-storage: {bad[0]} {unsafe_mode(Path(bad[0]))}; fix the permissions first")
-    _write_record(d, key, sigs)
+    for p in files:
+        why = unsafe_mode(p)
+        if why:
+            raise ZsexpError(f"--trust-storage: {p} {why}; fix the permissions first")
+    _write_record(d, key, {p.relative_to(d).as_posix(): [digest(p)] for p in files})
 
 
 def verified(d: Path, trust_storage: bool = False) -> None:

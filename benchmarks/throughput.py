@@ -80,13 +80,13 @@ def bench_zscrgan(device: torch.device, seconds: float, overrides: dict | None =
 
     model = build_model("zscrgan", cfg, data, device=device)
     with train_autocast(cfg.precision, device):         # as train_round runs them (precision=bf16)
-        model._generator_step()
+        model.e_step()
         model._critic_steps(cfg.d_steps)
         _sync(device)
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             model._critic_steps(cfg.d_steps)       # exactly what train_round runs per GAN update
-            model._generator_step()
+            model.e_step()
             n += 1
     _sync(device)
     dt_s = time.perf_counter() - t0

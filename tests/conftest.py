@@ -45,3 +45,27 @@ def ray_cluster():
     ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture()
+def home(tmp_path) -> Path:
+    """An empty $ZSEXP_HOME for a command run through ``tests.helpers.cli`` / ``run``."""
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+@pytest.fixture(scope="session")
+def template(ray_cluster, tmp_path_factory) -> Path:
+    """One real finished sweep ``base`` (1 trial, 1 round) with its MLflow store and signing key, made once
+    on the shared Ray; tests work on copies (``tests.helpers.copy_home``)."""
+    from zsexp.cli import main
+
+    home = tmp_path_factory.mktemp("template") / "home"
+    home.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZSEXP_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        assert main(["search", "zscrgan", "--trials", "1", "--name", "base", "--set", "em_iterations=1",
+                     "--set", "updates_per_step=10", "--progress-every", "0"]) == 0
+    return home

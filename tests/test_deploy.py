@@ -1,8 +1,7 @@
 """docker/ and jobs/: linted (hadolint, yamllint) and consistent with each other and with zsexp's settings.
 
 No Docker engine or Kubernetes runs here: these checks are what can be verified without one
-(the README says what was and was not run).
-"""
+(README, *Cluster*, says which parts need a cluster to check)."""
 
 from __future__ import annotations
 
@@ -15,9 +14,17 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
 COMPOSE = ROOT / "docker" / "compose.yaml"
+
+
 ENV_EXAMPLE = ROOT / "docker" / ".env.example"
+
+
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
+
+
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 
 
@@ -118,3 +125,4 @@ def test_rayjob_manifests_agree_with_image_and_entrypoints():
             assert needed <= names
         assert env_vars.get("ZSEXP_STORAGE", "/shared").startswith("/shared")
         assert "nvidia.com/gpu" in workers["resources"]["limits"]
+

@@ -1,4 +1,4 @@
-"""Metrics against slow brute-force implementations of the papers' definitions, and hand cases."""
+"""Metrics against brute force and hand cases; chance formulas; full-ranking mAP."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import pytest
 import torch
 
 from zsexp.metrics import (
+    retrieval_chance,
+    retrieval_evaluation,
     retrieval_metrics,
     retrieval_per_query_from_embeddings,
+    zsl_chance,
     zsl_metrics,
     zsl_ranks_from_embeddings,
 )
@@ -117,3 +120,31 @@ def test_embedding_variants_match_full_matrix():
     want = retrieval_metrics(torch.nn.functional.normalize(cands[:5], dim=1)
                              @ torch.nn.functional.normalize(imgs, dim=1).T, rel, k=10)
     assert per["ap"].mean().item() == pytest.approx(want["map@10"], abs=1e-4)
+
+
+def test_chance_formulas():
+    # 3 queries of classes 0, 1, 1 against 10 images: 2 of class 0, 8 of class 1 -> (0.2 + 0.8 + 0.8) / 3
+    assert retrieval_chance([0, 0] + [1] * 8, [0, 1, 1], 5) == pytest.approx({"precision@5": 60.0, "top1": 60.0})
+    ch = zsl_chance(4, [1, 2, 10])
+    assert ch == pytest.approx({"fh@1": 25.0, "fh@2": 50.0, "fh@10": 100.0, "mfr": 62.5})
+    # random scores land on chance (many queries)
+    g = torch.randint(0, 4, (400,))
+    q = torch.arange(4).repeat(50)
+    res = retrieval_evaluation(torch.randn(200, 8), q, torch.randn(400, 8), g, k=50)
+    assert res["precision@50"] == pytest.approx(retrieval_chance(g, q, 50)["precision@50"], abs=2.5)
+
+
+def test_full_ranking_map_and_degenerate_rows():
+    rng = np.random.default_rng(1)
+    q, g = rng.normal(size=(5, 6)), rng.normal(size=(30, 6))
+    ql, gl = np.arange(5) % 3, rng.integers(0, 3, 30)
+    res = retrieval_evaluation(torch.as_tensor(q), torch.as_tensor(ql), torch.as_tensor(g), torch.as_tensor(gl), k=10)
+    qn, gn = q / np.linalg.norm(q, axis=1, keepdims=True), g / np.linalg.norm(g, axis=1, keepdims=True)
+    full = brute_retrieval(qn @ gn.T, ql[:, None] == gl[None, :], 30)
+    assert res["map"] == pytest.approx(full["map@30"], abs=1e-4)
+    assert res["degenerate_queries"] == 0 and res["degenerate_images"] == 0
+    q[2] = 0.0                                               # a dead embedding ties with everything
+    g[[0, 7]] = 0.0
+    res = retrieval_evaluation(torch.as_tensor(q), torch.as_tensor(ql), torch.as_tensor(g), torch.as_tensor(gl), k=10)
+    assert res["degenerate_queries"] == 1 and res["degenerate_images"] == 2
+

@@ -237,9 +237,9 @@ def model_config_help(family: str | None, dataset: str | None = None) -> str:
 
 
 def _models() -> tuple[str, ...]:
-    from zsexp.models import MODELS
+    from zsexp.names import MODEL_NAMES
 
-    return tuple(MODELS)
+    return MODEL_NAMES
 
 
 class _ModelHelp(argparse.Action):

@@ -12,6 +12,9 @@ import re
 from zsexp.errors import ZsexpError
 
 MAX_NAME = 100
+# the model families the CLI offers, named here so that building its parser imports no torch;
+# zsexp.models.MODELS holds one spec for each (checked by the tests)
+MODEL_NAMES = ("zscrgan", "cmgan", "ridge", "ridge-zsl")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 # MLflow keeps these for itself: `latest` and version-like aliases (`v1`, `V12`)

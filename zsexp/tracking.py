@@ -48,7 +48,7 @@ def redact_uri(uri: str) -> str:
     return uri
 
 
-def _credentials_from_uri(uri: str) -> str:
+def credentials_from_uri(uri: str) -> str:
     """Move credentials embedded in an HTTP URI into MLflow's own variables; return the bare URI."""
     from urllib.parse import unquote, urlsplit
 
@@ -103,7 +103,7 @@ def client(tracking_uri: str | None = None, create: bool = True):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    uri = _credentials_from_uri(tracking_uri or default_tracking_uri())
+    uri = credentials_from_uri(tracking_uri or default_tracking_uri())
     check_tracking_uri(uri)
     if not create and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise ZsexpError(f"no MLflow store at {uri[len('sqlite:///'):]} yet (run a sweep first, or pass "

@@ -420,7 +420,8 @@ class ZSCRGAN:
             losses.append(loss.detach())             # stays on the device until the round ends
         return losses
 
-    def _generator_step(self) -> dict[str, torch.Tensor]:
+    def e_step(self) -> dict[str, torch.Tensor]:
+        """One generator update of the E-step (Alg. 1 l.7): G (and TE) move; the CSEM is frozen under E-M."""
         cfg, bt = self.cfg, self._batch()
         mu, ls = self.te(torch.cat([bt["phi_r"], bt["phi_w"]]))
         (mu_r, mu_w), (ls_r, ls_w) = mu.chunk(2), ls.chunk(2)
@@ -452,7 +453,7 @@ class ZSCRGAN:
             self.opt_csem.step()
         return out
 
-    def _csem_step(self) -> torch.Tensor:
+    def m_step(self) -> torch.Tensor:
         """M-step update (Alg. 1 l.11-14): G and TE frozen, only psi_C moves (no_gan: TE too)."""
         bt = self._batch()
         if self.use_gan:
@@ -481,11 +482,10 @@ class ZSCRGAN:
             if self.use_gan:
                 for _ in range(n):                                        # Alg. 1 l.3: E-step, train GAN
                     d_losses.extend(self._critic_steps(self.cfg.d_steps))  # l.4-6
-                    g_losses.append(self._generator_step())                # l.7
-            m_step = self.use_triplet and (self.cfg.training == "em" or not self.use_gan)
-            if m_step:
+                    g_losses.append(self.e_step())                         # l.7
+            if self.use_triplet and (self.cfg.training == "em" or not self.use_gan):
                 for _ in range(n):                                        # l.10-15: M-step, train CSEM
-                    t_losses.append(self._csem_step())
+                    t_losses.append(self.m_step())
         self.iteration = it
         logs = {"loss_d": d_losses, "loss_t": t_losses}
         for key in g_losses[0] if g_losses else ():

@@ -19,13 +19,18 @@ def init_ray(address: str | None) -> bool:
     import ray
 
     quiet_tune_logs()
-    if ray.is_initialized():
+    if address:
+        check_ray_address(address)
+    if ray.is_initialized():          # zsexp used as a library inside a process already on a Ray
+        joined = ray.get_runtime_context().gcs_address
+        if address and address not in ("auto", joined) and address.split("://")[-1] != joined:
+            raise ZsexpError(f"--address {address}: this process is already connected to the Ray cluster at "
+                             f"{joined}; run the command in a new process to join another")
         return False
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                               "configure_logging": True, "logging_level": "ERROR"}
     sim = os.environ.get("ZSEXP_SIMULATE_GPUS")
     if address:
-        check_ray_address(address)
         kwargs["address"] = address
     elif sim:
         kwargs["num_gpus"] = float(sim)

@@ -1,6 +1,4 @@
-"""GPU-readiness checked on CPU: a training round reads the device back a handful of times (not once
-per update), randomness lives in a generator on the model's device and survives checkpoints, and the
-GPU paths fall back cleanly where there is no GPU."""
+"""Device paths: few host reads per round, device RNG, CPU fall-back of the GPU paths, compiled forward."""
 
 from __future__ import annotations
 
@@ -110,3 +108,4 @@ def test_compiled_forward_matches_eager(tiny):
     assert compiled_losses == pytest.approx(eager_losses, rel=1e-3, abs=1e-4)
     assert compiled.evaluate("val") == pytest.approx(eager.evaluate("val"), abs=1.0)
     assert set(compiled.state_dict()["nets"]["g"]) == set(eager.state_dict()["nets"]["g"])   # checkpoints unchanged
+

@@ -36,11 +36,11 @@ def test_sweep_runs_on_two_nodes(tmp_path):
         _ray("start", "--head", f"--port={port}", "--include-dashboard=false", *common, env=env)
         _ray("start", f"--address=127.0.0.1:{port}", *common, env=env)
         storage = tmp_path / "shared"
-        jobs = Path(__file__).resolve().parents[1] / "jobs"
+        jobs = Path(__file__).resolve().parents[2] / "jobs"
         # the sweep through its Ray job entrypoint, as `ray job submit` / a KubeRay RayJob runs it
         job_env = {**env, "RAY_ADDRESS": f"127.0.0.1:{port}", "ZSEXP_MODEL": "zscrgan", "ZSEXP_SWEEP_NAME": "two",
                    "ZSEXP_TRIALS": "4", "ZSEXP_STORAGE": str(storage),
-                   "ZSEXP_EXTRA": "--scheduler none --set em_iterations=4 --progress-every 0"}
+                   "ZSEXP_EXTRA": "--scheduler none --set em_iterations=4 --set updates_per_step=10 --progress-every 0"}
         out = subprocess.run([sys.executable, str(jobs / "sweep_job.py")], env=job_env, capture_output=True,
                              text=True, timeout=400)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
@@ -59,3 +59,4 @@ def test_sweep_runs_on_two_nodes(tmp_path):
     finally:
         subprocess.run(["pkill", "-9", "-f", temp])          # only this cluster's processes (not `ray stop`)
         shutil.rmtree(temp, ignore_errors=True)
+

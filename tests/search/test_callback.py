@@ -78,3 +78,24 @@ def test_set_state_prefers_the_durable_mirror(cb, tmp_path):
     (tmp_path / "s" / "zsexp_progress.json").write_text(json.dumps(mirror))
     cb.set_state({"runs": {"a": "r1"}, "outcomes": {}, "peak": 1})    # Tune's older snapshot
     assert cb.runs == {"a": "r1", "b": "r2"} and cb.outcomes == {"a": "completed"} and cb.logged_step == {"b": 3}
+
+
+def test_sweep_callback_pickles_while_tune_swaps_print(monkeypatch):
+    """Tune pickles the stopper (and through it this callback) into its experiment state while
+    builtins.print is replaced; a stored reference to the original print made that save crash."""
+    import builtins
+    import functools
+
+    import ray.cloudpickle as cloudpickle
+
+    from zsexp.search.callback import MlflowSweepCallback
+    from zsexp.search.stopper import FailureBudget
+    from zsexp.tracking import Progress
+
+    cb = MlflowSweepCallback(tracking_uri="sqlite:///x.db", experiment_id="1", parent_run_id="p", sweep="s",
+                             metric_key="val_top1", mode="max", max_rounds=3, params_of=functools.partial(dict),
+                             flat_of=dict, progress=Progress("s", "top1", "max"), common_tags={})
+    monkeypatch.setattr(builtins, "print", lambda *a, **k: None)
+    restored = cloudpickle.loads(cloudpickle.dumps(FailureBudget(cb, 2)))
+    assert restored.budget == 2 and restored.callback.sweep == "s"
+

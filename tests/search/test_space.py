@@ -1,4 +1,4 @@
-"""Search-space files: every kind of bad input rejected with file, key and reason; good files load."""
+"""Search spaces: shipped files, refusals naming the key, list parameters, lambda under linear R."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from zsexp.cli import main
 from zsexp.errors import ZsexpError
 from zsexp.models import MODELS
 from zsexp.models.cmgan import CMGANConfig
-from zsexp.search.space import default_space_path, load_space, trial_overrides
+from zsexp.search.space import default_space_path, load_space, parse_space, trial_overrides
+
+BASE = {"model": "zscrgan", "params": {"alpha": {"type": "uniform", "low": 0.1, "high": 1.0}}}
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -29,9 +31,6 @@ def test_shipped_zscrgan_spaces_reach_working_budgets():
         most = max(space.params["updates_per_step"]["choices"]) * space.fixed["em_iterations"]
         assert most >= space.max_updates >= 2000 > space.grace_updates
     assert "latent_dim" in load_space(default_space_path("zscrgan").parent / "zscrgan-small.yaml", "zscrgan").params
-
-
-BASE = {"model": "zscrgan", "params": {"alpha": {"type": "uniform", "low": 0.1, "high": 1.0}}}
 
 
 @pytest.mark.parametrize("patch,match", [
@@ -81,55 +80,13 @@ def test_indexed_list_params_build_the_list():
     assert default_space_path("cmgan").is_file()
 
 
-def test_sweep_callback_pickles_while_tune_swaps_print(monkeypatch):
-    """Tune pickles the stopper (and through it this callback) into its experiment state while
-    builtins.print is replaced; a stored reference to the original print made that save crash."""
-    import builtins
-    import functools
+def test_lam_under_linear_r_is_refused_and_not_in_the_default_space():
+    raw = {"model": "zscrgan", "params": {"lam": {"type": "uniform", "low": 0.0, "high": 5.0}}}
+    with pytest.raises(ZsexpError, match="params.lam.*r_form=linear"):
+        parse_space(raw, "s.yaml", "zscrgan")
+    assert parse_space({**raw, "fixed": {"r_form": "hinge"}}, "s.yaml", "zscrgan").params["lam"]
+    raw2 = {"model": "zscrgan", "params": {"updates_per_step": {"type": "int", "low": 10, "high": 50}}}
+    with pytest.raises(ZsexpError, match="em_schedule=linear"):
+        parse_space(raw2, "s.yaml", "zscrgan")
+    assert "lam" not in load_space(default_space_path("zscrgan"), "zscrgan").params
 
-    import ray.cloudpickle as cloudpickle
-
-    from zsexp.search.callback import MlflowSweepCallback
-    from zsexp.search.stopper import FailureBudget
-    from zsexp.tracking import Progress
-
-    cb = MlflowSweepCallback(tracking_uri="sqlite:///x.db", experiment_id="1", parent_run_id="p", sweep="s",
-                             metric_key="val_top1", mode="max", max_rounds=3, params_of=functools.partial(dict),
-                             flat_of=dict, progress=Progress("s", "top1", "max"), common_tags={})
-    monkeypatch.setattr(builtins, "print", lambda *a, **k: None)
-    restored = cloudpickle.loads(cloudpickle.dumps(FailureBudget(cb, 2)))
-    assert restored.budget == 2 and restored.callback.sweep == "s"
-
-
-def test_tracking_uri_credentials_are_redacted(monkeypatch):
-    from zsexp.tracking import _credentials_from_uri, redact_uri
-
-    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
-    assert redact_uri("https://bob:pw%40x@mlflow.example:5000/p") == "https://mlflow.example:5000/p"
-    assert redact_uri("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
-    assert _credentials_from_uri("http://bob:pw%40x@127.0.0.1:5000") == "http://127.0.0.1:5000"
-    import os
-
-    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "bob" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "pw@x"
-
-
-def test_grid_sampler_gives_a_lost_trials_point_to_its_replacement(tmp_path):
-    """A grid sweep killed just after a trial was created: the replacement takes the lost point."""
-    import optuna
-
-    from zsexp.search.optuna_search import TuneGridSampler, journal_storage, reconcile_study
-
-    grid = {"alpha": [0.1, 1.0], "beta": [0.5, 2.0]}
-    dists = {k: optuna.distributions.CategoricalDistribution(v) for k, v in grid.items()}
-    study = optuna.create_study(storage=journal_storage(tmp_path), study_name="g",
-                                sampler=TuneGridSampler(grid, seed=3))
-    trials = [study.ask(dists) for _ in range(4)]
-    for t in (trials[0], trials[2], trials[3]):
-        study.tell(t, 1.0)
-    lost, _ = reconcile_study(study, known={t._trial_id for t in (trials[0], trials[2], trials[3])})
-    assert len(lost) == 1                                   # trials[1] never ran: failed and marked lost
-    again = study.ask(dists)
-    assert again.params == trials[1].params
-    visited = {tuple(t.params.values()) for t in (trials[0], trials[2], trials[3], again)}
-    assert len(visited) == 4

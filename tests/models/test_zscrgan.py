@@ -1,4 +1,4 @@
-"""ZSCRGAN: each loss against its equation, Alg. 1 schedule, resume equality, learning above chance."""
+"""ZSCRGAN: each loss against its equation, Alg. 1 schedule and E-M steps, resume equality, learning above chance."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.helpers import zscrgan_model
 from zsexp.models import build_model, make_config
 from zsexp.models.common import DivergenceError, load_checkpoint, save_checkpoint
 from zsexp.models.zscrgan import (
@@ -18,6 +19,12 @@ from zsexp.models.zscrgan import (
     log_odds_regulariser,
     triplet_loss,
 )
+
+
+def _train(m, rounds):
+    for _ in range(rounds):
+        m.train_round()
+    return m
 
 
 def test_critic_loss_eq11():
@@ -102,7 +109,7 @@ def test_m_step_freezes_generator(tiny):
     m.train_round()
     before = {k: v.clone() for k, v in m.g.state_dict().items()}
     csem_before = m.csem.fc.weight.clone()
-    m._csem_step()
+    m.m_step()
     assert all(torch.equal(before[k], v) for k, v in m.g.state_dict().items())
     assert not torch.equal(csem_before, m.csem.fc.weight)
 
@@ -160,3 +167,35 @@ def test_learns_above_chance(tiny):
         m.train_round()
     res = m.evaluate("test")
     assert res["precision@50"] > chance + 6.0, (res, chance)
+
+
+def test_lam_is_inert_under_linear_r_and_a_margin_under_hinge(tiny):
+    def g_weights(**over):
+        return torch.cat([p.detach().flatten() for p in _train(zscrgan_model(tiny, **over), 2).g.parameters()])
+    assert torch.equal(g_weights(lam=0.0), g_weights(lam=5.0))                   # why it is refused
+    assert not torch.equal(g_weights(lam=0.0, r_form="hinge"), g_weights(lam=5.0, r_form="hinge"))
+
+
+# --------------------------------------------------------------------------- E-step / M-step (Alg. 1)
+def test_e_step_generator_minimises_the_csem_loss(tiny):
+    """Eq. 4: the CSEM term reaches G in the E-step, so the CSEM's learning rate changes G."""
+    def g_weights(lr_csem):
+        return torch.cat([p.detach().flatten() for p in _train(zscrgan_model(tiny, lr_csem=lr_csem), 3).g.parameters()])
+    assert not torch.allclose(g_weights(2e-3), g_weights(2e-2))
+
+
+def test_e_step_leaves_the_csem_and_m_step_leaves_g_alone(tiny):
+    m = zscrgan_model(tiny)
+    before = [p.detach().clone() for p in m.csem.parameters()]
+    m.e_step()
+    assert all(torch.equal(a, b) for a, b in zip(before, m.csem.parameters(), strict=True))
+    assert all(p.grad is None for p in m.csem.parameters())     # frozen: no gradient is even computed
+    m.opt_g.zero_grad(set_to_none=True)
+    m.m_step()
+    assert all(p.grad is None for p in m.g.parameters())        # G frozen in the M-step: no graph through G
+
+
+def test_rmsprop_settings_are_exposed(tiny):
+    m = zscrgan_model(tiny, rms_alpha=0.9, rms_eps=1e-10)
+    assert m.opt_g.defaults["alpha"] == 0.9 and m.opt_d.defaults["eps"] == 1e-10
+

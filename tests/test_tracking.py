@@ -2,8 +2,7 @@
 
 A sweep logs to it over HTTP with MLFLOW_TRACKING_USERNAME / PASSWORD; the runs are checked
 through the REST API; without credentials zsexp prints one clear line and exits 2; the password
-never appears in params, tags, sweep metadata, artifacts or the printed logs.
-"""
+never appears in params, tags, sweep metadata, artifacts or the printed logs."""
 
 from __future__ import annotations
 
@@ -24,6 +23,8 @@ import pytest
 from zsexp.cli import main
 
 pytestmark = pytest.mark.slow
+
+
 PASSWORD = "zs-Secret-pw-8471"
 
 
@@ -92,7 +93,7 @@ def test_sweep_against_authenticated_server(ray_cluster, auth_server, monkeypatc
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
     assert main(["search", "zscrgan", "--tracking-uri", auth_server, "--trials", "2", "--name", "authed",
-                 "--set", "em_iterations=3", "--progress-every", "0"]) == 0
+                 "--set", "em_iterations=3", "--set", "updates_per_step=10", "--progress-every", "0"]) == 0
     printed = capsys.readouterr()
     status, body = _request(auth_server, "/api/2.0/mlflow/experiments/search", {"max_results": 50})
     exp = next(e for e in body["experiments"] if e["name"] == "zsexp-zscrgan-synthetic-tiny")
@@ -157,7 +158,7 @@ def test_tracking_outage_mid_sweep_loses_nothing(ray_cluster, tmp_path, monkeypa
         os.killpg(procs[0].pid, signal.SIGKILL)
         procs[0].wait()
         outage["down"] = time.time()
-        time.sleep(6)
+        time.sleep(3)
         procs.append(_start_server(tmp_path, port, "s2.log"))
         while not _healthy(url):
             time.sleep(0.3)
@@ -166,7 +167,7 @@ def test_tracking_outage_mid_sweep_loses_nothing(ray_cluster, tmp_path, monkeypa
     killer = threading.Thread(target=kill_and_restart, daemon=True)
     killer.start()
     try:
-        assert main(["search", "zscrgan", "--tracking-uri", url, "--trials", "4", "--name", "outage",
+        assert main(["search", "zscrgan", "--tracking-uri", url, "--trials", "3", "--name", "outage",
                      "--max-concurrent", "1", "--scheduler", "none", "--set", "em_iterations=8",
                      "--set", "em_schedule=fixed", "--set", "updates_per_step=150", "--progress-every", "0"]) == 0
         killer.join(timeout=120)
@@ -179,7 +180,7 @@ def test_tracking_outage_mid_sweep_loses_nothing(ray_cluster, tmp_path, monkeypa
         exp = c.get_experiment_by_name("zsexp-zscrgan-synthetic-tiny")
         runs = c.search_runs([exp.experiment_id])
         trials = [r for r in runs if r.data.tags.get("zsexp.kind") == "trial"]
-        assert len(trials) == 4
+        assert len(trials) == 3
         for r in trials:
             steps = sorted(m.step for m in c.get_metric_history(r.info.run_id, "val_precision_at_50"))
             assert steps == list(range(1, 9)), (r.data.tags["zsexp.trial_id"], steps)
@@ -191,3 +192,17 @@ def test_tracking_outage_mid_sweep_loses_nothing(ray_cluster, tmp_path, monkeypa
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
                 p.wait(timeout=30)
+
+
+def test_tracking_uri_credentials_are_redacted(monkeypatch):
+    from zsexp.tracking import credentials_from_uri, redact_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    assert redact_uri("https://bob:pw%40x@mlflow.example:5000/p") == "https://mlflow.example:5000/p"
+    assert redact_uri("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
+    assert credentials_from_uri("http://bob:pw%40x@127.0.0.1:5000") == "http://127.0.0.1:5000"
+    import os
+
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "bob" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "pw@x"
+

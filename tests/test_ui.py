@@ -1,10 +1,9 @@
-"""Issue 12: the MLflow comparison a user actually sees, in a real headless Chromium.
+"""The MLflow comparison a user actually sees, in a real headless Chromium.
 
 A 3-trial sweep, a selection and a promotion on the real stores; ``zsexp ui SWEEP`` as a real
 server; Selenium drives Debian's ``chromium`` through its ``chromedriver`` (both installed by
 ``make test`` when missing; nothing is downloaded here).  Screenshots go to the test's temporary
-directory and their paths are in every failure message.
-"""
+directory and their paths are in every failure message."""
 
 from __future__ import annotations
 
@@ -19,13 +18,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_for
 from zsexp.cli import main
 from zsexp.search.storage import read_meta
 from zsexp.tracking import client
 
 pytestmark = pytest.mark.slow
 
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
@@ -63,7 +66,7 @@ def test_ui_links_open_the_sweep_trials_compare_view_and_registry(ray_cluster, t
         pytest.fail("chromium and chromedriver are needed: `make test` installs Debian's chromium and "
                     "chromium-driver packages when they are missing")
     assert main(["search", "zscrgan", "--trials", "3", "--name", "web", "--scheduler", "none",
-                 "--set", "em_iterations=3", "--progress-every", "0"]) == 0
+                 "--set", "em_iterations=3", "--set", "updates_per_step=10", "--progress-every", "0"]) == 0
     out = capsys.readouterr().out
     assert "trials:  http" in out and "compare: http" in out          # the sweep ends with the links
     assert main(["select", "web", "--k", "1", "--seeds", "1", "--register-as", "webmodel"]) == 0
@@ -133,3 +136,20 @@ def test_ui_links_open_the_sweep_trials_compare_view_and_registry(ray_cluster, t
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=30)
     assert all(Path(s).stat().st_size > 10_000 for s in shots), shots
+
+
+def test_ui_serves_zsexp_store(tmp_path, mlflow_ui_up):
+    """`zsexp ui` starts a real MLflow UI on zsexp's SQLite store; it answers /health, then stops."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "zsexp.cli", "ui", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: mlflow_ui_up(port), 120, "the MLflow UI")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+

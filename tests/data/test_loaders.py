@@ -1,102 +1,25 @@
-"""The data layer: synthetic generators, validation errors, xlsa17 and .npz loaders, CONSE."""
+"""Loaders: xlsa17 class-level files, .npz, the UCI digits as a real two-view set, `zsexp data`."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
-import torch
 
 from tests.conftest import SHARED_DATA
 from zsexp.cli import main
 from zsexp.data import (
-    ZSLData,
-    conse,
-    conse_image_representations,
     load_dataset,
     load_npz,
     load_xlsa17,
-    make_synthetic,
     save_npz,
-    seen_class_probabilities,
-    validate,
 )
 from zsexp.data.xlsa17 import read_class_level
 from zsexp.errors import ZsexpError
-
-
-def test_synthetic_is_deterministic_and_seed_dependent():
-    a, b = make_synthetic("synthetic-tiny", seed=0), make_synthetic("synthetic-tiny", seed=0)
-    c = make_synthetic("synthetic-tiny", seed=1)
-    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
-    assert np.array_equal(a.features, b.features)
-
-
-def test_synthetic_shapes_and_structure(tiny):
-    d = tiny
-    assert d.features.dtype == np.float32 and (d.features >= 0).all()
-    assert 0.3 < (d.features == 0).mean() < 0.9             # sparse, ResNet-like
-    assert d.text_features.shape == (d.n_images, d.text_dim)
-    # splits disjoint, GZSL images are seen-class images excluded from train/val
-    assert not set(d.train_classes) & set(d.test_classes)
-    assert not set(d.images("train")) & set(d.images("test_seen"))
-    assert np.isin(d.labels[d.images("test_seen")], d.classes("trainval")).all()
-
-
-def test_synthetic_cub_and_imagenet_shapes():
-    info = load_dataset("synthetic-cub").describe()
-    assert info["dims"] == {"image": 2048, "text": 1024}
-    assert [info["splits"][s]["classes"] for s in ("train", "val", "test")] == [100, 50, 50]
-    im = load_dataset("synthetic-imagenet")
-    assert len(im.test_classes) >= 10 * len(im.train_classes) // 2 and im.seen_probs is not None
-
-
-def test_learnable_but_not_trivial(tiny):
-    """Unseen-class images: the class mean is a good but not perfect classifier (overlap)."""
-    te = tiny.images("test")
-    x, y = tiny.features[te], tiny.labels[te]
-    protos = np.stack([x[y == c].mean(0) for c in tiny.test_classes])
-    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    pn = protos / np.linalg.norm(protos, axis=1, keepdims=True)
-    acc = (tiny.test_classes[(xn @ pn.T).argmax(1)] == y).mean()
-    assert 1.5 / len(tiny.test_classes) < acc < 0.99
-
-
-def _good(**kw) -> ZSLData:
-    base = make_synthetic("synthetic-tiny")
-    d = dataclasses.replace(base, features=base.features.copy(), labels=base.labels.copy(),
-                            class_embeddings=base.class_embeddings.copy(), **kw)
-    return d
-
-
-@pytest.mark.parametrize("mutate,match", [
-    (lambda d: d.features.__setitem__((3, 2), np.nan), r"`features` must be finite.*rows \[3\]"),
-    (lambda d: d.class_embeddings.__setitem__((1, 0), np.inf), "`class_embeddings` must be finite"),
-    (lambda d: setattr(d, "features", d.features[:, :, None]), "must be 2-D"),
-    (lambda d: setattr(d, "labels", d.labels[:-1]), "one entry per image"),
-    (lambda d: d.labels.__setitem__(0, 999), r"must lie in \[0, 24\).*999"),
-    (lambda d: setattr(d, "val_classes", np.array([], dtype=np.int64)), "`val` is empty"),
-    (lambda d: setattr(d, "test_classes", np.concatenate([d.test_classes, d.train_classes[:1]])),
-     "`train` and `test` overlap"),
-    (lambda d: setattr(d, "class_names", d.class_names[:-1]), "class_names"),
-    (lambda d: setattr(d, "text_features", np.ones((3, 4), np.float32)), "text_features"),
-])
-def test_validate_rejects(mutate, match):
-    d = _good()
-    mutate(d)
-    with pytest.raises(ZsexpError, match=match):
-        validate(d)
-
-
-def test_validate_rejects_class_without_images():
-    d = _good()
-    lonely = d.test_classes[0]
-    d.labels[d.labels == lonely] = d.test_classes[1]
-    with pytest.raises(ZsexpError, match="have no images"):
-        validate(d)
+from zsexp.models import build_model, make_config, size_defaults
 
 
 def _write_xlsa17(tmp_path, n_cls=9, per=6, dim=16, att_dim=5):
@@ -121,6 +44,13 @@ def _write_xlsa17(tmp_path, n_cls=9, per=6, dim=16, att_dim=5):
     return feats, labels1
 
 
+REAL = {"CUB_sent_splits.mat": (1024, 200, 100, 50, 50), "AWA1_att_splits.mat": (85, 50, 27, 13, 10),
+        "FLO_att_splits.mat": (1024, 102, 62, 20, 20), "SUN_att_splits.mat": (102, 717, 580, 65, 72)}
+
+
+MFEAT = Path(__file__).resolve().parents[3] / "shared" / "data" / "uci-mfeat"
+
+
 def test_xlsa17_loader(tmp_path):
     feats, labels1 = _write_xlsa17(tmp_path)
     d = load_xlsa17(tmp_path)
@@ -139,10 +69,6 @@ def test_xlsa17_errors(tmp_path):
     (tmp_path / "res101.mat").write_bytes(b"garbage")
     with pytest.raises(ZsexpError, match="res101.mat"):
         load_xlsa17(tmp_path)
-
-
-REAL = {"CUB_sent_splits.mat": (1024, 200, 100, 50, 50), "AWA1_att_splits.mat": (85, 50, 27, 13, 10),
-        "FLO_att_splits.mat": (1024, 102, 62, 20, 20), "SUN_att_splits.mat": (102, 717, 580, 65, 72)}
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared/data/xlsa17 not beside this checkout")
@@ -187,29 +113,23 @@ def test_npz_round_trip_and_errors(tmp_path, tiny):
         load_npz(tmp_path / "unknown.npz")
 
 
-def test_conse_eq1_hand_case():
-    probs = torch.tensor([[0.5, 0.3, 0.2]])
-    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    # top-2: classes 0 (0.5) and 1 (0.3), renormalised to 0.625 / 0.375
-    assert torch.allclose(conse(probs, emb, 2), torch.tensor([[0.625, 0.375]]))
-    assert torch.allclose(conse(probs, emb, 1), emb[:1])
-    with pytest.raises(ZsexpError, match="1 <= K"):
-        conse(probs, emb, 4)
-
-
-def test_conse_uses_only_requested_seen_classes(tiny):
-    # shipped probabilities restricted to train classes: columns in that order, rows sum to 1
-    p = seen_class_probabilities(tiny, tiny.train_classes)
-    assert p.shape == (tiny.n_images, len(tiny.train_classes)) and np.allclose(p.sum(1), 1, atol=1e-5)
-    # without shipped probabilities a classifier is fitted on the seen classes' images only
-    bare = dataclasses.replace(tiny, seen_probs=None, prob_classes=None)
-    p2 = seen_class_probabilities(bare, bare.train_classes)
-    tr = bare.images("train")
-    index = {c: j for j, c in enumerate(bare.train_classes)}
-    acc = (p2[tr].argmax(1) == np.array([index[c] for c in bare.labels[tr]])).mean()
-    assert acc > 0.7
-    v0 = conse_image_representations(bare, bare.train_classes, k=3)
-    assert v0.shape == (bare.n_images, bare.text_dim) and np.isfinite(v0).all()
+@pytest.mark.skipif(not MFEAT.is_dir(), reason="shared/data/uci-mfeat not beside this checkout")
+def test_uci_digits_splits_and_views():
+    a, b = load_dataset(str(MFEAT), seed=0), load_dataset(str(MFEAT), seed=1)
+    assert (len(a.train_classes), len(a.val_classes), len(a.test_classes)) == (6, 2, 2)
+    assert not set(a.train_classes) & set(a.test_classes) and a.n_images == 2000
+    assert not np.array_equal(a.test_classes, b.test_classes) or not np.array_equal(a.val_classes, b.val_classes)
+    assert a.image_dim == 240 and a.text_dim == 76 and 0 <= a.features.min() and a.features.max() <= 1
+    seen = a.text_features[np.isin(a.labels, a.train_classes)]
+    assert abs(seen.mean()) < 0.05                           # z-scored with the training classes' statistics
+    kl = load_dataset(f"{MFEAT}:kl-fourier", seed=0)
+    assert kl.text_dim == 64 and kl.image_dim == 76 and "kl-fourier" in kl.name
+    with pytest.raises(ZsexpError, match="two different views"):
+        load_dataset(f"{MFEAT}:pixels-pixels")
+    assert size_defaults("zscrgan", a)["updates_per_step"] == 100        # a small real set gets the size rule
+    m = build_model("ridge", make_config("ridge", a), a)
+    m.train_round()
+    assert m.evaluate("test")["precision@50"] > m.chance("test")["precision@50"]
 
 
 def test_cli_data_describe_json(capsys):
@@ -224,3 +144,4 @@ def test_cli_missing_dataset_is_one_line_exit_2(capsys):
     assert main(["data", "describe", "/no/such/dir"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("zsexp: error:") and "/no/such/dir" in err and "Traceback" not in err
+

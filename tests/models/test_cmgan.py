@@ -1,14 +1,16 @@
-"""CM-GAN: losses against eqs. 2-6, the composition of maps across steps, resume, learning."""
+"""CM-GAN: each loss against its equation, Alg. 1 steps, class bookkeeping, the ConSE start, resume equality."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from zsexp.data import load_dataset
+from zsexp.data import conse_image_representations, load_dataset
+from zsexp.errors import ZsexpError
 from zsexp.models import build_model, make_config
 from zsexp.models.cmgan import (
     ABLATIONS,
@@ -18,6 +20,12 @@ from zsexp.models.cmgan import (
     supervised_loss,
 )
 from zsexp.models.common import load_checkpoint, save_checkpoint
+
+
+def _cmgan(data, fit_split="train", seed=1, **over):
+    base = {"iters_per_step": 20, "batch_size": 32, "early_stop": False}
+    cfg = make_config("cmgan", data, ("test", {**base, **over}))
+    return build_model("cmgan", cfg, data, seed=seed, fit_split=fit_split)
 
 
 def test_supervised_loss_eq2():
@@ -132,3 +140,51 @@ def test_gzsl_candidates_include_seen(tiny):
     # more candidates can only push the correct rank down
     assert scores_z["gzsl/fh@1"] <= scores_z["zsl/fh@1"] + 1e-9
     assert F.normalize(m.t_hat, dim=1).shape[0] == tiny.n_classes
+
+
+def test_cmgan_class_positions_and_negatives_with_unsorted_seen_classes(tiny):
+    m = _cmgan(tiny, fit_split="trainval")
+    seen = torch.as_tensor(m.seen_classes)
+    assert not bool((seen[1:] >= seen[:-1]).all())              # train then val: not sorted
+    lab = m.labels[torch.as_tensor(m.sup_imgs)]
+    assert torch.equal(seen[m.seen_pos[lab]], lab)
+    gen = torch.Generator().manual_seed(0)
+    pos = m.seen_pos[lab].repeat(20)
+    neg = m.sup_table.negatives(pos, gen)
+    neg_cls = m.seen_pos[m.labels[neg]]
+    assert not bool((neg_cls == pos).any())                    # v⁻ never shares v's class
+    counts = torch.bincount(neg_cls, minlength=len(seen)).float()
+    assert counts.min() > 0.5 * counts.mean()                   # every other class gets drawn
+    vpos = m.seen_pos[m.labels[torch.as_tensor(m.val_imgs)]]
+    vneg = m.val_table.negatives(vpos, torch.Generator().manual_seed(1))
+    assert not bool((m.seen_pos[m.labels[vneg]] == vpos).any())
+
+
+def test_cmgan_trainval_evaluation_lists_each_class_once_and_refuses_val(tiny):
+    m = _cmgan(tiny, fit_split="trainval")
+    m.train_round()
+    res = m.evaluate("test", per_image=True)
+    n_all = len(np.unique(np.concatenate([tiny.classes("trainval"), tiny.test_classes])))
+    assert max(res["gzsl/ranks"]) <= n_all
+    with pytest.raises(ZsexpError, match="validation classes"):
+        m.evaluate("val")
+
+
+def test_cmgan_first_step_is_compared_with_the_conse_start(tiny, monkeypatch):
+    m = _cmgan(tiny, early_stop=True, max_steps=3)
+    assert m.val_start is not None
+    monkeypatch.setattr(m, "validation_measure", lambda: m.val_start + 1.0)      # step 1 makes it worse
+    m.train_round()
+    assert m.done and m.kept == [] and torch.equal(m.v_hat, m.v0)
+
+
+def test_cmgan_tuning_conse_holds_out_validation_images_and_ignores_shipped_probs(tiny):
+    m = _cmgan(tiny)
+    want = conse_image_representations(tiny, tiny.train_classes, m.cfg.conse_k, seed=m.seed, exclude=m.val_imgs,
+                                       use_shipped=False)
+    assert np.allclose(m.v0.numpy(), want)
+    shipped = conse_image_representations(tiny, tiny.train_classes, m.cfg.conse_k)
+    assert not np.allclose(want, shipped)
+    with pytest.warns(UserWarning, match="seen_probs"):
+        _cmgan(tiny, fit_split="trainval")
+

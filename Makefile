@@ -32,8 +32,10 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 
+# Two pytest workers, one test file each at a time: most of the suite waits on Ray, MLflow servers and
+# trial processes rather than computing, so two files in flight fit a 2-core machine.
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check zsexp tests benchmarks jobs

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from zsexp.cli import main
+from zsexp.search.storage import read_progress
 
 pytestmark = pytest.mark.slow
 
@@ -149,10 +150,9 @@ def test_tracking_outage_mid_sweep_loses_nothing(ray_cluster, tmp_path, monkeypa
     outage = {}
 
     def kill_and_restart():
-        progress = home / "sweeps" / "outage" / "zsexp_progress.json"
         t = time.time()
         while time.time() - t < 240:
-            if progress.is_file() and json.loads(progress.read_text()).get("outcomes"):
+            if read_progress(home / "sweeps" / "outage").get("outcomes"):
                 break
             time.sleep(0.2)
         os.killpg(procs[0].pid, signal.SIGKILL)

@@ -144,6 +144,17 @@ def ensure_experiment(c, name: str, uri: str) -> str:
     return c.create_experiment(name, artifact_location=artifact_location, tags=dict([EXPERIMENT_KIND]))
 
 
+def search_all_runs(c, experiment_id: str, filter_string: str, page: int = 10_000) -> list:
+    """Every run matching ``filter_string``, page by page (MLflow caps one search at 50,000 runs)."""
+    out, token = [], None
+    while True:
+        batch = c.search_runs([experiment_id], filter_string=filter_string, max_results=page, page_token=token)
+        out.extend(batch)
+        token = batch.token
+        if not token:
+            return out
+
+
 def find_child_run(c, experiment_id: str, sweep: str, trial_id: str) -> str | None:
     from zsexp.names import filter_value
 

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from zsexp.search.callback import MlflowSweepCallback, read_marker, run_name
+from zsexp.search.storage import read_progress
 from zsexp.tracking import Progress, client, ensure_experiment
 
 
@@ -62,7 +63,7 @@ def test_finish_is_durable_before_mlflow_and_never_repeated(cb, tmp_path):
     run = c.get_run(cb.runs["t1"])
     assert run.info.status == "FINISHED" and run.data.tags["zsexp.outcome"] == "completed"
     assert read_marker(tmp_path / "s", "t1")["outcome"] == "completed"
-    saved = json.loads((tmp_path / "s" / "zsexp_progress.json").read_text())
+    saved = read_progress(tmp_path / "s")
     assert saved["outcomes"] == {"t1": "completed"} and saved["logged_step"] == {"t1": 2}
     # Tune restarts the finished trial after a kill: the run is not reopened, nothing is logged twice
     cb.on_trial_restore(0, [], t)

@@ -22,7 +22,7 @@ import pytest
 from tests.helpers import CLI, cli, cli_env, mlflow_runs, wait_for
 from zsexp.cli import main
 from zsexp.search.optuna_search import journal_storage
-from zsexp.search.storage import SWEEP_FILE
+from zsexp.search.storage import SWEEP_FILE, read_progress
 from zsexp.tracking import client
 
 pytestmark = pytest.mark.slow
@@ -120,10 +120,10 @@ def test_ctrl_c_stops_cleanly_and_resume_goes_on(ray_cluster, tmp_path):
                              "--set", "em_iterations=12", "--set", "updates_per_step=20"],
                             env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    progress = Path(os.environ["ZSEXP_HOME"]) / "sweeps" / name / "zsexp_progress.json"
+    sweep = Path(os.environ["ZSEXP_HOME"]) / "sweeps" / name
     t0 = time.time()
     while time.time() - t0 < 200:
-        if progress.is_file() and json.loads(progress.read_text()).get("outcomes"):
+        if read_progress(sweep).get("outcomes"):
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)                         # Ctrl-C once
@@ -172,8 +172,7 @@ def test_kill_and_resume(ray_cluster, tmp_path):
     sweep = home / "sweeps" / "kill"
 
     def state():
-        p = sweep / "zsexp_progress.json"
-        return json.loads(p.read_text()) if p.is_file() else {}
+        return read_progress(sweep)
 
     seen: dict[str, str] = {}
 

@@ -12,7 +12,7 @@ import pytest
 from tests.helpers import DIVERGE, cli, mlflow_runs
 from zsexp.cli import main
 from zsexp.data import load_dataset, save_npz
-from zsexp.search.storage import SWEEP_FILE, read_meta
+from zsexp.search.storage import SWEEP_FILE, read_meta, read_progress
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +112,7 @@ def test_gpu_budget_and_simulated_concurrency(ray_cluster, capsys):
                  "--cpus-per-trial", "0.25", "--scheduler", "none", "--set", "em_iterations=8",
                  "--set", "updates_per_step=30", "--progress-every", "0"]) == 0
     meta = read_meta("gpu", None)
-    progress = json.loads((Path(meta.dir) / "zsexp_progress.json").read_text())
+    progress = read_progress(meta.dir)
     # 2 CPUs would allow 2 one-CPU trials; the GPU fractions let more run at once
     assert progress["peak"] > 2, progress["peak"]
 

@@ -24,6 +24,7 @@ import math
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 from ray import tune
 
 from zsexp.faults import kill_point
-from zsexp.search.storage import write_json_atomic
+from zsexp.search.storage import PER_TRIAL, ProgressRecord, read_progress, write_json_atomic
 from zsexp.tags import TAG_ERROR, TAG_KIND, TAG_OUTCOME, TAG_SWEEP, TAG_TRIAL
 from zsexp.tracking import Progress, find_child_run, numeric_metrics
 
@@ -47,10 +48,12 @@ def trial_marker(sweep_dir: str | Path, trial_id: str) -> Path:
 
 
 def write_marker(sweep_dir: str | Path, trial_id: str, outcome: str, error: str | None = None,
-                 best: dict[str, Any] | None = None) -> None:
+                 best: dict[str, Any] | None = None, by: str = "driver") -> None:
+    """``by``: the driver (after Tune and the searcher processed the trial's end) or the trial itself (a
+    diverged trial, before it raises)."""
     marker = trial_marker(sweep_dir, trial_id)
     marker.parent.mkdir(exist_ok=True)
-    write_json_atomic(marker, {"outcome": outcome, "error": (error or "")[-2000:], "best": best})
+    write_json_atomic(marker, {"outcome": outcome, "error": (error or "")[-2000:], "best": best, "by": by})
 
 
 def read_marker(sweep_dir: str | Path, trial_id: str) -> dict[str, Any] | None:
@@ -98,9 +101,12 @@ class MlflowSweepCallback(tune.Callback):
         self.logged_step: dict[str, int] = {}                # last round whose metrics were queued
         self.pending: dict[str, list[list[Any]]] = {}       # trial id -> queued operations
         self.running: set[str] = set()
+        self.counts: Counter[str] = Counter()               # outcomes by kind, kept as they are recorded
+        self.replayed: set[str] = set()                     # trials whose queued writes came from a record
         self.peak_concurrency = 0
         self.best: dict[str, Any] | None = None
         self.state_file = state_file
+        self.record = ProgressRecord(Path(state_file).parent) if state_file else None
         self._client = None
         self._outage_since: float | None = None
 
@@ -134,15 +140,17 @@ class MlflowSweepCallback(tune.Callback):
                 try:
                     self._apply(tid, ops[0])
                 except Exception as exc:  # noqa: BLE001 - any tracking failure: keep the op, retry later
+                    self.replayed.add(tid)        # the failed write may have reached the server
                     if self._outage_since is None:
                         self._outage_since = time.time()
                         print(f"[{self.sweep}] MLflow at {self.tracking_uri} failed "
                               f"({str(exc).splitlines()[0][:160]}); trials keep running, tracking writes "
                               f"are queued and retried")
-                    self._save()
+                    self._save(tid)
                     return
                 ops.pop(0)
             del self.pending[tid]
+            self._save(tid)                       # its queue is empty: not replayed after a kill
         if self._outage_since is not None:
             print(f"[{self.sweep}] MLflow is back after {time.time() - self._outage_since:.0f}s; queued writes done")
             self._outage_since = None
@@ -153,7 +161,10 @@ class MlflowSweepCallback(tune.Callback):
         kind = op[0]
         c = self.client
         if kind == "start":
-            run_id = self.runs.get(tid) or find_child_run(c, self.experiment_id, self.sweep, tid)
+            # a run is looked up only for a replayed or retried start: a start queued and applied in this
+            # process cannot have made one before (a search per new trial grows with the sweep)
+            run_id = self.runs.get(tid) or (find_child_run(c, self.experiment_id, self.sweep, tid)
+                                            if tid in self.replayed else None)
             if run_id is None:
                 name = op[2] if len(op) > 2 else f"{self.sweep}-{tid}"
                 tags = {**self.common_tags, "mlflow.parentRunId": self.parent_run_id, TAG_SWEEP: self.sweep,
@@ -183,22 +194,31 @@ class MlflowSweepCallback(tune.Callback):
             c.set_terminated(run_id, "FAILED" if outcome == "failed" else "FINISHED")
 
     # -------------------------------------------------------------- helpers
-    def _save(self) -> None:
-        """Mirror the state to a JSON file beside the sweep: the durable record (see module doc)."""
-        if self.state_file:
-            write_json_atomic(self.state_file, self.get_state())
+    def _save(self, tid: str | None = None) -> None:
+        """The durable record (see module doc): one journal line with trial ``tid``'s entries, or (no
+        ``tid``) a snapshot of the whole state (``zsexp.search.storage.ProgressRecord``)."""
+        if self.record is None:
+            return
+        if tid is None:
+            self.record.write_snapshot(self.get_state())
+            return
+        maps = {"runs": self.runs, "best_ckpt": self.best_ckpt, "outcomes": self.outcomes,
+                "logged_step": self.logged_step, "pending": self.pending}
+        entry = {"trial": tid, **{k: maps[k].get(tid) or None for k in PER_TRIAL}, "peak": self.peak_concurrency,
+                 "best": self.best}
+        self.record.append(entry, self.get_state)
 
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.mode == "max" else a < b
 
     def _state(self) -> dict[str, Any]:
-        return {"running": len(self.running), "failed": sum(o == "failed" for o in self.outcomes.values()),
-                "completed": sum(o in ("completed", "early-stopped") for o in self.outcomes.values()),
-                "stopped": sum(o == "early-stopped" for o in self.outcomes.values()), "best": self.best}
+        c = self.counts
+        return {"running": len(self.running), "failed": c["failed"], "completed": c["completed"] + c["early-stopped"],
+                "stopped": c["early-stopped"], "best": self.best}
 
     @property
     def n_failed(self) -> int:
-        return self._state()["failed"]
+        return self.counts["failed"]
 
     # -------------------------------------------------------------- Tune hooks
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -210,7 +230,7 @@ class MlflowSweepCallback(tune.Callback):
         self.peak_concurrency = max(self.peak_concurrency, len(self.running))
         self._enqueue(tid, ["start", self.params_of(trial.config), run_name(tid, self.flat_of(trial.config))],
                       flush=False)
-        self._save()
+        self._save(tid)
         self._flush()
         self.progress.maybe_print(self._state())
 
@@ -236,7 +256,7 @@ class MlflowSweepCallback(tune.Callback):
                 self.best_ckpt[tid] = {"value": float(value), "round": step}
         if metrics:
             self._enqueue(tid, ["metrics", metrics], flush=False)
-        self._save()                      # durable before the write; a replayed identical metric is a no-op
+        self._save(tid)                   # durable before the write; a replayed identical metric is a no-op
         self._flush()
         self.progress.maybe_print(self._state())
 
@@ -256,14 +276,15 @@ class MlflowSweepCallback(tune.Callback):
             self._flush()
             return
         self.outcomes[tid] = outcome
+        self.counts[outcome] += 1
         path, ck_round = self._tune_best_checkpoint(trial)
         self._enqueue(tid, ["finish", outcome, error, path, ck_round, self.best_ckpt.get(tid)], flush=False)
         if self.sweep_dir is not None:    # the intent is durable before any MLflow write
             write_marker(self.sweep_dir, tid, outcome, error, self.best_ckpt.get(tid))
-        self._save()
+        self._save(tid)
         kill_point("trial_complete")
         self._flush()
-        self._save()
+        self._save(tid)
         kill_point("trial_logged")
         self.progress.maybe_print(self._state(), force=True)
 
@@ -332,14 +353,17 @@ class MlflowSweepCallback(tune.Callback):
         """Tune's snapshot of the state, unless the durable mirror exists (it is never older)."""
         if self.state_file and Path(self.state_file).is_file():
             try:
-                state = json.loads(Path(self.state_file).read_text())
+                state = read_progress(Path(self.state_file).parent)
             except ValueError:
                 pass
+            self.record = ProgressRecord(Path(self.state_file).parent)     # a new session: snapshot first
         self.runs = dict(state.get("runs", {}))
         self.best_ckpt = dict(state.get("best_ckpt", {}))
         self.outcomes = dict(state.get("outcomes", {}))
+        self.counts = Counter(self.outcomes.values())
         self.logged_step = {k: int(v) for k, v in state.get("logged_step", {}).items()}
         self.peak_concurrency = int(state.get("peak", 0))
         self.best = state.get("best")
         self.pending = {k: list(v) for k, v in state.get("pending", {}).items()}
+        self.replayed = set(self.pending)
         self.running = set()

@@ -44,6 +44,32 @@ OWN_FILES = ("zsexp_sweep.json", "zsexp_progress.json", SIGNATURES_FILE, "optuna
              "optuna_journal.log.lock", "fault_worker_killed")
 SET_ASIDE = (".unreadable", ".tmp")
 
+# What the driver signs at every controller step is mostly unchanged since the step before: a file's
+# digest, the key and the record are remembered by (inode, size, mtime, ctime), so that an unchanged step
+# costs a stat per file.  Only ``record`` uses them; ``check`` (before anything is loaded) always hashes.
+_REMEMBERED: dict[str, tuple[tuple[int, int, int, int], object]] = {}
+
+
+def _stamp(path: Path) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _remembered(path: Path, kind: str, compute):
+    stamp = _stamp(path)
+    key = f"{kind}:{path}"
+    hit = _REMEMBERED.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    value = compute(path)
+    _REMEMBERED[key] = (stamp, value)
+    return value
+
+
+def own_file(name: str) -> bool:
+    """zsexp's own files in a sweep directory (JSON, JSON lines, Optuna's journal): read without unpickling."""
+    return name in OWN_FILES or (name.startswith("zsexp_progress.") and name.endswith(".jsonl"))
+
 
 def key_file() -> Path:
     from zsexp.paths import zsexp_home
@@ -91,7 +117,7 @@ def guarded_files(d: Path) -> list[Path]:
     there that is not zsexp's own JSON) and the trials' pickled errors."""
     out = []
     for p in sorted(d.iterdir()) if d.is_dir() else []:
-        if p.is_file() and p.name not in OWN_FILES and not p.name.endswith(SET_ASIDE) and not p.name.startswith("."):
+        if p.is_file() and not own_file(p.name) and not p.name.endswith(SET_ASIDE) and not p.name.startswith("."):
             out.append(p)
     out.extend(sorted(d.glob("*/error.pkl")))
     return out
@@ -101,6 +127,8 @@ def _write_record(d: Path, key: bytes, files: dict[str, list[str]]) -> None:
     tmp = d / (SIGNATURES_FILE + ".tmp")
     tmp.write_text(json.dumps({"version": 1, "files": files, "mac": _mac(key, files)}, sort_keys=True))
     os.replace(tmp, d / SIGNATURES_FILE)
+    path = d / SIGNATURES_FILE
+    _REMEMBERED[f"record:{path}"] = (_stamp(path), json.loads(json.dumps(files)))
 
 
 def read_signatures(d: Path, key: bytes) -> dict[str, list[str]] | None:
@@ -129,21 +157,23 @@ def record(d: Path, sources: dict[str, Path]) -> None:
     the version storage holds now while it is one this driver wrote (checked on every call)."""
     if not sources:
         return
-    key = state_key()
+    kf = key_file()
+    key = _remembered(kf, "key", lambda _: state_key()) if kf.is_file() else state_key()
     try:
-        files = read_signatures(d, key) or {}
-    except ZsexpError:
+        files = _remembered(d / SIGNATURES_FILE, "record", lambda p: read_signatures(d, key) or {})
+    except (OSError, ZsexpError):
         files = {}
+    files = {k: list(v) for k, v in files.items()}
     changed = False
     for rel, src in sources.items():
         try:
-            dig = digest(src)
+            dig = _remembered(src, "digest", digest)
         except OSError:
             continue
         seen = files.setdefault(rel, [])
         stored = d / rel
         try:
-            held = digest(stored) if stored.is_file() and stored != src else None
+            held = _remembered(stored, "digest", digest) if stored.is_file() and stored != src else None
         except OSError:               # replaced by Tune's copy at this moment
             held = None
         if dig in seen and (held is None or held not in seen or seen[-1] == dig):

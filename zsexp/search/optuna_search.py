@@ -131,8 +131,11 @@ class ResumableOptunaSearch(OptunaSearch):
             self._ot_study.sampler.reseed_rng()
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if self._is_finished(trial_id) or trial_id not in self._ot_trials:
+        frozen = self._frozen(trial_id)
+        if frozen is None or frozen.state.is_finished():
             return
+        if result.get("training_iteration") in frozen.intermediate_values:
+            return                     # a round re-run after a restore from an older snapshot: told already
         super().on_trial_result(trial_id, result)
 
     def _best_round_result(self, trial_id: str, result: dict | None) -> dict | None:

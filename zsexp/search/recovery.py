@@ -6,7 +6,6 @@ of Tune's is loaded, :func:`reconcile` before Tune restarts the trials.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import optuna
 from zsexp.errors import ZsexpError
 from zsexp.search import integrity
 from zsexp.search.meta import SweepMeta
-from zsexp.search.storage import CALLBACK_FILE, read_progress, write_json_atomic
+from zsexp.search.storage import PER_TRIAL, ProgressRecord, read_progress, snapshot_trials
 from zsexp.tags import TAG_TRIAL
 
 STATE_FILES = ("experiment_state-{}.json", "search_gen_state-{}.json", "searcher-state-{}.pkl",
@@ -71,53 +70,66 @@ def recover_snapshot(d: Path, name: str, trust_storage: bool = False) -> list[st
 
 def snapshot_trial_ids(d: Path) -> set[str] | None:
     """Trial ids in the newest Tune snapshot (None: there is none)."""
-    states = sorted(d.glob("experiment_state-*.json"))
-    if not states:
-        return None
-    state = json.loads(states[-1].read_text())
-    return {json.loads(t[0])["trial_id"] for t in state.get("trial_data", [])}
+    trials = snapshot_trials(d)
+    return None if trials is None else {t["trial_id"] for t in trials}
 
 
 def reconcile(meta: SweepMeta, known: set[str], retry_errored: bool) -> dict[str, Any]:
-    """Before Tune restarts: drop what the driver logged for trials Tune's snapshot never saw.
+    """Before Tune restarts: settle what the driver logged for trials Tune's snapshot never saw.
 
-    Such a trial was created in the last moments before the kill (the snapshot is taken every
-    controller step); Tune will not run it.  Its MLflow child run, unless finished, is deleted, and
-    its entries leave the durable progress record; the searcher fails its Optuna trial on restore.
-    With ``--retry-errored`` the failed trials' outcomes and markers are cleared so they run again."""
-    from zsexp.search.callback import trial_marker
-    from zsexp.tracking import client
+    Tune's snapshot lags the driver's durable record (it is taken every few seconds).  A trial it never
+    saw either finished since (its outcome is in the record or its finish marker exists: it is kept,
+    its queued MLflow writes are replayed, and it counts towards the sweep's trials, as the Optuna
+    study already counts it) or was still running (Tune will not run it again: its MLflow child run is
+    deleted, its entries leave the record, and the searcher fails its Optuna trial on restore).  With
+    ``--retry-errored`` the failed trials' outcomes and markers are cleared so they run again."""
+    from zsexp.search.callback import read_marker
+    from zsexp.tracking import client, search_all_runs
     from zsexp.ui_links import sweep_filter
 
     d = Path(meta.dir)
+    progress = read_progress(d)
+    outcomes = progress.get("outcomes", {})
+
+    def finished(tid: str) -> bool:
+        """Ended as the driver (and so the searcher) saw it; a marker the trial wrote itself does not count."""
+        try:
+            m = read_marker(d, tid)
+        except ValueError:                            # not a trial id (an edited record)
+            return False
+        return tid in outcomes or (m is not None and (m.get("by") == "driver" or m.get("outcome") != "failed"))
     c = client(meta.tracking_uri)
-    runs = c.search_runs([meta.experiment_id], filter_string=sweep_filter(meta.name), max_results=10000)
-    deleted, kept_orphans = [], []
+    runs = search_all_runs(c, meta.experiment_id, sweep_filter(meta.name))
+    recorded = set(progress.get("runs", {})) | set(progress.get("pending", {})) | set(outcomes)
+    unknown = {t for t in recorded | {r.data.tags.get(TAG_TRIAL) for r in runs} if t and t not in known}
+    kept = sorted(t for t in unknown if finished(t))
+    deleted = []
     for run in runs:
         tid = run.data.tags.get(TAG_TRIAL)
-        if tid in known:
-            continue
-        if run.info.status == "FINISHED":
-            kept_orphans.append(tid)
-        else:
+        if tid in unknown and tid not in kept and run.info.status not in ("FINISHED", "FAILED"):
             c.delete_run(run.info.run_id)
             deleted.append(tid)
-    progress = read_progress(d)
+        elif tid in unknown and tid not in kept:
+            kept.append(tid)                          # a finished run whose record was lost: kept
     if progress:
-        drop = set(progress.get("runs", {})) - known - set(kept_orphans)
-        if retry_errored:
-            drop_failed = {t for t, o in progress.get("outcomes", {}).items() if o == "failed"}
-            for t in drop_failed:
-                progress["outcomes"].pop(t, None)
-                try:
-                    trial_marker(d, t).unlink(missing_ok=True)
-                except ValueError:                    # not a trial id (an edited record): nothing to remove
-                    pass
-        for key in ("runs", "best_ckpt", "outcomes", "logged_step", "pending"):
-            for t in drop:
-                progress.get(key, {}).pop(t, None)
-        write_json_atomic(d / CALLBACK_FILE, progress)
-    return {"deleted_runs": deleted, "finished_unknown": kept_orphans}
+        _settle_record(d, progress, drop=unknown - set(kept), retry_errored=retry_errored)
+    return {"deleted_runs": deleted, "finished_unknown": kept}
+
+
+def _settle_record(d: Path, progress: dict[str, Any], drop: set[str], retry_errored: bool) -> None:
+    from zsexp.search.callback import trial_marker
+
+    if retry_errored:
+        for t in [t for t, o in progress.get("outcomes", {}).items() if o == "failed"]:
+            progress["outcomes"].pop(t, None)
+            try:
+                trial_marker(d, t).unlink(missing_ok=True)
+            except ValueError:                        # not a trial id (an edited record): nothing to remove
+                pass
+    for key in PER_TRIAL:
+        for t in drop:
+            progress.get(key, {}).pop(t, None)
+    ProgressRecord(d).write_snapshot(progress)
 
 
 def fail_running_optuna_trials(d: Path, study_name: str) -> tuple[list[str], int]:

@@ -10,7 +10,7 @@ from zsexp.baselines import margin
 from zsexp.search import integrity
 from zsexp.search.meta import SweepMeta, TrialRecord
 from zsexp.search.space import SearchSpace, parse_space
-from zsexp.search.storage import read_meta, read_progress, sweep_names
+from zsexp.search.storage import read_meta, read_progress, snapshot_trials, sweep_names
 from zsexp.tags import TAG_BASELINE
 
 
@@ -120,16 +120,20 @@ def show_links(meta: SweepMeta, space: SearchSpace, ui: str | None = None) -> No
 
 
 def sweep_trials(meta: SweepMeta, space: SearchSpace) -> list[TrialRecord]:
-    """Every trial of the sweep in Tune's order: id, status, rounds, best validation value, outcome, config."""
-    from ray.tune import ExperimentAnalysis
-
+    """Every trial of the sweep in Tune's order: id, status, rounds, best validation value, outcome, config
+    (Tune's newest snapshot read as JSON, the best values and outcomes from the driver's durable record)."""
+    trials = snapshot_trials(meta.dir)
+    if trials is None:
+        raise ValueError(f"{meta.dir}: no Tune snapshot yet")
     progress = read_progress(meta.dir)
-    ea = ExperimentAnalysis(str(meta.dir), default_metric=space.metric_key, default_mode=space.mode)
-    best = progress.get("best_ckpt", {})
-    return [TrialRecord(trial_id=t.trial_id, status=t.status,
-                        rounds=int(t.last_result.get("training_iteration", 0) or 0),
-                        best=best.get(t.trial_id, {}).get("value"), best_round=best.get(t.trial_id, {}).get("round"),
-                        outcome=progress.get("outcomes", {}).get(t.trial_id), config=t.config) for t in ea.trials]
+    best, outcomes = progress.get("best_ckpt", {}), progress.get("outcomes", {})
+    out = []
+    for t in trials:
+        tid, b = t["trial_id"], best.get(t["trial_id"], {})
+        rounds = int(t["last_result"].get("training_iteration", 0) or 0)
+        out.append(TrialRecord(trial_id=tid, status=t["status"], rounds=rounds, best=b.get("value"),
+                               best_round=b.get("round"), outcome=outcomes.get(tid), config=t["config"]))
+    return out
 
 
 def list_sweeps(storage: str | None = None) -> list[dict[str, Any]]:

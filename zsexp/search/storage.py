@@ -110,9 +110,96 @@ def write_json_atomic(path: str | Path, data: Any, **dumps: Any) -> None:
     os.replace(tmp, path)
 
 
+def snapshot_trials(sweep_dir: str | Path) -> list[dict[str, Any]] | None:
+    """Every trial of Tune's newest snapshot as plain JSON (id, status, config, last result), in Tune's
+    order; None where there is no snapshot.  Read as JSON, without Tune's loader: nothing is unpickled
+    and no trial directory is opened, so it costs one file read whatever the sweep's size."""
+    states = sorted(Path(sweep_dir).glob("experiment_state-*.json"))
+    if not states:
+        return None
+    out = []
+    for trial_json, meta_json in json.loads(states[-1].read_text()).get("trial_data", []):
+        t, m = json.loads(trial_json), json.loads(meta_json)
+        last = m.get("last_result")
+        out.append({"trial_id": t["trial_id"], "status": t.get("status"), "config": t.get("config") or {},
+                    "last_result": last if isinstance(last, dict) else {}})
+    return out
+
+
+PER_TRIAL = ("runs", "best_ckpt", "outcomes", "logged_step", "pending")    # the record's maps by trial id
+GLOBAL = ("peak", "best")
+
+
+class ProgressRecord:
+    """The driver's durable record: a snapshot (``zsexp_progress.json``) and an append-only journal of the
+    changes since it (``zsexp_progress.G.jsonl``, G the snapshot's ``generation``).
+
+    An event appends one line holding its trial's entries (and the sweep's peak and best), so its cost
+    does not grow with the sweep; the snapshot is rewritten, under a new generation, once the journal
+    has grown past it (amortised O(1) per event), at the start of a session and at the end.  A line cut
+    short by a kill is ignored; a journal of another generation than the snapshot's is stale (a kill
+    between a snapshot and the removal of the journal it folded in) and is ignored, then removed."""
+
+    MIN_JOURNAL = 64 * 1024
+
+    def __init__(self, sweep_dir: str | Path):
+        self.dir = Path(sweep_dir)
+        self.generation: int | None = None          # unknown until this process writes a snapshot
+        self.journal_bytes = 0
+        self.snapshot_bytes = 0
+
+    def journal(self, generation: int) -> Path:
+        return self.dir / f"{Path(CALLBACK_FILE).stem}.{generation}.jsonl"
+
+    def write_snapshot(self, state: dict[str, Any]) -> None:
+        gen = max(self.generation or 0, int(read_progress(self.dir).get("generation", 0))) + 1
+        path = self.dir / CALLBACK_FILE
+        write_json_atomic(path, {**state, "generation": gen})
+        for stale in self.dir.glob(f"{Path(CALLBACK_FILE).stem}.*.jsonl"):
+            stale.unlink(missing_ok=True)
+        self.generation, self.journal_bytes, self.snapshot_bytes = gen, 0, path.stat().st_size
+
+    def append(self, entry: dict[str, Any], state: Any) -> None:
+        """Journal ``entry``; ``state()`` gives the whole state when a new snapshot is due."""
+        if self.generation is None or self.journal_bytes > max(self.snapshot_bytes, self.MIN_JOURNAL):
+            self.write_snapshot(state())
+            return
+        line = (json.dumps(entry, default=str) + "\n").encode()
+        with open(self.journal(self.generation), "ab") as f:
+            f.write(line)
+        self.journal_bytes += len(line)
+
+
+def apply_entry(state: dict[str, Any], entry: dict[str, Any]) -> None:
+    tid = entry["trial"]
+    for key in PER_TRIAL:
+        if key in entry:
+            if entry[key] is None:
+                state.setdefault(key, {}).pop(tid, None)
+            else:
+                state.setdefault(key, {})[tid] = entry[key]
+    for key in GLOBAL:
+        if key in entry:
+            state[key] = entry[key]
+
+
 def read_progress(sweep_dir: str | Path) -> dict[str, Any]:
-    """The driver callback's mirrored state (runs, outcomes, best values, peak), or {} before the first trial."""
-    pf = Path(sweep_dir) / CALLBACK_FILE
-    return json.loads(pf.read_text()) if pf.is_file() else {}
+    """The driver callback's durable state (runs, outcomes, best values, peak, queued MLflow writes): the
+    snapshot with its journal applied, or {} before the first trial (see :class:`ProgressRecord`)."""
+    d = Path(sweep_dir)
+    pf = d / CALLBACK_FILE
+    if not pf.is_file():
+        return {}
+    state = json.loads(pf.read_text())
+    journal = d / f"{Path(CALLBACK_FILE).stem}.{int(state.get('generation', 0))}.jsonl"
+    if journal.is_file():
+        for line in journal.read_bytes().split(b"\n"):
+            try:
+                entry = json.loads(line)
+            except ValueError:                      # the last line, cut short by a kill (or empty)
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("trial"), str):
+                apply_entry(state, entry)
+    return state
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,7 +179,7 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
                 progress_every_s=o.progress_every_s, created=dt.datetime.now().isoformat(),
                 trial_meta={"model": o.model, "dataset": o.dataset, "data_seed": o.data_seed, "seed": o.seed,
                             "fixed": space.fixed, "fit_split": "train", "max_rounds": space.max_rounds,
-                            "device": o.device, "sweep_dir": str(d)})
+                            "device": o.device, "sweep_dir": str(d), "metric_key": space.metric_key})
             with failed_on_error(meta):
                 _open_parent(c, meta, space, o)
                 write_json_atomic(d / SWEEP_FILE, meta.to_json(), indent=2)
@@ -274,10 +273,12 @@ def _fit(meta: SweepMeta, space: SearchSpace, resources: tuple[dict[str, float],
     """Run (or continue) the sweep's Tuner to its end, then close the MLflow parent run and summarise."""
     from zsexp.search.tuner import build_tuner
 
-    # Tune snapshots its experiment state (trials, searcher, callback) at the end of every controller
-    # step, not on a time budget: `zsexp resume` restarts from it, and the driver's own durable record
-    # (progress file, trial markers, the Optuna journal) covers the step in flight at a kill.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    # Tune snapshots its experiment state (every trial, the searcher, the callback) on its own rule: at
+    # least every 10 s, at most 5% of the driver's time (TUNE_GLOBAL_CHECKPOINT_S, "auto" unless the
+    # user sets it).  A snapshot holds every trial, so one at every controller step would make the
+    # driver's cost per trial grow with the sweep.  `zsexp resume` restarts from the newest snapshot and
+    # the driver's durable record (progress journal, trial markers, the Optuna journal) covers what
+    # happened since (docs/design/resume.md).
     d = Path(meta.dir)
     res, concurrency = resources
     meta.resources = res

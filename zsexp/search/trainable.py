@@ -55,7 +55,8 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
     if sweep_dir:
         marker = read_marker(sweep_dir, trial_id)
         if marker and marker["outcome"] in ("completed", "early-stopped"):
-            return                                         # finished before the driver died
+            _report_recorded(meta, marker)                 # finished before the driver died: nothing trained
+            return
         if marker and marker["outcome"] == "failed" and not meta.get("retry_errored"):
             raise RuntimeError(f"trial {trial_id} already failed, not run again (`zsexp resume --retry-errored` "
                                f"would): {marker['error'][-500:]}")
@@ -82,8 +83,23 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
                                          trial_id)
     except DivergenceError as exc:
         if sweep_dir:      # a retry would diverge again: fail it at once
-            write_marker(sweep_dir, trial_id, "failed", str(exc))
+            write_marker(sweep_dir, trial_id, "failed", str(exc), by="trial")
         raise
+
+
+def _report_recorded(meta: dict[str, Any], marker: dict[str, Any]) -> None:
+    """A trial that had finished before the driver died ends at once.  Tune's snapshot may predate its
+    results, and Tune requires the objective in a trial's result, so the recorded best value is reported
+    once; the driver and the searcher ignore it (the trial's outcome is already recorded), and a
+    scheduler sees the value the trial reached."""
+    from ray import tune
+
+    from zsexp.models import get_spec
+
+    best = marker.get("best") or {}
+    key = meta.get("metric_key") or metric_key(get_spec(meta["model"]).objective)     # sweeps before the key
+    tune.report({key: best.get("value", float("nan")), "round": best.get("round", 0), UPDATES_KEY: 0.0,
+                 "model_done": True, "max_rounds": meta["max_rounds"]})
 
 
 def _report_round(model: Any, spec: Any, data: Any, meta: dict[str, Any], r: int, rounds: int,

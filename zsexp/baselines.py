@@ -98,10 +98,3 @@ def sweep_reference(family: str, data: ZSLData, fixed: dict[str, Any]) -> dict[s
     if get_spec(family).baseline is None:      # a baseline family: its own chance costs nothing
         return {"baseline": None, "chance": build_model(family, cfg, data).chance("val")}
     return {"baseline": None, "chance": {}}
-
-
-def margin(value: float | None, reference: float | None, mode: str) -> float | None:
-    """How much better ``value`` is than ``reference`` (positive = better, for either direction)."""
-    if value is None or reference is None:
-        return None
-    return float(value - reference) if mode == "max" else float(reference - value)

@@ -150,10 +150,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     for t in st["trials"]:
         best = "-" if t.best is None else f"{t.best:.3f}"
         print(f"  {t.trial_id:<14}{t.status:<12}{(t.outcome or '-'):<15}{t.rounds:>7}{best:>10}")
-    from zsexp.search.space import parse_space
     from zsexp.search.status import show_links
 
-    show_links(m, parse_space(m.space, m.space_source, m.model))
+    show_links(m, None)
     return 0
 
 

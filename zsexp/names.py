@@ -21,6 +21,11 @@ _ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _RESERVED_ALIAS = re.compile(r"(latest|[vV]\d+)")
 
 
+def metric_key(name: str) -> str:
+    """A validation metric's name as Tune reports it and MLflow stores it (MLflow forbids '@')."""
+    return "val_" + name.replace("@", "_at_").replace("/", "_")
+
+
 def check_name(name: str | None, what: str = "sweep name") -> str:
     """``name`` if it is a safe name: 1-100 characters of letters, digits, '.', '_' and '-', starting
     with a letter or digit (so no path separator, no leading dot, no quote); else a ZsexpError."""

@@ -44,3 +44,10 @@ class Decision:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def margin(value: float | None, reference: float | None, mode: str) -> float | None:
+    """How much better ``value`` is than ``reference`` (positive = better, for either direction)."""
+    if value is None or reference is None:
+        return None
+    return float(value - reference) if mode == "max" else float(reference - value)

@@ -124,7 +124,7 @@ def _summary_lines(meta: SweepMeta, space: SearchSpace, d: Decision) -> list[str
 
 def _winner_lines(d: Decision) -> list[str]:
     """The winner against the runner-up and against the task's baseline, with their paired tests."""
-    from zsexp.baselines import margin
+    from zsexp.protocol import margin
 
     order, test, b = d.order, d.test, d.baseline
     obj, tobj = d.objective, d.test_objective

@@ -109,6 +109,9 @@ class MlflowSweepCallback(tune.Callback):
         self.record = ProgressRecord(Path(state_file).parent) if state_file else None
         self._client = None
         self._outage_since: float | None = None
+        self._errored: list[Any] = []                       # trials failed in this session (their error.pkl)
+        self._signed_once = False
+        self._listing: tuple[Any, list[str]] | None = None  # Tune's staging directory, listed at its mtime
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -299,6 +302,7 @@ class MlflowSweepCallback(tune.Callback):
         local = trial.error_file
         err = Path(local).read_text() if local and Path(local).is_file() else trial.get_error()
         self._finish(trial, "failed", str(err or "unknown error"))
+        self._errored.append(trial)
         self.sign_snapshot(trials)                 # its error.pkl, which Tune's results read back
 
     def setup(self, **info):
@@ -328,12 +332,30 @@ class MlflowSweepCallback(tune.Callback):
 
         staging = driver_staging_dir(self.sweep)
         self.drop_own_files_from_staging(staging)
-        sources = {p.name: p for p in (staging.glob("*") if staging else []) if p.is_file()
-                   and p.suffix in (".json", ".pkl") and not p.name.startswith("tmp-")}
-        for t in trials:
+        sources = {p.name: p for p in self._state_files(staging)}
+        # every trial once per session (errors restored from storage), then the ones failed since
+        for t in self._errored if self._signed_once else trials:
             if t.status == "ERROR" and t.pickled_error_file and Path(t.pickled_error_file).is_file():
                 sources[f"{Path(t.storage.trial_fs_path).name}/error.pkl"] = Path(t.pickled_error_file)
+        self._signed_once = True
         record(self.sweep_dir, sources)
+
+    def _state_files(self, staging: Path | None) -> list[Path]:
+        """Tune's top-level state files in its staging directory, which also holds a folder per trial: the
+        directory is listed again only when its mtime moved (an entry added, removed or renamed), so a
+        step costs a stat per state file, not one per trial."""
+        try:
+            stamp = (staging, staging.stat().st_mtime_ns) if staging else None
+        except OSError:
+            return []
+        if stamp is None:
+            return []
+        if self._listing is None or self._listing[0] != stamp:
+            with os.scandir(staging) as entries:
+                names = [e.name for e in entries if e.name.endswith((".json", ".pkl"))
+                         and not e.name.startswith("tmp-") and e.is_file(follow_symlinks=False)]
+            self._listing = (stamp, names)
+        return [staging / n for n in self._listing[1] if (staging / n).is_file()]
 
     def on_experiment_end(self, trials, **info):
         self.sign_snapshot(trials)                 # Tune's final snapshot, written just before this call

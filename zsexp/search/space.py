@@ -42,16 +42,12 @@ import optuna
 from zsexp.config import build_config, load_yaml
 from zsexp.errors import ZsexpError
 from zsexp.models import MODELS, get_spec
+from zsexp.names import metric_key
 
 TOP_KEYS = {"model", "objective", "fidelity", "sampler", "scheduler", "fixed", "params", "description"}
 PARAM_TYPES = {"uniform", "loguniform", "int", "logint", "categorical"}
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp", "grid")
 _INDEXED = re.compile(r"^(\w+)\[(\d+)\]$")
-
-def metric_key(name: str) -> str:
-    """A metric name as Tune reports it and MLflow stores it (MLflow forbids '@')."""
-    return "val_" + name.replace("@", "_at_").replace("/", "_")
-
 
 @dataclass
 class SearchSpace:

@@ -3,15 +3,42 @@ values (baseline and chance) beside the best trial, and the MLflow UI links."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from zsexp.baselines import margin
+from zsexp.names import metric_key
+from zsexp.protocol import margin
 from zsexp.search import integrity
 from zsexp.search.meta import SweepMeta, TrialRecord
-from zsexp.search.space import SearchSpace, parse_space
 from zsexp.search.storage import read_meta, read_progress, snapshot_trials, sweep_names
 from zsexp.tags import TAG_BASELINE
+
+if TYPE_CHECKING:
+    from zsexp.search.space import SearchSpace
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What status reports need of a sweep's search space: the objective and its direction."""
+    metric: str
+    mode: str
+
+    @property
+    def metric_key(self) -> str:
+        return metric_key(self.metric)
+
+
+def objective_of(meta: SweepMeta) -> Objective:
+    """The sweep's objective from its stored (resolved) space; a space without one is parsed, which
+    loads the model's spec for its default objective."""
+    obj = (meta.space or {}).get("objective") or {}
+    if isinstance(obj, dict) and isinstance(obj.get("metric"), str) and obj.get("mode") in ("max", "min"):
+        return Objective(obj["metric"], obj["mode"])
+    from zsexp.search.space import parse_space
+
+    space = parse_space(meta.space, meta.space_source, meta.model)
+    return Objective(space.metric, space.mode)
 
 
 def summarise(meta: SweepMeta, space: SearchSpace, results: Any, wall_s: float) -> dict[str, Any]:
@@ -47,7 +74,7 @@ def summarise(meta: SweepMeta, space: SearchSpace, results: Any, wall_s: float) 
             "margin": margin(best["value"] if best else None, base["value"] if base else None, space.mode)}
 
 
-def reference_values(meta: SweepMeta, space: SearchSpace) -> tuple[dict | None, float | None]:
+def reference_values(meta: SweepMeta, space: SearchSpace | Objective) -> tuple[dict | None, float | None]:
     """The baseline's validation objective (``{"model", "lam", "value"}``, None where the task has none or
     the sweep predates baselines) and chance of the objective, from the sweep's stored reference."""
     ref = meta.reference or {}
@@ -58,7 +85,7 @@ def reference_values(meta: SweepMeta, space: SearchSpace) -> tuple[dict | None, 
     return base, (float(chance) if chance is not None else None)
 
 
-def reference_line(meta: SweepMeta, space: SearchSpace, best: float | None) -> str:
+def reference_line(meta: SweepMeta, space: SearchSpace | Objective, best: float | None) -> str:
     """``baseline ridge (lam=0.1) val precision@50=39.00; best trial +2.30 over it; chance 16.67``."""
     base, chance = reference_values(meta, space)
     parts = []
@@ -107,10 +134,18 @@ def print_summary(meta: SweepMeta, space: SearchSpace, s: dict[str, Any]) -> Non
     show_links(meta, space)
 
 
-def show_links(meta: SweepMeta, space: SearchSpace, ui: str | None = None) -> None:
-    """Print the two MLflow UI links of the sweep's trials (a tracking outage only skips them)."""
-    from zsexp.ui_links import DEFAULT_UI, print_links, sweep_links
+def show_links(meta: SweepMeta, space: SearchSpace | None, ui: str | None = None) -> None:
+    """Print the two MLflow UI links of the sweep's trials (a tracking outage only skips them).  Without
+    ``space`` they are built from the durable record alone (the view the sweep published, its child
+    runs), with no MLflow call: what ``zsexp status`` prints."""
+    from zsexp.ui_links import DEFAULT_UI, compare_link, print_links, runs_link, share_key, sweep_links
 
+    if space is None:
+        runs = list(read_progress(meta.dir).get("runs", {}).values())[:500]
+        ui = ui or DEFAULT_UI
+        print_links(meta.name, {"runs": runs_link(ui, meta.experiment_id, share_key(meta.name)),
+                                "compare": compare_link(ui, meta.experiment_id, runs)})
+        return
     try:
         links = sweep_links(meta, space.metric_key, space.mode, sorted(space.params), ui or DEFAULT_UI)
     except Exception as exc:  # noqa: BLE001 - links are a convenience; never fail a command for them
@@ -160,7 +195,7 @@ def sweep_status(name: str, storage: str | None = None, trust_storage: bool = Fa
     """Read-only: the sweep's metadata, every trial's state and its best validation value.  Tune's state
     is read only once verified (:mod:`zsexp.search.integrity`); a snapshot cut by a kill shows no trials."""
     meta = read_meta(name, storage)
-    space = parse_space(meta.space, meta.space_source, meta.model)
+    space = objective_of(meta)
     if trust_storage:
         integrity.trust(Path(meta.dir))
     cut = integrity.check(Path(meta.dir))

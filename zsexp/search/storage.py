@@ -95,9 +95,9 @@ def read_meta(name: str, storage: str | None) -> SweepMeta:
     meta = SweepMeta.from_json(raw, str(path), str(d))
     if meta.name != name:
         raise ZsexpError(f"{path}: it describes sweep {meta.name!r}, not {name!r}; the file was moved or edited")
-    from zsexp.models import MODELS
+    from zsexp.names import MODEL_NAMES
 
-    if meta.model not in MODELS:
+    if meta.model not in MODEL_NAMES:
         raise ZsexpError(f"{path}: unknown model {meta.model!r}")
     return meta
 

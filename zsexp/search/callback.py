@@ -5,15 +5,16 @@ and log its params; ``metrics``; ``finish``: outcome, error, best checkpoint) an
 at each hook.  When the tracking server is unreachable the operations wait in the queue -- trials
 keep running -- and are written when it answers again.
 
-**Durable record.**  The callback's whole state (child run ids, outcomes, best values, the last
-round logged per trial, the queue) is mirrored to ``zsexp_progress.json`` in the sweep directory
-*before* the MLflow writes it implies, atomically, on every event.  Tune's own snapshot of this
-state lags (it is taken once per controller step and copied to storage in the background), so on
-``zsexp resume`` :meth:`set_state` takes the mirror, which is never older.  Each finished trial
-also gets a marker ``zsexp_trials/<trial_id>.json`` that the trainable reads: a trial Tune's
-snapshot still shows running, but that had finished before the driver died, ends at once instead
-of training again (see :func:`zsexp.search.trainable.train_trial`).  Replayed operations are
-idempotent: a child run is found by its trial-id tag before one is created, metric rounds already
+**Durable record.**  The callback's state (child run ids, outcomes, best values, the last round
+logged per trial, the queue) is recorded in the sweep directory *before* the MLflow writes it
+implies: on every event one journal line with the trial's entries, beside a snapshot of the whole
+state (:class:`zsexp.search.storage.ProgressRecord`), so an event costs the same at any sweep size.
+Tune's own snapshot of this state lags (Tune takes it every few seconds), so on ``zsexp resume``
+:meth:`set_state` takes the durable record, which is never older.  Each finished trial also gets a
+marker ``zsexp_trials/<trial_id>.json`` that the trainable reads: a trial Tune's snapshot still
+shows running, but that had finished before the driver died, ends at once instead of training
+again (see :func:`zsexp.search.trainable.train_trial`).  Replayed operations are idempotent: a
+replayed start looks its child run up by its trial-id tag before creating one, metric rounds already
 logged are skipped, and a finished run is not reopened.
 """
 
@@ -116,6 +117,7 @@ class MlflowSweepCallback(tune.Callback):
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_client"] = None            # a live client is not part of the pickled RunConfig
+        state.update(_errored=[], _signed_once=False, _listing=None)      # this session's, not the sweep's
         return state
 
     @property

@@ -36,6 +36,7 @@ import stat
 from pathlib import Path
 
 from zsexp.errors import ZsexpError
+from zsexp.search.storage import is_journal
 
 SIGNATURES_FILE = "zsexp_signatures.json"
 KEEP_DIGESTS = 32           # storage may still hold an earlier version while later ones are copied up
@@ -68,7 +69,7 @@ def _remembered(path: Path, kind: str, compute):
 
 def own_file(name: str) -> bool:
     """zsexp's own files in a sweep directory (JSON, JSON lines, Optuna's journal): read without unpickling."""
-    return name in OWN_FILES or (name.startswith("zsexp_progress.") and name.endswith(".jsonl"))
+    return name in OWN_FILES or is_journal(name)
 
 
 def key_file() -> Path:
@@ -126,9 +127,9 @@ def guarded_files(d: Path) -> list[Path]:
 def _write_record(d: Path, key: bytes, files: dict[str, list[str]]) -> None:
     tmp = d / (SIGNATURES_FILE + ".tmp")
     tmp.write_text(json.dumps({"version": 1, "files": files, "mac": _mac(key, files)}, sort_keys=True))
-    os.replace(tmp, d / SIGNATURES_FILE)
     path = d / SIGNATURES_FILE
-    _REMEMBERED[f"record:{path}"] = (_stamp(path), json.loads(json.dumps(files)))
+    os.replace(tmp, path)
+    _REMEMBERED[f"record:{path}"] = (_stamp(path), {k: list(v) for k, v in files.items()})
 
 
 def read_signatures(d: Path, key: bytes) -> dict[str, list[str]] | None:

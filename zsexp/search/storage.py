@@ -128,6 +128,16 @@ def snapshot_trials(sweep_dir: str | Path) -> list[dict[str, Any]] | None:
 
 PER_TRIAL = ("runs", "best_ckpt", "outcomes", "logged_step", "pending")    # the record's maps by trial id
 GLOBAL = ("peak", "best")
+JOURNAL_STEM = Path(CALLBACK_FILE).stem
+
+
+def journal_path(sweep_dir: str | Path, generation: int) -> Path:
+    """The durable record's journal of ``generation`` (``zsexp_progress.G.jsonl``)."""
+    return Path(sweep_dir) / f"{JOURNAL_STEM}.{generation}.jsonl"
+
+
+def is_journal(name: str) -> bool:
+    return name.startswith(JOURNAL_STEM + ".") and name.endswith(".jsonl")
 
 
 class ProgressRecord:
@@ -149,13 +159,15 @@ class ProgressRecord:
         self.snapshot_bytes = 0
 
     def journal(self, generation: int) -> Path:
-        return self.dir / f"{Path(CALLBACK_FILE).stem}.{generation}.jsonl"
+        return journal_path(self.dir, generation)
 
     def write_snapshot(self, state: dict[str, Any]) -> None:
-        gen = max(self.generation or 0, int(read_progress(self.dir).get("generation", 0))) + 1
         path = self.dir / CALLBACK_FILE
+        if self.generation is None:               # a new session: go on from the snapshot's generation
+            self.generation = int(json.loads(path.read_text()).get("generation", 0)) if path.is_file() else 0
+        gen = self.generation + 1
         write_json_atomic(path, {**state, "generation": gen})
-        for stale in self.dir.glob(f"{Path(CALLBACK_FILE).stem}.*.jsonl"):
+        for stale in self.dir.glob(f"{JOURNAL_STEM}.*.jsonl"):
             stale.unlink(missing_ok=True)
         self.generation, self.journal_bytes, self.snapshot_bytes = gen, 0, path.stat().st_size
 
@@ -191,7 +203,7 @@ def read_progress(sweep_dir: str | Path) -> dict[str, Any]:
     if not pf.is_file():
         return {}
     state = json.loads(pf.read_text())
-    journal = d / f"{Path(CALLBACK_FILE).stem}.{int(state.get('generation', 0))}.jsonl"
+    journal = journal_path(d, int(state.get("generation", 0)))
     if journal.is_file():
         for line in journal.read_bytes().split(b"\n"):
             try:

@@ -184,6 +184,33 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from zsexp.ablation import AblateOptions, named_variants, run_ablation
+
+    if args.list_variants:
+        from zsexp.models import get_spec
+
+        table = get_spec(args.model).ablations
+        if table is None:
+            raise ZsexpError(f"model {args.model!r} has no ablation table; `zsexp ablate` takes zscrgan or cmgan")
+        print(f"{table.title} (--variants table, the default):")
+        for row in table.rows:
+            over = ", ".join(f"{k}={v}" for k, v in row.overrides.items())
+            print(f"  {row.label:<32} {over}" + ("   (complete model)" if row is table.reference else ""))
+        print("named variants (--variants NAME,NAME,...; the complete model is always a row):")
+        print("  " + ", ".join(named_variants(args.model)))
+        print("  or KEY=VALUE of any config key (`zsexp train " + args.model + " --help` lists them)")
+        return 0
+    run_ablation(AblateOptions(
+        model=args.model, dataset=args.dataset, source=args.from_sweep, variants=args.variants, seeds=args.seeds,
+        data_seeds=tuple(args.data_seeds) if args.data_seeds else None, sets=tuple(args.set),
+        config_file=args.config, name=args.name, storage=args.storage, sweep_storage=args.sweep_storage,
+        address=args.address, gpus=args.gpus, gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent, tracking_uri=args.tracking_uri,
+        experiment=args.experiment, device=args.device))
+    return 0
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     from zsexp.registry import list_versions, promote
 
@@ -411,6 +438,49 @@ def _add_select(sub) -> None:
     p.set_defaults(func=cmd_select)
 
 
+def _add_ablate(sub) -> None:
+    p = sub.add_parser(
+        "ablate", help="a paper's ablation table (or named variants) over seeds and data splits, on Ray, in MLflow",
+        description="Ablation job: every row (the paper's table, default: ZSCRGAN Table 8, CM-GAN Table 5; or "
+                    "named variants) x seed x data split is one Ray trial, fitted on train + val for a fixed "
+                    "budget and evaluated once on the unseen test classes.  The table: mean ± sd [95%% CI] per "
+                    "cell, a paired Wilcoxon test of every row against the complete model over test queries / "
+                    "images, the task's baseline and chance on the same splits, the paper's figures beside; "
+                    "Markdown + HTML + plot, and MLflow (one ablation run, a nested run per model).  Base "
+                    "configuration: the dataset's defaults (with --config/--set), or a sweep's winner (--from).  "
+                    "Running the same command again skips finished runs.")
+    p.add_argument("model", choices=["zscrgan", "cmgan"])
+    p.add_argument("--dataset", help="built-in name, xlsa17 directory, UCI digits directory or .npz file (default "
+                                     "synthetic-tiny, or the --from sweep's)")
+    p.add_argument("--from", dest="from_sweep", metavar="SWEEP",
+                   help="start from this sweep's winner (its final selection's, else its best trial) and budget")
+    p.add_argument("--variants", default="table",
+                   help="`table` (default) or comma-separated names: ablation values (no_gan, conse, ...) or "
+                        "KEY=VALUE (training=joint, wrong_class=kmeans, mode=sentence); see --list-variants")
+    p.add_argument("--list-variants", action="store_true", help="print the model's table rows and named variants")
+    p.add_argument("--seeds", type=int, default=3, help="model seeds per row and split (default 3)")
+    p.add_argument("--data-seeds", type=int, nargs="+", metavar="S",
+                   help="data splits (seeds of a synthetic set or of the UCI digits' class split; default 0, or "
+                        "the --from sweep's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="fix a config key of the base configuration (repeatable)")
+    p.add_argument("--config", help="YAML file of config keys for the base configuration")
+    p.add_argument("--name", help="the job's name (default MODEL-DATASET-ablation[-from-SWEEP]); the same name "
+                                  "resumes it")
+    p.add_argument("--storage", help="where ablations live (default $ZSEXP_HOME/ablations; shared on a cluster)")
+    p.add_argument("--sweep-storage", help="where the --from sweep lives (default $ZSEXP_HOME/sweeps)")
+    p.add_argument("--address", help="Ray cluster address to join (default: start a local Ray)")
+    p.add_argument("--gpus", type=float, help="GPU budget (default 0, or the --from sweep's)")
+    p.add_argument("--gpus-per-trial", type=float, help="GPU fraction per run (default 1 with --gpus)")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs per run (default 1, or the sweep's)")
+    p.add_argument("--max-concurrent", type=int, help="cap on runs at once")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, SQLite in ZSEXP_HOME, "
+                                          "or the sweep's)")
+    p.add_argument("--experiment", help="MLflow experiment (default zsexp-MODEL-DATASET, or the sweep's)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda inside runs")
+    p.set_defaults(func=cmd_ablate)
+
+
 def _add_promote(sub) -> None:
     p = sub.add_parser("promote", help="move a registry alias (default champion) to a model version",
                        description="Point an alias of a registered model at a version (default: the @candidate "
@@ -452,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_status(sub)
     _add_ui(sub)
     _add_select(sub)
+    _add_ablate(sub)
     _add_promote(sub)
     _add_evaluate(sub)
     return parser
@@ -503,7 +574,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if args.func in (cmd_search, cmd_resume, cmd_select):
+    if args.func in (cmd_search, cmd_resume, cmd_select, cmd_ablate):
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         return int(args.func(args) or 0)

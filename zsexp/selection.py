@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,6 @@ from ray import tune
 from zsexp.errors import ZsexpError
 from zsexp.models import get_spec
 from zsexp.protocol import PHASES, PLURAL, PROTOCOL, SEED_RULE, Decision, fmt_stats
-from zsexp.search.cluster import init_ray, trial_resources
 from zsexp.search.meta import SweepMeta, TrialRecord
 from zsexp.search.space import SearchSpace, parse_space
 from zsexp.search.status import sweep_trials
@@ -108,60 +106,20 @@ def run_stem(ci: int, seed: int, phase: str) -> str:
 def selection_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
     """Phase ``val``: fit on train for the candidate's budget, measure the validation classes.
     Phase ``test``: fit on train + val for the same budget, evaluate the test classes (report only)."""
-    import torch
     from ray import tune
 
-    from zsexp.models import build_model, train_rounds
-    from zsexp.models.common import (
-        configure_cpu_math,
-        load_checkpoint,
-        resolve_device,
-        save_checkpoint,
-        trial_threads,
-    )
-    from zsexp.search.trainable import trial_config
-    from zsexp.train import checkpoint_state
+    from zsexp.fitting import fit_and_evaluate, write_result
+    from zsexp.models.common import trial_threads
 
     trial_threads()
     ci, seed, phase = job["pairs"][config["pair"]]
     cand = job["candidates"][ci]
     out = Path(job["dir"])
     stem = run_stem(ci, seed, phase)
-    fit = PHASES[phase]
-    tmeta = dict(job["trial_meta"], seed=seed, fit_split=fit)
-    configure_cpu_math()
-    data, cfg = trial_config(tmeta, cand["params"])
-    torch.manual_seed(seed)
-    model = build_model(tmeta["model"], cfg, data, device=resolve_device(tmeta.get("device", "auto")), seed=seed,
-                        fit_split=fit)
-    ckpt_path = out / f"{stem}.ckpt.pt"
-    done = 0
-    if ckpt_path.is_file():                      # an interrupted job continues where it stopped
-        state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        done = int(state["round"])
-    rounds = min(get_spec(tmeta["model"]).rounds(model), int(cand.get("round") or tmeta["max_rounds"]))
-    r = done
-    for r, losses, _ in train_rounds(model, done + 1, rounds):
-        save_checkpoint(checkpoint_state(model, data, tmeta["dataset"], tmeta["data_seed"], {"round": r}), ckpt_path)
-        tune.report({"round": r, **{f"train_{k}": v for k, v in losses.items()}})
-    result: dict[str, Any] = {"candidate": ci, "seed": seed, "phase": phase, "fit": fit, "rounds": r,
-                              "config": dict(vars(cfg))}
-    spec = get_spec(tmeta["model"])
-    if phase == "val":
-        res = {**model.evaluate("val"), **spec.validation_extras(model)}     # CM-GAN: L_sup as well (§4.4)
-        result["metrics"] = {k: float(v) for k, v in res.items()}
-    else:
-        final = out / f"{stem}.model.pt"
-        save_checkpoint(checkpoint_state(model, data, tmeta["dataset"], tmeta["data_seed"], {"round": r}), final)
-        res = spec.evaluate_units(model, data, "test")
-        result.update(metrics={k: v for k, v in res.items() if isinstance(v, float)},
-                      per={k: v for k, v in res.items() if not isinstance(v, float)}, model_path=str(final))
-    tmp = out / f"{stem}.json.tmp"
-    tmp.write_text(json.dumps(result, default=str))
-    os.replace(tmp, out / f"{stem}.json")
-    ckpt_path.unlink(missing_ok=True)
-    tune.report({"round": rounds, "finished": True})
+    result = fit_and_evaluate(job["trial_meta"], cand["params"], seed, PHASES[phase], cand.get("round"), out, stem,
+                              split=phase)
+    write_result(out, stem, {"candidate": ci, "phase": phase, **result})
+    tune.report({"round": result["rounds"], "finished": True})
 
 
 class SelectionProgress(tune.Callback):
@@ -295,8 +253,6 @@ def run_selection(o: SelectOptions) -> dict[str, Any]:
 
 
 def _select(o: SelectOptions, meta: SweepMeta, space: SearchSpace) -> dict[str, Any]:
-    import ray
-
     try:
         trials = sweep_trials(meta, space)          # one pass over Tune's experiment state
     except Exception as exc:  # noqa: BLE001 - no or unreadable snapshot
@@ -322,29 +278,12 @@ def _select(o: SelectOptions, meta: SweepMeta, space: SearchSpace) -> dict[str, 
           f"on validation) and on train+val (test report); {len(pairs) - len(missing)} of {len(pairs)} runs "
           f"already finished")
     if missing:
-        started = init_ray(o.address)
-        try:
-            res, concurrency = trial_resources(meta.options)
-            job = {"dir": str(sel_dir), "pairs": pairs, "candidates": cands, "trial_meta": meta.trial_meta}
-            trainable = tune.with_resources(tune.with_parameters(selection_trial, job=job), res)
-            progress = SelectionProgress(o.sweep, pairs, len(missing), sel_dir, space.metric)
-            tuner = tune.Tuner(trainable, param_space={"pair": tune.grid_search(missing)},
-                               tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True),
-                               run_config=tune.RunConfig(name="ray", storage_path=str(sel_dir), verbose=0,
-                                                         callbacks=[progress],
-                                                         failure_config=tune.FailureConfig(max_failures=1)))
-            grid = tuner.fit()
-            errors = [r.error for r in grid if r.error]
-            if errors:
-                log = sel_dir / "errors.log"
-                log.write_text("\n\n".join(str(e) for e in errors))
-                last = next((ln for ln in reversed(str(errors[0]).strip().splitlines()) if ln.strip()), "")
-                raise ZsexpError(f"{len(errors)} selection run(s) failed ({last.strip()[:300]}); every error is in "
-                                 f"{log}; fix the cause and run `zsexp select {o.sweep}` again (finished runs are "
-                                 f"kept)")
-        finally:
-            if started:
-                ray.shutdown()
+        from zsexp.fitting import run_grid
+
+        job = {"dir": str(sel_dir), "pairs": pairs, "candidates": cands, "trial_meta": meta.trial_meta}
+        progress = SelectionProgress(o.sweep, pairs, len(missing), sel_dir, space.metric)
+        run_grid(selection_trial, job, missing, meta.options, sel_dir, progress, o.address,
+                 again=f"zsexp select {o.sweep}")
     results = [read_result(sel_dir, p) for p in pairs]
     return finish_selection(o, meta, space, cands, results, sel_dir, trials)
 

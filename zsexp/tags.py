@@ -1,16 +1,19 @@
 """Every MLflow tag zsexp writes or searches, named once.
 
-Runs: a sweep's parent run and its trials' child runs, a selection run and its nested runs.
+Runs: a sweep's parent run and its trials' child runs, a selection run and its nested runs, an
+ablation run and its nested runs.
 Model versions: how a registered version was chosen (validation) and what it measured (test).
 """
 
 TAG_SWEEP = "zsexp.sweep"                # the sweep a run belongs to
 TAG_TRIAL = "zsexp.trial_id"             # a child run's Tune trial id
-TAG_KIND = "zsexp.kind"                  # sweep | trial | selection | selection-run
+TAG_KIND = "zsexp.kind"                  # sweep | trial | selection | selection-run | ablation | ablation-run
 TAG_OUTCOME = "zsexp.outcome"            # completed | early-stopped | failed
 TAG_ERROR = "zsexp.error"                # why a trial or a sweep failed
 TAG_SELECTION = "zsexp.selection"        # a selection job's name (sweep, k, seeds)
 TAG_PAIR = "zsexp.pair"                  # a selection run's candidate, seed and phase
+TAG_ABLATION = "zsexp.ablation"          # an ablation job's name
+TAG_RUN = "zsexp.run"                    # an ablation run's variant, seed and data split
 TAG_FINGERPRINT = "zsexp.fingerprint"    # the dataset's content fingerprint
 TAG_BASELINE = "zsexp.baseline"          # the task's baseline beside the figures
 TAG_BEST_TRIAL = "zsexp.best_trial"

@@ -62,6 +62,8 @@ from zsexp.errors import ZsexpError
 from zsexp.metrics import zsl_chance, zsl_metrics_from_ranks, zsl_ranks_from_embeddings
 from zsexp.models.common import (
     PRECISIONS,
+    AblationRow,
+    AblationTable,
     adam_kwargs,
     apply_precision,
     check_finite,
@@ -79,6 +81,26 @@ from zsexp.models.common import (
 )
 
 ABLATIONS = ("full", "conse", "cycle", "gan", "cgan", "sup")
+
+
+def _mfr(zsl: float, gzsl: float) -> dict[str, dict[str, float]]:
+    return {"zsl/mfr": {"ImageNet": zsl}, "gzsl/mfr": {"ImageNet": gzsl}}
+
+
+# Table 5 (§4.6): MFR on ImageNet, column "All" of ZSL and G-ZSL, rows in the paper's order; the
+# complete model (CM-GAN, the last row) is the one every other row is compared with
+TABLE5 = AblationTable(
+    title="CM-GAN Table 5 (ablation study)",
+    rows=(AblationRow("Init. CONSE", {"ablation": "conse"}, _mfr(15.35, 15.65)),
+          AblationRow("cycle L_c", {"ablation": "cycle"}, _mfr(13.87, 14.3)),
+          AblationRow("gan L_gan", {"ablation": "gan"}, _mfr(14.25, 13.68)),
+          AblationRow("cgan L_gan + λc L_c", {"ablation": "cgan"}, _mfr(13.34, 13.32)),
+          AblationRow("sup L_sup", {"ablation": "sup"}, _mfr(11.07, 11.13)),
+          AblationRow("CM-GAN", {"ablation": "full"}, _mfr(9.98, 9.97))),
+    complete=5,
+    metrics=("zsl/mfr", "gzsl/mfr", "zsl/fh@5"),
+    variant_keys=("ablation", "mode"),          # mode=sentence: §4.7 sentence matching
+    source="Table 5: MFR (%) on ImageNet, column All (2-hop and 3-hop not reproduced)")
 
 
 @dataclass

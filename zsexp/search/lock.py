@@ -27,9 +27,9 @@ from zsexp.errors import ZsexpError
 class SweepLock:
     """Context manager: ``with SweepLock(root, name, "search"): ...``; refuses at once if held."""
 
-    def __init__(self, root: Path, name: str, command: str):
+    def __init__(self, root: Path, name: str, command: str, kind: str = "sweep"):
         self.path = Path(root) / f".{name}.lock"
-        self.name, self.command = name, command
+        self.name, self.command, self.kind = name, command, kind
         self._fd: int | None = None
 
     def acquire(self) -> SweepLock:
@@ -41,7 +41,7 @@ class SweepLock:
             except BlockingIOError:
                 holder = _describe(fd)
                 os.close(fd)
-                raise ZsexpError(f"sweep {self.name!r} is in use by {holder}; wait for it to end (or stop it) "
+                raise ZsexpError(f"{self.kind} {self.name!r} is in use by {holder}; wait for it to end (or stop it) "
                                  f"and try again") from None
             try:           # the holder before us may have removed the file between our open and flock
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino

@@ -27,15 +27,17 @@ CKPT_FILE = "model.pt"
 UPDATES_KEY = "updates_done"     # cumulative optimiser updates of a trial (ASHA's axis with `unit: updates`)
 
 
-def trial_config(meta: dict[str, Any], flat: dict[str, Any]):
-    """The full typed config of a trial (also used by the driver to log MLflow params)."""
+def trial_config(meta: dict[str, Any], flat: dict[str, Any], variant: dict[str, Any] | None = None):
+    """The full typed config of a trial (also used by the driver to log MLflow params); ``variant``: an
+    ablation's overrides, applied last."""
     from zsexp.data import load_dataset
     from zsexp.models import dataset_defaults, get_spec, make_config
 
     data = load_dataset(meta["dataset"], seed=meta["data_seed"])
     spec = get_spec(meta["model"])
     overrides = trial_overrides(spec.config_cls, dataset_defaults(meta["model"], data), meta["fixed"], flat)
-    return data, make_config(meta["model"], data, ("search space", overrides))
+    layers = [("search space", overrides)] + ([("ablation variant", variant)] if variant else [])
+    return data, make_config(meta["model"], data, *layers)
 
 
 def trial_params(meta: dict[str, Any], flat: dict[str, Any]) -> dict[str, str]:

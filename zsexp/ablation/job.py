@@ -1,0 +1,399 @@
+"""The ablation job: plan, Ray runs, statistics, report, MLflow.
+
+Protocol.  The base configuration is the model's defaults for the dataset (with ``--config`` /
+``--set``), or a sweep's winner (``--from SWEEP``: the winner of the sweep's latest final selection,
+else its top-ranked configuration, with the round budget it was chosen at).  Every variant x seed x
+data split is one Ray trial: fitted on the train + val classes for that budget, the last round is the
+model, evaluated once on the unseen test classes.  No decision is taken, so nothing looks at test to
+choose.  With ``--from``, only the sweep's own data split is allowed: the sweep chose its
+configuration on that split's validation classes, and on another split of the same classes those
+could be test classes.
+
+Resumable: each run writes its result file when it finishes and a checkpoint after every round;
+running the same command again skips finished runs and continues the others.  The job's identity
+(model, dataset, base configuration, budget) is kept in ``plan.json``; a re-run under the same name
+with another identity is refused.  More seeds, splits or variants under the same identity only add
+runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from zsexp.ablation.variants import Variant, reference_index, resolve_variants
+from zsexp.errors import ZsexpError
+
+MAX_SEEDS, MAX_SPLITS, MAX_RUNS = 100, 100, 10_000
+UNLIMITED_ROUNDS = 1_000_000
+PLAN_FILE, RESULT_FILE = "plan.json", "ablation.json"
+
+
+@dataclass
+class AblateOptions:
+    model: str
+    dataset: str | None = None
+    source: str | None = None                 # --from SWEEP
+    variants: str = "table"
+    seeds: int = 3
+    data_seeds: tuple[int, ...] | None = None
+    sets: tuple[str, ...] = ()
+    config_file: str | None = None
+    name: str | None = None
+    storage: str | None = None                # where ablations live (default $ZSEXP_HOME/ablations)
+    sweep_storage: str | None = None          # where the --from sweep lives (default $ZSEXP_HOME/sweeps)
+    address: str | None = None
+    gpus: float | None = None
+    gpus_per_trial: float | None = None
+    cpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    device: str = "auto"
+
+
+@dataclass
+class Plan:
+    """What the runs share: the trial metadata (model, dataset, fixed keys, device), the searched values
+    of a sweep's winner, the budget, and where they come from."""
+
+    model: str
+    dataset: str
+    dataset_name: str
+    tmeta: dict[str, Any]
+    flat: dict[str, Any]
+    budget: int | None
+    base: str                                  # "dataset defaults" or "sweep S, ..."
+    options: dict[str, Any]                    # resources, as a sweep's
+    tracking_uri: str
+    experiment: str
+    data_seeds: tuple[int, ...]
+    variants: list[Variant] = field(default_factory=list)
+
+    def identity(self) -> dict[str, Any]:
+        fixed = {k: self.tmeta["fixed"][k] for k in sorted(self.tmeta["fixed"])}
+        return {"model": self.model, "dataset": self.dataset, "fixed": fixed, "flat": self.flat,
+                "budget": self.budget, "base": self.base}
+
+
+# --------------------------------------------------------------------------- one run
+def run_stem(v: Variant, seed: int, data_seed: int) -> str:
+    return f"{v.slug}.s{seed}.d{data_seed}"
+
+
+def ablation_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
+    """One variant x seed x data split: fit on train + val for the budget, evaluate the test classes once."""
+    from zsexp.fitting import fit_and_evaluate, write_result
+    from zsexp.models.common import trial_threads
+
+    trial_threads()
+    run = job["runs"][config["pair"]]
+    out = Path(job["dir"])
+    tmeta = dict(job["tmeta"], data_seed=run["data_seed"])
+    result = fit_and_evaluate(tmeta, job["flat"], run["seed"], "trainval", job["budget"], out, run["stem"],
+                              split="test", variant=run["overrides"])
+    write_result(out, run["stem"], {"variant": run["key"], "data_seed": run["data_seed"], **result})
+    tune.report({"round": result["rounds"], "finished": True})
+
+
+class AblationProgress(tune.Callback):
+    """One line per finished run (variant, seed, split, its test objective) instead of Tune's tables."""
+
+    def __init__(self, name: str, runs: list[dict[str, Any]], n: int, out: Path, objective: str):
+        self.name, self.runs, self.n, self.done = name, runs, n, 0
+        self.out, self.objective = out, objective
+
+    def _line(self, trial, what: str) -> None:
+        self.done += 1
+        run = self.runs[trial.config["pair"]]
+        print(f"[ablate {self.name}] {self.done}/{self.n} {run['label']} seed {run['seed']} split "
+              f"{run['data_seed']}: {what}", flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        from zsexp.faults import kill_point
+
+        run = self.runs[trial.config["pair"]]
+        try:
+            value = json.loads((self.out / f"{run['stem']}.json").read_text())["metrics"][self.objective]
+            what = f"test {self.objective} {value:.2f}"
+        except (OSError, ValueError, KeyError, TypeError):
+            what = "done"
+        self._line(trial, what)
+        kill_point("ablate_run")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._line(trial, "FAILED")
+
+
+# --------------------------------------------------------------------------- plan
+def ablations_root(storage: str | None) -> Path:
+    from zsexp.paths import zsexp_home
+
+    if storage is not None and not str(storage).strip():
+        raise ZsexpError("--storage must not be empty")
+    if storage and "://" in storage:
+        raise ZsexpError("--storage must be a (shared) file system path")
+    return Path(storage or zsexp_home() / "ablations").expanduser().resolve()
+
+
+def ablation_dir(root: Path, name: str) -> Path:
+    from zsexp.names import check_name
+
+    d = root / check_name(name, "ablation name")
+    if d.is_symlink() or (d.exists() and d.resolve().parent != root):
+        raise ZsexpError(f"{d} is a link out of the ablations root {root}; refused")
+    return d
+
+
+def _check_counts(o: AblateOptions) -> None:
+    if not 1 <= o.seeds <= MAX_SEEDS:
+        raise ZsexpError(f"--seeds must be in 1..{MAX_SEEDS}, got {o.seeds}")
+    if o.data_seeds is not None:
+        if not 1 <= len(o.data_seeds) <= MAX_SPLITS:
+            raise ZsexpError(f"--data-seeds takes 1..{MAX_SPLITS} seeds, got {len(o.data_seeds)}")
+        if any(s < 0 for s in o.data_seeds):
+            raise ZsexpError(f"--data-seeds must be non-negative, got {list(o.data_seeds)}")
+    for flag, value in (("--gpus", o.gpus), ("--gpus-per-trial", o.gpus_per_trial),
+                        ("--cpus-per-trial", o.cpus_per_trial)):
+        if value is not None and value < 0:
+            raise ZsexpError(f"{flag} must be >= 0, got {value:g}")
+    if o.max_concurrent is not None and o.max_concurrent < 1:
+        raise ZsexpError(f"--max-concurrent must be >= 1, got {o.max_concurrent}")
+
+
+def _base_overrides(o: AblateOptions) -> dict[str, Any]:
+    from zsexp.config import load_yaml, parse_set
+
+    fixed: dict[str, Any] = {}
+    if o.config_file:
+        loaded = load_yaml(o.config_file) or {}
+        if not isinstance(loaded, dict):
+            raise ZsexpError(f"{o.config_file}: expected a mapping of key: value, got {type(loaded).__name__}")
+        fixed.update(loaded)
+    fixed.update(parse_set(o.sets))
+    return fixed
+
+
+def _winner_of(meta: Any) -> tuple[dict[str, Any], int | None, str]:
+    """The configuration ``zsexp select`` registered for the sweep (its latest finished selection), else
+    the sweep's top-ranked one; each with the round budget it was chosen at.  Read as JSON only."""
+    from zsexp.search.space import parse_space
+    from zsexp.search.status import sweep_trials
+    from zsexp.selection import rank_configs
+
+    space = parse_space(meta.space, meta.space_source, meta.model)
+    done = sorted(Path(meta.dir).glob("selection-k*-s*/selection.json"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(done):
+        try:
+            sel = json.loads(path.read_text())
+            w = next(s for s in sel["summary"] if s["candidate"] == sel["winner"])
+            params, budget = dict(w["params"]), int(w["budget_rounds"])
+        except (OSError, ValueError, KeyError, TypeError, StopIteration):
+            continue
+        unknown = sorted(set(params) - set(space.params))
+        if unknown:
+            raise ZsexpError(f"{path}: the winner has keys {unknown} the sweep did not search; the file was edited")
+        return params, budget, f"sweep {meta.name}: winner of its final selection ({path.parent.name})"
+    try:
+        ranked = rank_configs(sweep_trials(meta, space), space)
+    except ValueError:
+        ranked = []
+    if not ranked:
+        raise ZsexpError(f"sweep {meta.name!r} has no completed trial with val {space.metric}; nothing to ablate")
+    top = ranked[0]
+    return dict(top["params"]), int(top["round"]), (f"sweep {meta.name}: its best trial {top['trial_id']} "
+                                                     f"(val {space.metric} {top['value']:.3f}; no final selection yet)")
+
+
+def make_plan(o: AblateOptions) -> Plan:
+    from zsexp.data import load_dataset
+    from zsexp.models import get_spec
+    from zsexp.paths import default_tracking_uri
+
+    _check_counts(o)
+    get_spec(o.model)
+    variants = resolve_variants(o.model, o.variants)
+    fixed = _base_overrides(o)
+    opts = {"gpus": 0.0, "gpus_per_trial": None, "cpus_per_trial": 1.0, "max_concurrent": None}
+    if o.source:
+        from zsexp.search.storage import read_meta
+
+        meta = read_meta(o.source, o.sweep_storage)
+        if meta.model != o.model:
+            raise ZsexpError(f"--from {o.source}: that sweep tuned {meta.model}, not {o.model}")
+        if o.dataset and o.dataset != meta.dataset:
+            raise ZsexpError(f"--from {o.source}: that sweep ran on {meta.dataset!r}, not {o.dataset!r}; leave "
+                             f"--dataset out")
+        own = int(meta.trial_meta.get("data_seed", 0))
+        if o.data_seeds and set(o.data_seeds) != {own}:
+            raise ZsexpError(f"--from {o.source}: the sweep chose its configuration on the validation classes of "
+                             f"data split {own}; on another split those classes may be test classes, so only "
+                             f"--data-seeds {own} is allowed (ablate the dataset defaults for several splits)")
+        flat, budget, base = _winner_of(meta)
+        tmeta = {k: meta.trial_meta[k] for k in ("model", "dataset", "data_seed", "fixed", "max_rounds")}
+        tmeta["fixed"] = {**tmeta["fixed"], **fixed}
+        tmeta["device"] = o.device if o.device != "auto" else meta.trial_meta.get("device", "auto")
+        opts.update({k: meta.options.get(k, v) for k, v in opts.items()})
+        dataset, data_seeds = meta.dataset, (own,)
+        tracking_uri, experiment = meta.tracking_uri, o.experiment or meta.experiment
+        if fixed:
+            base += f", with {', '.join(f'{k}={v}' for k, v in fixed.items())}"
+    else:
+        dataset = o.dataset or "synthetic-tiny"
+        data_seeds = tuple(dict.fromkeys(o.data_seeds or (0,)))
+        tmeta = {"model": o.model, "dataset": dataset, "data_seed": data_seeds[0], "fixed": fixed,
+                 "max_rounds": UNLIMITED_ROUNDS, "device": o.device}
+        flat, budget = {}, None
+        base = "dataset defaults" + (f" with {', '.join(f'{k}={v}' for k, v in fixed.items())}" if fixed else "")
+        tracking_uri, experiment = default_tracking_uri(), o.experiment
+    for k, v in (("gpus", o.gpus), ("gpus_per_trial", o.gpus_per_trial), ("cpus_per_trial", o.cpus_per_trial),
+                 ("max_concurrent", o.max_concurrent)):
+        if v is not None:
+            opts[k] = v
+    if o.tracking_uri:
+        tracking_uri = o.tracking_uri
+    name = load_dataset(dataset, seed=data_seeds[0]).name
+    plan = Plan(model=o.model, dataset=dataset, dataset_name=name, tmeta=tmeta, flat=flat, budget=budget, base=base,
+                options=opts, tracking_uri=tracking_uri,
+                experiment=experiment or f"zsexp-{o.model}-{_safe(name)}", data_seeds=data_seeds, variants=variants)
+    if len(variants) * o.seeds * len(data_seeds) > MAX_RUNS:
+        raise ZsexpError(f"{len(variants)} variants x {o.seeds} seeds x {len(data_seeds)} splits is more than "
+                         f"{MAX_RUNS} runs")
+    _check_configs(plan)
+    return plan
+
+
+def _check_configs(plan: Plan) -> None:
+    """Every variant's config on every split, built before anything runs: a bad key or value is one error
+    naming the variant."""
+    from zsexp.search.trainable import trial_config
+
+    for d in plan.data_seeds:
+        tmeta = dict(plan.tmeta, data_seed=d)
+        for v in plan.variants:
+            try:
+                trial_config(tmeta, plan.flat, v.overrides)
+            except ZsexpError as exc:
+                raise ZsexpError(f"--variants {v.key}: {exc}") from None
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text).strip("._-")[:60] or "data"
+
+
+def default_name(o: AblateOptions, plan: Plan) -> str:
+    return f"{o.model}-{_safe(plan.dataset_name)}-ablation" + (f"-from-{o.source}" if o.source else "")
+
+
+def _check_identity(out: Path, plan: Plan, fingerprints: dict[int, str]) -> None:
+    """A new job writes its identity; a re-run must match it (same model, data, base configuration, budget),
+    and each data split it shares with the first run must still have the same content."""
+    from zsexp.search.storage import write_json_atomic
+
+    path = out / PLAN_FILE
+    ident = json.loads(json.dumps(plan.identity(), default=str))
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+            old_ident, old_fp = old["identity"], {int(k): v for k, v in old["fingerprints"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise ZsexpError(f"{path}: unreadable ablation plan; move the folder away or choose another --name"
+                             ) from None
+        diff = sorted(k for k in set(ident) | set(old_ident) if ident.get(k) != old_ident.get(k))
+        if diff:
+            raise ZsexpError(f"ablation {out.name!r} was made with another {', '.join(diff)} "
+                             f"({'; '.join(f'{k}: {old_ident.get(k)!r}' for k in diff)}); choose another --name")
+        changed = sorted(d for d, fp in fingerprints.items() if d in old_fp and old_fp[d] != fp)
+        if changed:
+            raise ZsexpError(f"ablation {out.name!r}: the data of split(s) {changed} changed since its runs were "
+                             f"made (fingerprint); choose another --name")
+        fingerprints = {**old_fp, **fingerprints}
+    write_json_atomic(path, {"identity": ident, "fingerprints": fingerprints}, indent=2)
+
+
+# --------------------------------------------------------------------------- the job
+def run_ablation(o: AblateOptions) -> dict[str, Any]:
+    from zsexp.data import load_dataset
+    from zsexp.search.lock import SweepLock
+    from zsexp.search.storage import check_writable_root
+    from zsexp.tracking import check_tracking_uri, credentials_from_uri
+
+    plan = make_plan(o)
+    plan.tracking_uri = credentials_from_uri(plan.tracking_uri)
+    check_tracking_uri(plan.tracking_uri)
+    root = ablations_root(o.storage)
+    name = o.name or default_name(o, plan)
+    out = ablation_dir(root, name)
+    check_writable_root(root)
+    with SweepLock(root, name, "ablate", kind="ablation"):
+        out.mkdir(parents=True, exist_ok=True)
+        datas = {d: load_dataset(plan.dataset, seed=d) for d in plan.data_seeds}
+        _check_identity(out, plan, {d: data.fingerprint() for d, data in datas.items()})
+        runs = [{"key": v.key, "label": v.label, "overrides": v.overrides, "seed": s, "data_seed": d,
+                 "stem": run_stem(v, s, d)}
+                for d in plan.data_seeds for v in plan.variants for s in range(o.seeds)]
+        missing = [i for i, r in enumerate(runs) if not (out / f"{r['stem']}.json").is_file()]
+        print(f"[ablate {name}] {plan.model} on {plan.dataset_name}: {len(plan.variants)} rows x {o.seeds} seeds x "
+              f"{len(plan.data_seeds)} data split(s), each fitted on train + val "
+              f"({'budget ' + str(plan.budget) + ' rounds' if plan.budget else 'full training'}) and evaluated once "
+              f"on test; base: {plan.base}; {len(runs) - len(missing)} of {len(runs)} runs already finished",
+              flush=True)
+        if missing:
+            from zsexp.fitting import run_grid
+            from zsexp.models import get_spec
+
+            job = {"dir": str(out), "runs": runs, "tmeta": plan.tmeta, "flat": plan.flat, "budget": plan.budget}
+            progress = AblationProgress(name, runs, len(missing), out, get_spec(plan.model).objective)
+            run_grid(ablation_trial, job, missing, plan.options, out, progress, o.address,
+                     again="the same `zsexp ablate` command")
+        results = [read_run(out, r) for r in runs]
+        return finish(o, plan, name, out, runs, results, datas)
+
+
+def read_run(out: Path, run: dict[str, Any]) -> dict[str, Any]:
+    """A finished run's result file, checked; its model file is where this job writes it, never a path read
+    back from the file."""
+    path = out / f"{run['stem']}.json"
+    try:
+        res = json.loads(path.read_text())
+        if not isinstance(res, dict) or not all(isinstance(res.get(k), dict) for k in ("metrics", "per")):
+            raise ValueError("not a result record")
+        if res.get("variant") != run["key"] or res.get("seed") != run["seed"] or \
+                res.get("data_seed") != run["data_seed"]:
+            raise ValueError(f"it describes another run ({res.get('variant')}, seed {res.get('seed')}, split "
+                             f"{res.get('data_seed')})")
+        if not all(isinstance(v, (int, float)) for v in res["metrics"].values()):
+            raise ValueError("non-numeric metrics")
+    except (OSError, ValueError) as exc:
+        raise ZsexpError(f"{path}: unreadable ablation result ({exc}); delete it and run the command again (that "
+                         f"run is then trained again)") from None
+    res["model_path"] = str(out / f"{run['stem']}.model.pt")
+    res["stem"], res["label"] = run["stem"], run["label"]
+    return res
+
+
+def finish(o: AblateOptions, plan: Plan, name: str, out: Path, runs: list[dict[str, Any]],
+           results: list[dict[str, Any]], datas: dict[int, Any]) -> dict[str, Any]:
+    from zsexp.ablation.table import baselines_on, summarise_table, write_table
+    from zsexp.ablation.tracking import log_ablation
+    from zsexp.search.storage import write_json_atomic
+    from zsexp.search.trainable import trial_config
+
+    ref = reference_index(plan.model, plan.variants)
+    ref_cfg = {d: trial_config(dict(plan.tmeta, data_seed=d), plan.flat, plan.variants[ref].overrides)[1]
+               for d in plan.data_seeds}
+    baseline = baselines_on(plan.model, datas, ref_cfg)
+    table = summarise_table(plan, results, ref, baseline, datas, seeds=o.seeds)
+    paths = write_table(table, out)
+    table.update(name=name, dir=str(out), files={k: str(v) for k, v in paths.items()})
+    table.update(log_ablation(plan, name, table, results, out))
+    write_json_atomic(out / RESULT_FILE, table, indent=2)
+    print((out / "table.md").read_text(), flush=True)
+    print(f"[ablate {name}] table: {paths['md']} (HTML: {paths['html']}); MLflow run {table['mlflow_run']} in "
+          f"experiment {plan.experiment!r} (`zsexp ui`)", flush=True)
+    return table

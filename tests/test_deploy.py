@@ -108,7 +108,8 @@ def test_image_layout_matches_settings():
 
 def test_rayjob_manifests_agree_with_image_and_entrypoints():
     image = yaml.safe_load(COMPOSE.read_text())["x-zsexp"]["image"]
-    for manifest, script in (("rayjob-sweep.yaml", "sweep_job.py"), ("rayjob-select.yaml", "select_job.py")):
+    for manifest, script in (("rayjob-sweep.yaml", "sweep_job.py"), ("rayjob-select.yaml", "select_job.py"),
+                             ("rayjob-ablate.yaml", "ablate_job.py")):
         spec = yaml.safe_load((ROOT / "jobs" / manifest).read_text())["spec"]
         assert spec["entrypoint"] == f"python /opt/zsexp/jobs/{script}" and (ROOT / "jobs" / script).is_file()
         env_vars = yaml.safe_load(spec["runtimeEnvYAML"])["env_vars"]

@@ -185,21 +185,10 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from zsexp.ablation import AblateOptions, named_variants, run_ablation
+    from zsexp.ablation import AblateOptions, describe_variants, run_ablation
 
     if args.list_variants:
-        from zsexp.models import get_spec
-
-        table = get_spec(args.model).ablations
-        if table is None:
-            raise ZsexpError(f"model {args.model!r} has no ablation table; `zsexp ablate` takes zscrgan or cmgan")
-        print(f"{table.title} (--variants table, the default):")
-        for row in table.rows:
-            over = ", ".join(f"{k}={v}" for k, v in row.overrides.items())
-            print(f"  {row.label:<32} {over}" + ("   (complete model)" if row is table.reference else ""))
-        print("named variants (--variants NAME,NAME,...; the complete model is always a row):")
-        print("  " + ", ".join(named_variants(args.model)))
-        print("  or KEY=VALUE of any config key (`zsexp train " + args.model + " --help` lists them)")
+        print(describe_variants(args.model))
         return 0
     run_ablation(AblateOptions(
         model=args.model, dataset=args.dataset, source=args.from_sweep, variants=args.variants, seeds=args.seeds,
@@ -449,7 +438,7 @@ def _add_ablate(sub) -> None:
                     "Markdown + HTML + plot, and MLflow (one ablation run, a nested run per model).  Base "
                     "configuration: the dataset's defaults (with --config/--set), or a sweep's winner (--from).  "
                     "Running the same command again skips finished runs.")
-    p.add_argument("model", choices=["zscrgan", "cmgan"])
+    p.add_argument("model", choices=list(_models()), help="a family with a paper ablation table (zscrgan, cmgan)")
     p.add_argument("--dataset", help="built-in name, xlsa17 directory, UCI digits directory or .npz file (default "
                                      "synthetic-tiny, or the --from sweep's)")
     p.add_argument("--from", dest="from_sweep", metavar="SWEEP",

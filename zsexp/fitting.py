@@ -75,7 +75,7 @@ def run_grid(trial_fn: Any, job: dict[str, Any], missing: list[int], options: di
     """Run ``trial_fn`` once per index in ``missing`` (Tune's grid search over run indices) with the
     per-trial resources of ``options`` (a sweep's ``gpus``, ``gpus_per_trial``, ``cpus_per_trial``,
     ``max_concurrent``) on the local Ray or the cluster at ``address``.  Failed runs: every error in
-    ``out/errors.log`` and one ZsexpError that says how to go on (``again``: the command to re-run)."""
+    ``out/errors.log`` and one ZsexpError that says how to go on (``again``: "run `COMMAND` again")."""
     import ray
     from ray import tune
 
@@ -98,7 +98,7 @@ def run_grid(trial_fn: Any, job: dict[str, Any], missing: list[int], options: di
             log.write_text("\n\n".join(str(e) for e in errors))
             last = next((ln for ln in reversed(str(errors[0]).strip().splitlines()) if ln.strip()), "")
             raise ZsexpError(f"{len(errors)} run(s) failed ({last.strip()[:300]}); every error is in {log}; fix the "
-                             f"cause and run `{again}` again (finished runs are kept)")
+                             f"cause and {again} (finished runs are kept)")
     finally:
         if started:
             ray.shutdown()

@@ -283,7 +283,7 @@ def _select(o: SelectOptions, meta: SweepMeta, space: SearchSpace) -> dict[str, 
         job = {"dir": str(sel_dir), "pairs": pairs, "candidates": cands, "trial_meta": meta.trial_meta}
         progress = SelectionProgress(o.sweep, pairs, len(missing), sel_dir, space.metric)
         run_grid(selection_trial, job, missing, meta.options, sel_dir, progress, o.address,
-                 again=f"zsexp select {o.sweep}")
+                 again=f"run `zsexp select {o.sweep}` again")
     results = [read_result(sel_dir, p) for p in pairs]
     return finish_selection(o, meta, space, cands, results, sel_dir, trials)
 

@@ -1,5 +1,6 @@
 """A real two-node Ray cluster on this machine (`ray start --head` + `ray start --address`):
-`zsexp search --address` runs trials on both nodes with checkpoints on the shared storage path."""
+`zsexp search --address` runs trials on both nodes with checkpoints on the shared storage path; the
+selection and ablation jobs then run on the same cluster through their job entrypoints."""
 
 from __future__ import annotations
 
@@ -56,6 +57,15 @@ def test_sweep_runs_on_two_nodes(tmp_path):
         assert sel.returncode == 0, sel.stdout[-2000:] + sel.stderr[-2000:]
         assert (storage / "two" / "selection-k1-s2" / "selection.json").is_file()
         assert "@candidate" in sel.stdout
+        # and the ablation of the sweep's winner through its job entrypoint: one Ray trial per row x seed
+        abl = subprocess.run([sys.executable, str(jobs / "ablate_job.py")],
+                             env={**job_env, "ZSEXP_FROM": "two", "ZSEXP_SWEEP_STORAGE": str(storage),
+                                  "ZSEXP_STORAGE": str(tmp_path / "ablations"), "ZSEXP_VARIANTS": "no_gan",
+                                  "ZSEXP_SEEDS": "1", "ZSEXP_EXTRA": ""},
+                             capture_output=True, text=True, timeout=400)
+        assert abl.returncode == 0, abl.stdout[-2000:] + abl.stderr[-2000:]
+        done = tmp_path / "ablations" / "zscrgan-synthetic-tiny-ablation-from-two"
+        assert "winner of its final selection" in abl.stdout and len(list(done.glob("ablation-*.json"))) == 2
     finally:
         subprocess.run(["pkill", "-9", "-f", temp])          # only this cluster's processes (not `ray stop`)
         shutil.rmtree(temp, ignore_errors=True)

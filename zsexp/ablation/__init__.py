@@ -6,6 +6,6 @@ chance on the same splits; a paired test of every row against the complete model
 """
 
 from zsexp.ablation.job import AblateOptions, run_ablation
-from zsexp.ablation.variants import Variant, named_variants, resolve_variants
+from zsexp.ablation.variants import Variant, describe_variants, named_variants, resolve_variants
 
-__all__ = ["AblateOptions", "run_ablation", "Variant", "named_variants", "resolve_variants"]
+__all__ = ["AblateOptions", "run_ablation", "Variant", "describe_variants", "named_variants", "resolve_variants"]

@@ -89,14 +89,18 @@ def run_stem(v: Variant, seed: int, data_seed: int) -> str:
 def ablation_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
     """One variant x seed x data split: fit on train + val for the budget, evaluate the test classes once."""
     from zsexp.fitting import fit_and_evaluate, write_result
-    from zsexp.models.common import trial_threads
+    from zsexp.models.common import DivergenceError, trial_threads
 
     trial_threads()
     run = job["runs"][config["pair"]]
     out = Path(job["dir"])
     tmeta = dict(job["tmeta"], data_seed=run["data_seed"])
-    result = fit_and_evaluate(tmeta, job["flat"], run["seed"], "trainval", job["budget"], out, run["stem"],
-                              split="test", variant=run["overrides"])
+    try:
+        result = fit_and_evaluate(tmeta, job["flat"], run["seed"], "trainval", job["budget"], out, run["stem"],
+                                  split="test", variant=run["overrides"])
+    except DivergenceError as exc:      # a finding of the row, reported in the table; retrying would diverge again
+        result = {"seed": run["seed"], "fit": "trainval", "rounds": 0, "config": {}, "metrics": {}, "per": {},
+                  "diverged": str(exc)[:500]}
     write_result(out, run["stem"], {"variant": run["key"], "data_seed": run["data_seed"], **result})
     tune.report({"round": result["rounds"], "finished": True})
 
@@ -119,8 +123,9 @@ class AblationProgress(tune.Callback):
 
         run = self.runs[trial.config["pair"]]
         try:
-            value = json.loads((self.out / f"{run['stem']}.json").read_text())["metrics"][self.objective]
-            what = f"test {self.objective} {value:.2f}"
+            res = json.loads((self.out / f"{run['stem']}.json").read_text())
+            what = (f"DIVERGED ({res['diverged'][:120]})" if res.get("diverged") else
+                    f"test {self.objective} {res['metrics'][self.objective]:.2f}")
         except (OSError, ValueError, KeyError, TypeError):
             what = "done"
         self._line(trial, what)
@@ -260,7 +265,7 @@ def make_plan(o: AblateOptions) -> Plan:
     name = load_dataset(dataset, seed=data_seeds[0]).name
     plan = Plan(model=o.model, dataset=dataset, dataset_name=name, tmeta=tmeta, flat=flat, budget=budget, base=base,
                 options=opts, tracking_uri=tracking_uri,
-                experiment=experiment or f"zsexp-{o.model}-{_safe(name)}", data_seeds=data_seeds, variants=variants)
+                experiment=experiment or f"zsexp-{o.model}-{name}", data_seeds=data_seeds, variants=variants)
     if len(variants) * o.seeds * len(data_seeds) > MAX_RUNS:
         raise ZsexpError(f"{len(variants)} variants x {o.seeds} seeds x {len(data_seeds)} splits is more than "
                          f"{MAX_RUNS} runs")
@@ -350,7 +355,7 @@ def run_ablation(o: AblateOptions) -> dict[str, Any]:
             job = {"dir": str(out), "runs": runs, "tmeta": plan.tmeta, "flat": plan.flat, "budget": plan.budget}
             progress = AblationProgress(name, runs, len(missing), out, get_spec(plan.model).objective)
             run_grid(ablation_trial, job, missing, plan.options, out, progress, o.address,
-                     again="the same `zsexp ablate` command")
+                     again="run the same `zsexp ablate` command again")
         results = [read_run(out, r) for r in runs]
         return finish(o, plan, name, out, runs, results, datas)
 

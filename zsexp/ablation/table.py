@@ -54,15 +54,17 @@ def summarise_table(plan: Any, results: list[dict[str, Any]], ref: int, baseline
     objective = spec.objective
     ncand = {d: _n_candidates(data) for d, data in datas.items()}
     ref_key = plan.variants[ref].key
-    ref_runs = [r for r in results if r["variant"] == ref_key]
-    metrics = [m for m in table_def.metrics if all(m in r["metrics"] for r in ref_runs)]
+    ref_runs = [r for r in results if r["variant"] == ref_key and not r.get("diverged")]
+    metrics = [m for m in table_def.metrics if ref_runs and all(m in r["metrics"] for r in ref_runs)] or \
+        [m for m in table_def.metrics if any(m in r["metrics"] for r in results)]
     kind = paper_dataset(plan.dataset_name, table_def)
 
     def units_of(key: str) -> np.ndarray | None:
         """The row's per-unit objective values, each averaged over seeds, splits one after another."""
         parts = []
         for d in plan.data_seeds:
-            per_seed = [_units(objective, r, ncand[d]) for r in results if r["variant"] == key and r["data_seed"] == d]
+            per_seed = [None if r.get("diverged") else _units(objective, r, ncand[d])
+                        for r in results if r["variant"] == key and r["data_seed"] == d]
             if not per_seed or any(u is None for u in per_seed) or len({u.shape for u in per_seed}) != 1:
                 return None
             parts.append(np.mean(per_seed, axis=0))
@@ -72,7 +74,8 @@ def summarise_table(plan: Any, results: list[dict[str, Any]], ref: int, baseline
     unit = spec.unit
     rows = []
     for i, v in enumerate(plan.variants):
-        runs = [r for r in results if r["variant"] == v.key]
+        every = [r for r in results if r["variant"] == v.key]
+        runs = [r for r in every if not r.get("diverged")]          # a diverged run has no metrics
         cells = {m: summarise([r["metrics"][m] for r in runs]) for m in metrics if all(m in r["metrics"] for r in runs)}
         row_units = units_of(v.key)
         if i == ref:
@@ -85,7 +88,7 @@ def summarise_table(plan: Any, results: list[dict[str, Any]], ref: int, baseline
         rows.append({"key": v.key, "label": v.label, "overrides": v.overrides, "complete": i == ref,
                      "cells": cells,
                      "values": {m: [r["metrics"][m] for r in runs if m in r["metrics"]] for m in metrics},
-                     "runs": len(runs), "vs_complete": test,
+                     "runs": len(every), "diverged": len(every) - len(runs), "vs_complete": test,
                      "paper": (v.paper.get(table_def.metrics[0], {}).get(kind) if kind else None)})
     base_rows = [b for b in baseline.values() if b is not None]
     base_row = None
@@ -145,9 +148,11 @@ def table_lines(t: dict[str, Any]) -> list[str]:
     ref = next(r for r in t["rows"] if r["complete"])
     for r in t["rows"]:
         cells = [fmt_stats(r["cells"][m]) if m in r["cells"] else "n/a" for m in metrics]
-        delta = "-" if r["complete"] or obj not in r["cells"] else \
+        delta = "-" if r["complete"] or obj not in r["cells"] or obj not in ref["cells"] else \
             f"{r['cells'][obj]['mean'] - ref['cells'][obj]['mean']:+.2f}"
         label = f"**{r['label']}** (complete)" if r["complete"] else r["label"]
+        if r["diverged"]:
+            label += f" ({r['diverged']} of {r['runs']} runs diverged to NaN)"
         row = [label, *cells, delta, "reference" if r["complete"] else _p(r["vs_complete"])]
         if paper:
             row.append("-" if r["paper"] is None else f"{r['paper']:g}")
@@ -157,7 +162,8 @@ def table_lines(t: dict[str, Any]) -> list[str]:
         lams = ", ".join(f"{x:g}" for x in b["lam"])
         cells = [(fmt_stats(b["cells"][m]) if splits > 1 else f"{b['cells'][m]['mean']:.2f}") if m in b["cells"]
                  else "n/a" for m in metrics]
-        delta = f"{b['cells'][obj]['mean'] - ref['cells'][obj]['mean']:+.2f}" if obj in b["cells"] else "-"
+        delta = f"{b['cells'][obj]['mean'] - ref['cells'][obj]['mean']:+.2f}" \
+            if obj in b["cells"] and obj in ref["cells"] else "-"
         row = [f"{b['model']} baseline (lam {lams}, chosen on validation)", *cells, delta, _p(b["vs_complete"])]
         lines.append("| " + " | ".join(row + (["-"] if paper else [])) + " |")
     row = ["chance", *[f"{t['chance'][m]:.2f}" if m in t["chance"] else "n/a" for m in metrics], "-", "-"]

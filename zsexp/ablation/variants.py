@@ -41,11 +41,12 @@ def _key(overrides: dict[str, Any]) -> str:
 
 
 def _table(family: str):
-    from zsexp.models import get_spec
+    from zsexp.models import MODELS, get_spec
 
     table = get_spec(family).ablations
     if table is None:
-        raise ZsexpError(f"model {family!r} has no ablation table; `zsexp ablate` takes zscrgan or cmgan")
+        with_table = ", ".join(name for name, spec in MODELS.items() if spec.ablations is not None)
+        raise ZsexpError(f"model {family!r} has no ablation table; `zsexp ablate` takes {with_table}")
     return table
 
 
@@ -109,3 +110,16 @@ def reference_index(family: str, variants: list[Variant]) -> int:
     """Where the complete model is among ``variants``."""
     ref = _key(_table(family).reference.overrides)
     return next(i for i, v in enumerate(variants) if v.key == ref)
+
+
+def describe_variants(family: str) -> str:
+    """``zsexp ablate MODEL --list-variants``: the paper's rows and the named variants."""
+    table = _table(family)
+    lines = [f"{table.title} (--variants table, the default):"]
+    for row in table.rows:
+        over = ", ".join(f"{k}={v}" for k, v in row.overrides.items())
+        lines.append(f"  {row.label:<32} {over}" + ("   (complete model)" if row is table.reference else ""))
+    lines += ["named variants (--variants NAME,NAME,...; the complete model is always a row):",
+              "  " + ", ".join(named_variants(family)),
+              f"  or KEY=VALUE of any config key (`zsexp train {family} --help` lists them)"]
+    return "\n".join(lines)

@@ -128,14 +128,17 @@ def _p(test: dict[str, Any] | None) -> str:
         return "-"
     if test.get("p_value") is None:
         return test.get("note", "n/a")
-    return f"{test['p_value']:.3g}" + (" *" if test["significant"] else "")
+    p = test["p_value"]
+    return (f"{p:.3g}" if p >= 1e-16 else "< 1e-16") + (" *" if test["significant"] else "")
 
 
 def table_lines(t: dict[str, Any]) -> list[str]:
     metrics, obj = t["metrics"], t["objective"]
     splits = len(t["data_seeds"])
     paper = t["paper_dataset"]
-    head = ["row", *[f"{m} mean ± sd [95% CI]" for m in metrics], f"Δ {obj} vs complete", "p (Wilcoxon)"]
+    better = "higher" if t["mode"] == "max" else "lower"
+    head = ["row", *[f"{m} mean ± sd [95% CI]" for m in metrics], f"Δ {obj} vs complete ({better} is better)",
+            "p (Wilcoxon)"]
     if paper:
         head.append(f"paper ({paper})")
     budget = (f"budget {t['budget']} rounds (where the sweep's winner reached its value)" if t["budget"] else

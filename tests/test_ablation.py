@@ -189,6 +189,26 @@ def test_cmgan_rows_are_compared_over_test_images(home, ray_cluster, capfd, monk
     assert "paper (ImageNet)" not in (out / "table.md").read_text()          # synthetic-tiny is no ImageNet
 
 
+def test_diverged_runs_are_reported_and_a_relative_path_reaches_the_runs(home, ray_cluster, capfd, monkeypatch):
+    """Features near float32's limit make every run diverge: each run is recorded as diverged (not retried,
+    not lost), the table says so, and the command exits 2 with one line.  The data is given as a path
+    relative to the working directory, which the Ray runs do not share."""
+    import dataclasses
+
+    from zsexp.data import load_dataset, save_npz
+
+    data = load_dataset("synthetic-tiny")
+    save_npz(dataclasses.replace(data, features=np.full_like(data.features, 3e38)), home.parent / "huge.npz")
+    res = cli(home, "ablate", "zscrgan", "--dataset", "huge.npz", "--variants", "no_gan", "--seeds", "1",
+              "--name", "nan", *TINY, capfd=capfd, monkeypatch=monkeypatch)
+    assert_refused(res, "diverged")
+    out = home / "ablations" / "nan"
+    runs = [json.loads(p.read_text()) for p in out.glob("ablation-*.json")]
+    assert len(runs) == 2 and all("nan" in r["diverged"].lower() for r in runs)
+    assert "(1 of 1 runs diverged to NaN)" in (out / "table.md").read_text()
+    assert [x[0].info.status for x in _mlflow(home, "nan")[1:2]] == ["FINISHED"]
+
+
 def test_from_sweep_uses_its_winner_and_budget(template, tmp_path, ray_cluster, capfd, monkeypatch):
     h = copy_home(template, tmp_path)
     res = cli(h, "ablate", "zscrgan", "--from", "base", "--data-seeds", "3", capfd=capfd, monkeypatch=monkeypatch)

@@ -100,9 +100,13 @@ def client(tracking_uri: str | None = None, create: bool = True):
     checked to be reachable: an unreachable server is one clear error within about 30 s, not minutes
     of retries.  ``create=False`` (commands that only read or move registry entries): a SQLite store
     that does not exist yet is an error, not a new empty store."""
+    import logging
+
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    for name in ("mlflow.store.db.utils", "alembic"):   # "Creating initial MLflow database tables..." on stderr
+        logging.getLogger(name).setLevel(logging.WARNING)
     uri = credentials_from_uri(tracking_uri or default_tracking_uri())
     check_tracking_uri(uri)
     if not create and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():

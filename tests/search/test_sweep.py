@@ -87,6 +87,16 @@ def test_diverging_trials_fail_cleanly(ray_cluster, tmp_path, capsys):
     assert len(children) < 3 and "failed" in out
 
 
+def test_a_relative_dataset_path_reaches_the_trials(home, ray_cluster, capfd, monkeypatch):
+    """Trials run in their own working directory: a relative --dataset is made absolute for them."""
+    save_npz(load_dataset("synthetic-tiny"), home.parent / "mine.npz")
+    res = cli(home, "search", "zscrgan", "--dataset", "mine.npz", "--trials", "1", "--name", "rel", "--set",
+              "em_iterations=1", "--set", "updates_per_step=10", capfd=capfd, monkeypatch=monkeypatch)
+    assert res.returncode == 0, res.stderr[-2000:]
+    meta = json.loads((home / "sweeps" / "rel" / "zsexp_sweep.json").read_text())
+    assert meta["dataset"] == str(home.parent / "mine.npz") and "1 completed" in res.stdout
+
+
 def test_every_trial_failing_exits_nonzero_and_closes_the_parent(home, ray_cluster, capfd, monkeypatch):
     """In-range settings that diverge fail every trial: the sweep exits 2 with a summary line, its MLflow
     parent run is FAILED (never RUNNING) and `zsexp status` says failed."""

@@ -216,7 +216,7 @@ def _winner_of(meta: Any) -> tuple[dict[str, Any], int | None, str]:
 
 
 def make_plan(o: AblateOptions) -> Plan:
-    from zsexp.data import load_dataset
+    from zsexp.data import dataset_ref, load_dataset
     from zsexp.models import get_spec
     from zsexp.paths import default_tracking_uri
 
@@ -249,7 +249,7 @@ def make_plan(o: AblateOptions) -> Plan:
         if fixed:
             base += f", with {', '.join(f'{k}={v}' for k, v in fixed.items())}"
     else:
-        dataset = o.dataset or "synthetic-tiny"
+        dataset = dataset_ref(o.dataset or "synthetic-tiny")     # runs happen in their own working directory
         data_seeds = tuple(dict.fromkeys(o.data_seeds or (0,)))
         tmeta = {"model": o.model, "dataset": dataset, "data_seed": data_seeds[0], "fixed": fixed,
                  "max_rounds": UNLIMITED_ROUNDS, "device": o.device}
@@ -292,7 +292,12 @@ def _safe(text: str) -> str:
 
 
 def default_name(o: AblateOptions, plan: Plan) -> str:
-    return f"{o.model}-{_safe(plan.dataset_name)}-ablation" + (f"-from-{o.source}" if o.source else "")
+    """``MODEL-DATA-ablation[-from-SWEEP]``; DATA is a built-in name or the data path's last part (not one
+    split's name: the job may span several)."""
+    data = plan.dataset if "/" not in plan.dataset else Path(plan.dataset.rpartition(":")[0] or plan.dataset).name
+    if ":" in plan.dataset and "/" in plan.dataset:
+        data += "-" + plan.dataset.rpartition(":")[2]
+    return f"{o.model}-{_safe(data)}-ablation" + (f"-from-{o.source}" if o.source else "")
 
 
 def _check_identity(out: Path, plan: Plan, fingerprints: dict[int, str]) -> None:
@@ -401,4 +406,8 @@ def finish(o: AblateOptions, plan: Plan, name: str, out: Path, runs: list[dict[s
     print((out / "table.md").read_text(), flush=True)
     print(f"[ablate {name}] table: {paths['md']} (HTML: {paths['html']}); MLflow run {table['mlflow_run']} in "
           f"experiment {plan.experiment!r} (`zsexp ui`)", flush=True)
+    diverged = [r for r in results if r.get("diverged")]
+    if len(diverged) == len(results):
+        raise ZsexpError(f"every one of the ablation's {len(results)} runs diverged to NaN ({diverged[0]['diverged']}"
+                         f"); the table in {paths['md']} records it; lower the learning rates or check the data")
     return table

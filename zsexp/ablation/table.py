@@ -206,7 +206,10 @@ def plot_table(t: dict[str, Any], path: Path) -> None:
     if obj in t["chance"]:
         ax.axvline(t["chance"][obj], ls=":", color="grey", label="chance")
     ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
-    ax.set_ylim(len(rows) - 0.5, -0.5)           # the table's order, top to bottom
+    if rows:
+        ax.set_ylim(len(rows) - 0.5, -0.5)       # the table's order, top to bottom
+    else:
+        ax.text(0.5, 0.5, f"no run has a finite test {obj}", ha="center", transform=ax.transAxes)
     better = "higher" if t["mode"] == "max" else "lower"
     ax.set_xlabel(f"test {obj} ({better} is better)")
     ax.set_title(f"{t['title']} on {t['dataset_name']}: dots = runs, bar = 95% CI", fontsize=9)

@@ -12,8 +12,8 @@ from zsexp.data.synthetic import SPECS, make_synthetic
 from zsexp.data.xlsa17 import load_xlsa17
 from zsexp.errors import ZsexpError
 
-__all__ = ["ZSLData", "validate", "load_dataset", "list_datasets", "make_synthetic", "load_npz", "save_npz",
-           "load_xlsa17", "load_mfeat", "conse", "conse_image_representations", "seen_class_probabilities"]
+__all__ = ["ZSLData", "validate", "load_dataset", "dataset_ref", "list_datasets", "make_synthetic", "load_npz",
+           "save_npz", "load_xlsa17", "load_mfeat", "conse", "conse_image_representations", "seen_class_probabilities"]
 
 _CACHE: dict[tuple[str, int], ZSLData] = {}
 
@@ -26,6 +26,20 @@ def list_datasets() -> list[dict]:
                     "split": f"{spec.n_train}/{spec.n_val}/{spec.n_test}",
                     "dims": f"{spec.image_dim}/{spec.text_dim}"})
     return out
+
+
+def dataset_ref(name_or_path: str) -> str:
+    """The reference a Ray trial receives: a built-in name as it is, a path made absolute (a trial runs in
+    its own working directory, where a relative path means nothing), keeping the UCI digits' ``:VIEWS``."""
+    if name_or_path in SPECS:
+        return name_or_path
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    base, _, views = name_or_path.rpartition(":")
+    if base and Path(base).expanduser().exists():
+        return f"{Path(base).expanduser().resolve()}:{views}"
+    return name_or_path
 
 
 def load_dataset(name_or_path: str, seed: int = 0) -> ZSLData:

@@ -8,6 +8,7 @@ This module reads a command into a checked request and runs it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -139,11 +140,12 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
     import ray
 
     from zsexp.baselines import sweep_reference
-    from zsexp.data import load_dataset
+    from zsexp.data import dataset_ref, load_dataset
     from zsexp.models import require_discriminative_validation
     from zsexp.tracking import check_tracking_uri, client, git_commit, redact_uri
 
     validate_options(o)
+    o = dataclasses.replace(o, dataset=dataset_ref(o.dataset))     # trials run in their own working directory
     space = prepare_space(o)
     scheduler = o.scheduler or space.scheduler
     data = load_dataset(o.dataset, seed=o.data_seed)

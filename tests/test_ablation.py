@@ -54,6 +54,8 @@ def test_named_variants_add_the_complete_model_once():
     (["--from", "nope"], "no sweep 'nope'"),
     (["--name", "../out"], "ablation name"),
     (["--dataset", "/no/such/data.npz"], "not found"),
+    (["--gpus-per-trial", "0.5"], "--gpus"),
+    (["--tracking-uri", "ftp://x/y"], "unsupported scheme"),
 ])
 def test_bad_input_is_one_line(home, capfd, monkeypatch, args, needle):
     res = cli(home, "ablate", "zscrgan", *args, *TINY, capfd=capfd, monkeypatch=monkeypatch)

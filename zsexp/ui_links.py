@@ -90,6 +90,10 @@ def sweep_links(meta: SweepMeta, metric_key: str, mode: str, params: list[str],
             "compare": compare_link(ui, meta.experiment_id, [r.info.run_id for r in runs])}
 
 
+def run_link(ui: str, experiment_id: str, run_id: str) -> str:
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
 def experiment_link(ui: str, experiment_id: str) -> str:
     return f"{ui.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
 

@@ -231,7 +231,7 @@ def make_plan(o: AblateOptions) -> Plan:
         meta = read_meta(o.source, o.sweep_storage)
         if meta.model != o.model:
             raise ZsexpError(f"--from {o.source}: that sweep tuned {meta.model}, not {o.model}")
-        if o.dataset and o.dataset != meta.dataset:
+        if o.dataset and dataset_ref(o.dataset) != dataset_ref(meta.dataset):
             raise ZsexpError(f"--from {o.source}: that sweep ran on {meta.dataset!r}, not {o.dataset!r}; leave "
                              f"--dataset out")
         own = int(meta.trial_meta.get("data_seed", 0))
@@ -241,10 +241,11 @@ def make_plan(o: AblateOptions) -> Plan:
                              f"--data-seeds {own} is allowed (ablate the dataset defaults for several splits)")
         flat, budget, base = _winner_of(meta)
         tmeta = {k: meta.trial_meta[k] for k in ("model", "dataset", "data_seed", "fixed", "max_rounds")}
+        tmeta["dataset"] = dataset_ref(tmeta["dataset"])        # sweeps made before paths were made absolute
         tmeta["fixed"] = {**tmeta["fixed"], **fixed}
         tmeta["device"] = o.device if o.device != "auto" else meta.trial_meta.get("device", "auto")
         opts.update({k: meta.options.get(k, v) for k, v in opts.items()})
-        dataset, data_seeds = meta.dataset, (own,)
+        dataset, data_seeds = tmeta["dataset"], (own,)
         tracking_uri, experiment = meta.tracking_uri, o.experiment or meta.experiment
         if fixed:
             base += f", with {', '.join(f'{k}={v}' for k, v in fixed.items())}"
@@ -260,6 +261,8 @@ def make_plan(o: AblateOptions) -> Plan:
                  ("max_concurrent", o.max_concurrent)):
         if v is not None:
             opts[k] = v
+    if o.gpus_per_trial is not None and not opts["gpus"]:
+        raise ZsexpError(f"--gpus-per-trial {o.gpus_per_trial:g} needs a GPU budget: pass --gpus N as well")
     if o.tracking_uri:
         tracking_uri = o.tracking_uri
     name = load_dataset(dataset, seed=data_seeds[0]).name
@@ -404,8 +407,12 @@ def finish(o: AblateOptions, plan: Plan, name: str, out: Path, runs: list[dict[s
     table.update(log_ablation(plan, name, table, results, out))
     write_json_atomic(out / RESULT_FILE, table, indent=2)
     print((out / "table.md").read_text(), flush=True)
-    print(f"[ablate {name}] table: {paths['md']} (HTML: {paths['html']}); MLflow run {table['mlflow_run']} in "
-          f"experiment {plan.experiment!r} (`zsexp ui`)", flush=True)
+    from zsexp.ui_links import DEFAULT_UI, run_link
+
+    print(f"[ablate {name}] table: {paths['md']} (HTML: {paths['html']}); MLflow ablation run {table['mlflow_run']} "
+          f"in experiment {plan.experiment!r}, with the table in its artifacts and a nested run per model: "
+          f"{run_link(DEFAULT_UI, table['experiment_id'], table['mlflow_run'])} (start the UI with `zsexp ui`)",
+          flush=True)
     diverged = [r for r in results if r.get("diverged")]
     if len(diverged) == len(results):
         raise ZsexpError(f"every one of the ablation's {len(results)} runs diverged to NaN ({diverged[0]['diverged']}"

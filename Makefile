@@ -19,12 +19,13 @@ SWEEP  ?= demo-$(shell date +%Y%m%d-%H%M%S)
 # The main job, on the embedded defaults (local Ray, SQLite MLflow under $ZSEXP_HOME, synthetic-tiny):
 # a ZSCRGAN sweep, the final selection of its top 2 configurations x 3 seeds, promotion of the winner
 # to @champion (a later demo whose winner is worse is refused, as it should be: `-` keeps make going),
-# then a CM-GAN sweep.
+# two Table 8 ablations of the winner, then a CM-GAN sweep.
 demo: $(STAMP)
 	$(BIN)/zsexp search zscrgan --dataset synthetic-tiny --trials 6 --name $(SWEEP)
 	$(BIN)/zsexp select $(SWEEP) --k 2 --seeds 3
 	-$(BIN)/zsexp promote zsexp-zscrgan-synthetic-tiny
 	$(BIN)/zsexp promote zsexp-zscrgan-synthetic-tiny --list
+	$(BIN)/zsexp ablate zscrgan --from $(SWEEP) --variants no_wrong,no_gan --seeds 2
 	$(BIN)/zsexp search cmgan --dataset synthetic-tiny --trials 4 --name $(SWEEP)-cmgan
 
 # The browser test drives Debian's chromium through its chromedriver; nothing downloads a browser.

@@ -100,6 +100,15 @@ def test_table_statistics_and_a_diverged_run(tiny, tmp_path):
     assert "(1 of 2 runs diverged to NaN)" in md and "not comparable" in md and "| chance | 10.00 |" in md
 
 
+def test_one_writer_per_ablation(home, capfd, monkeypatch):
+    from zsexp.search.lock import SweepLock
+
+    with SweepLock(home / "ablations", "busy", "ablate", kind="ablation"):
+        res = cli(home, "ablate", "zscrgan", "--name", "busy", *TINY, capfd=capfd, monkeypatch=monkeypatch)
+    assert_refused(res, "ablation 'busy' is in use")
+    assert not (home / "ablations" / "busy").exists()
+
+
 def test_list_variants(home, capfd, monkeypatch):
     res = cli(home, "ablate", "cmgan", "--list-variants", capfd=capfd, monkeypatch=monkeypatch)
     assert res.returncode == 0 and "ablation=full   (complete model)" in res.stdout

@@ -198,6 +198,8 @@ def _winner_of(meta: Any) -> tuple[dict[str, Any], int | None, str]:
             sel = json.loads(path.read_text())
             w = next(s for s in sel["summary"] if s["candidate"] == sel["winner"])
             params, budget = dict(w["params"]), int(w["budget_rounds"])
+            if budget < 1:
+                raise ValueError("no budget")
         except (OSError, ValueError, KeyError, TypeError, StopIteration):
             continue
         unknown = sorted(set(params) - set(space.params))

@@ -194,7 +194,7 @@ def plot_table(t: dict[str, Any], path: Path) -> None:
 
     obj = t["objective"]
     rows = [r for r in t["rows"] if obj in r["cells"]]
-    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(rows) + 1.8))
+    fig, ax = plt.subplots(figsize=(8.5, 0.5 * len(rows) + 1.8))
     for i, r in enumerate(rows):
         c = r["cells"][obj]
         ax.scatter(r["values"][obj], [i] * len(r["values"][obj]), color="tab:blue", alpha=0.35, s=14)
@@ -214,7 +214,7 @@ def plot_table(t: dict[str, Any], path: Path) -> None:
     ax.set_xlabel(f"test {obj} ({better} is better)")
     ax.set_title(f"{t['title']} on {t['dataset_name']}: dots = runs, bar = 95% CI", fontsize=9)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))     # beside the rows, never over them
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

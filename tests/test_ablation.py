@@ -100,6 +100,15 @@ def test_table_statistics_and_a_diverged_run(tiny, tmp_path):
     assert "(1 of 2 runs diverged to NaN)" in md and "not comparable" in md and "| chance | 10.00 |" in md
 
 
+def test_data_label_names_the_splits():
+    from zsexp.ablation.job import data_label
+
+    assert data_label(["synthetic-cub"]) == "synthetic-cub"
+    assert data_label(["synthetic-tiny"] * 2) == "synthetic-tiny, 2 data splits"
+    assert data_label([f"uci-mfeat-fourier-pixels-split{i}" for i in range(5)]) == \
+        "uci-mfeat-fourier-pixels, 5 data splits"
+
+
 def test_one_writer_per_ablation(home, capfd, monkeypatch):
     from zsexp.search.lock import SweepLock
 

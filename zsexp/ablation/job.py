@@ -292,6 +292,19 @@ def _check_configs(plan: Plan) -> None:
                 raise ZsexpError(f"--variants {v.key}: {exc}") from None
 
 
+def data_label(names: list[str]) -> str:
+    """What the table calls the data: the name, and how many splits when there are several (names that
+    number their split, like the UCI digits' ``...-split0``, lose the number)."""
+    import os
+
+    if len(set(names)) == 1:
+        return names[0] + (f", {len(names)} data splits" if len(names) > 1 else "")
+    prefix = os.path.commonprefix(names).rstrip("-_")
+    if prefix.endswith("split"):
+        prefix = prefix[: -len("split")].rstrip("-_")
+    return f"{prefix or names[0]}, {len(names)} data splits"
+
+
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text).strip("._-")[:60] or "data"
 
@@ -348,6 +361,7 @@ def run_ablation(o: AblateOptions) -> dict[str, Any]:
     with SweepLock(root, name, "ablate", kind="ablation"):
         out.mkdir(parents=True, exist_ok=True)
         datas = {d: load_dataset(plan.dataset, seed=d) for d in plan.data_seeds}
+        plan.dataset_name = data_label([data.name for data in datas.values()])
         _check_identity(out, plan, {d: data.fingerprint() for d, data in datas.items()})
         runs = [{"key": v.key, "label": v.label, "overrides": v.overrides, "seed": s, "data_seed": d,
                  "stem": run_stem(v, s, d)}

@@ -158,7 +158,7 @@ def test_tracking_outage_mid_sweep_loses_nothing(ray_cluster, tmp_path, monkeypa
         os.killpg(procs[0].pid, signal.SIGKILL)
         procs[0].wait()
         outage["down"] = time.time()
-        time.sleep(3)
+        time.sleep(1)              # the new server's start-up (seconds, longer on a loaded machine) is the outage
         procs.append(_start_server(tmp_path, port, "s2.log"))
         while not _healthy(url):
             time.sleep(0.3)
@@ -168,7 +168,7 @@ def test_tracking_outage_mid_sweep_loses_nothing(ray_cluster, tmp_path, monkeypa
     killer.start()
     try:
         assert main(["search", "zscrgan", "--tracking-uri", url, "--trials", "3", "--name", "outage",
-                     "--max-concurrent", "1", "--scheduler", "none", "--set", "em_iterations=8",
+                     "--max-concurrent", "1", "--scheduler", "none", "--set", "em_iterations=12",
                      "--set", "em_schedule=fixed", "--set", "updates_per_step=150", "--progress-every", "0"]) == 0
         killer.join(timeout=120)
         out = capsys.readouterr().out
@@ -183,7 +183,7 @@ def test_tracking_outage_mid_sweep_loses_nothing(ray_cluster, tmp_path, monkeypa
         assert len(trials) == 3
         for r in trials:
             steps = sorted(m.step for m in c.get_metric_history(r.info.run_id, "val_precision_at_50"))
-            assert steps == list(range(1, 9)), (r.data.tags["zsexp.trial_id"], steps)
+            assert steps == list(range(1, 13)), (r.data.tags["zsexp.trial_id"], steps)
             assert r.info.status == "FINISHED" and r.data.tags["zsexp.outcome"] == "completed"
         parent = next(r for r in runs if r.data.tags.get("zsexp.kind") == "sweep")
         assert parent.info.status == "FINISHED"

@@ -196,6 +196,7 @@ def test_tiny_ablation_through_the_cli(home, ray_cluster, capfd, monkeypatch):
 def test_cmgan_rows_are_compared_over_test_images(home, ray_cluster, capfd, monkeypatch):
     res = cli(home, "ablate", "cmgan", "--variants", "conse", "--seeds", "1", "--data-seeds", "0", "1",
               "--name", "cm", "--set", "iters_per_step=20", "--set", "max_steps=2",
+              "--gpus", "2", "--gpus-per-trial", "0.5",        # the shared Ray's logical GPUs; runs fall back to CPU
               capfd=capfd, monkeypatch=monkeypatch)
     assert res.returncode == 0, res.stderr[-3000:]
     out = home / "ablations" / "cm"

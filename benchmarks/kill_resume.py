@@ -1,13 +1,15 @@
 """Kill battery: SIGKILL the driver at seeded random moments, resume, and count what went wrong.
 
-    python benchmarks/kill_resume.py [--kills 20] [--select-kills 2] [--trials 4] [--seed 0]
+    python benchmarks/kill_resume.py [--kills 20] [--select-kills 2] [--ablate-kills 2] [--trials 4] [--seed 0]
 
 Each sweep (``zsexp search zscrgan`` on synthetic-tiny, narrow nets, ASHA, a few rounds per trial)
 runs as a subprocess in its own process group.  After a seeded random delay the whole group (the
 driver and the Ray it started) gets SIGKILL, as if the machine died; then ``zsexp resume`` runs,
 and may be killed again, until the sweep finishes.  A sweep takes kills until the battery's budget
 is spent, then the next sweep starts.  The last sweep is then selected (``zsexp select --k 2
---seeds 2``) and the selection is killed ``--select-kills`` times and re-run.
+--seeds 2``) and the selection is killed ``--select-kills`` times and re-run; then the ablation of its
+winner (``zsexp ablate zscrgan --from SWEEP --variants no_gan --seeds 2``) is killed ``--ablate-kills``
+times and re-run.
 
 Printed, from the real stores (MLflow SQLite, Optuna journal, Tune's directory, a round log the
 trainable writes with ``ZSEXP_ROUND_LOG``): kills survived (a later resume finished the sweep),
@@ -112,10 +114,26 @@ def audit_selection(home: Path, name: str, k: int, seeds: int) -> dict:
             "duplicate_nested": sum(n - 1 for n in pairs.values()), "registered_versions": len(versions)}
 
 
+def audit_ablation(home: Path, name: str, expected: int) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    out = home / "ablations" / name
+    c = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    exps = [e.experiment_id for e in c.search_experiments()]
+    runs = c.search_runs(exps, filter_string=f"tags.`zsexp.ablation` = '{name}'", max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("zsexp.kind") == "ablation"]
+    nested = Counter(r.data.tags["zsexp.run"] for r in runs if r.data.tags.get("zsexp.kind") == "ablation-run")
+    return {"finished": (out / "ablation.json").is_file(), "result_files": len(list(out.glob("*.s*.d*.json"))),
+            "parent_runs": len(parents), "nested_runs": sum(nested.values()), "expected_nested": expected,
+            "duplicate_nested": sum(n - 1 for n in nested.values()),
+            "left_running": sum(r.info.status == "RUNNING" for r in runs)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--select-kills", type=int, default=2)
+    ap.add_argument("--ablate-kills", type=int, default=2)
     ap.add_argument("--kills-per-sweep", type=int, default=5)
     ap.add_argument("--trials", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=6)
@@ -154,6 +172,11 @@ def main() -> None:
     made, rc, times = run_with_kills(sel_args, sel_args, env, log, a.select_kills, rng, 10.0)
     sel = audit_selection(home, last, 2, 2)
     sel.update(kills=made, kill_times=times, exit=rc)
+    # the ablation of the selected winner, killed and re-run (the same command resumes it)
+    abl_args = ["ablate", "zscrgan", "--from", last, "--variants", "no_gan", "--seeds", "2", "--name", "kb-ablation"]
+    made, rc, times = run_with_kills(abl_args, abl_args, env, log, a.ablate_kills, rng, 25.0)   # past Ray's start
+    abl = audit_ablation(home, "kb-ablation", 4)
+    abl.update(kills=made, kill_times=times, exit=rc)
     wall = time.time() - t0
 
     survived = sum(s["kills"] for s in sweeps if s["exit"] == 0 and s["status"] == "finished")
@@ -166,8 +189,8 @@ def main() -> None:
         "lost_trials": sum(s["lost_trials"] for s in sweeps),
         "rounds_needed": needed, "rounds_rerun": rerun, "rerun_share": rerun / max(1, needed),
         "rerun_rounds_per_kill": rerun / max(1, kills),
-        "selection": sel, "sweep_details": sweeps, "kill_times_s": kill_times, "wall_s": round(wall, 1),
-        "home": str(home)}
+        "selection": sel, "ablation": abl, "sweep_details": sweeps, "kill_times_s": kill_times,
+        "wall_s": round(wall, 1), "home": str(home)}
     Path(a.out).write_text(json.dumps(figures, indent=2))
     print()
     print(f"kills survived          {survived} of {kills} (across {len(sweeps)} sweeps)")
@@ -180,6 +203,10 @@ def main() -> None:
     print(f"selection               {sel['kills']} kills, finished={sel['finished']}, nested runs "
           f"{sel['nested_runs']}/{sel['expected_nested']}, duplicates {sel['duplicate_nested']}, registered "
           f"versions {sel['registered_versions']}")
+    print(f"ablation                {abl['kills']} kills at {abl['kill_times']} s, finished={abl['finished']}, "
+          f"result files {abl['result_files']}/{abl['expected_nested']}, MLflow parent runs {abl['parent_runs']}, "
+          f"nested {abl['nested_runs']}/{abl['expected_nested']}, duplicates {abl['duplicate_nested']}, left "
+          f"RUNNING {abl['left_running']}")
     print(f"wall time {wall:.0f}s; stores under {home}; figures in {a.out}")
 
 

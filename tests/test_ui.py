@@ -71,6 +71,8 @@ def test_ui_links_open_the_sweep_trials_compare_view_and_registry(ray_cluster, t
     assert "trials:  http" in out and "compare: http" in out          # the sweep ends with the links
     assert main(["select", "web", "--k", "1", "--seeds", "1", "--register-as", "webmodel"]) == 0
     assert main(["promote", "webmodel"]) == 0
+    assert main(["ablate", "zscrgan", "--from", "web", "--variants", "no_gan", "--seeds", "1", "--name", "webabl"]) == 0
+    ablate_url = next(w for w in capsys.readouterr().out.split() if "/runs/" in w)     # the printed run link
     meta = read_meta("web", None)
     c = client()
     trials = c.search_runs([meta.experiment_id], filter_string="tags.`zsexp.sweep` = 'web' and "
@@ -130,6 +132,12 @@ def test_ui_links_open_the_sweep_trials_compare_view_and_registry(ray_cluster, t
         driver.get(f"http://127.0.0.1:{port}/#/experiments/{meta.experiment_id}?workflowType=machine_learning")
         _wait(lambda: "/runs" in driver.current_url, 60, "the experiment to open on its runs", shots, shot)
         shot("4-experiment")
+        # 5. the ablation's printed link opens its run: its nested runs and per-row means
+        driver.get(ablate_url.replace("127.0.0.1:5000", f"127.0.0.1:{port}"))
+        _wait(page_has("webabl-ablation-no_gan.s0.d0", "webabl-ablation-none.s0.d0",
+                       "ablation-no_gan_test_precision_at_50_mean"), 90, "the ablation run, its nested runs and means",
+              shots, shot)
+        shot("5-ablation")
     finally:
         if driver is not None:
             driver.quit()

@@ -87,7 +87,7 @@ def _mfr(zsl: float, gzsl: float) -> dict[str, dict[str, float]]:
     return {"zsl/mfr": {"ImageNet": zsl}, "gzsl/mfr": {"ImageNet": gzsl}}
 
 
-# Table 5 (§4.6): MFR on ImageNet, column "All" of ZSL and G-ZSL, rows in the paper's order; the
+# Table 5 (§4.5): MFR on ImageNet, column "All" of ZSL and G-ZSL, rows in the paper's order; the
 # complete model (CM-GAN, the last row) is the one every other row is compared with
 TABLE5 = AblationTable(
     title="CM-GAN Table 5 (ablation study)",

@@ -55,6 +55,8 @@ def test_named_variants_add_the_complete_model_once():
     (["--name", "../out"], "ablation name"),
     (["--dataset", "/no/such/data.npz"], "not found"),
     (["--gpus-per-trial", "0.5"], "--gpus"),
+    (["--cpus-per-trial", "0"], "--cpus-per-trial must be > 0"),
+    (["--gpus", "nan"], "--gpus must be a finite number"),
     (["--tracking-uri", "ftp://x/y"], "unsupported scheme"),
 ])
 def test_bad_input_is_one_line(home, capfd, monkeypatch, args, needle):

@@ -163,12 +163,6 @@ def _check_counts(o: AblateOptions) -> None:
             raise ZsexpError(f"--data-seeds takes 1..{MAX_SPLITS} seeds, got {len(o.data_seeds)}")
         if any(s < 0 for s in o.data_seeds):
             raise ZsexpError(f"--data-seeds must be non-negative, got {list(o.data_seeds)}")
-    for flag, value in (("--gpus", o.gpus), ("--gpus-per-trial", o.gpus_per_trial),
-                        ("--cpus-per-trial", o.cpus_per_trial)):
-        if value is not None and value < 0:
-            raise ZsexpError(f"{flag} must be >= 0, got {value:g}")
-    if o.max_concurrent is not None and o.max_concurrent < 1:
-        raise ZsexpError(f"--max-concurrent must be >= 1, got {o.max_concurrent}")
 
 
 def _base_overrides(o: AblateOptions) -> dict[str, Any]:
@@ -263,8 +257,9 @@ def make_plan(o: AblateOptions) -> Plan:
                  ("max_concurrent", o.max_concurrent)):
         if v is not None:
             opts[k] = v
-    if o.gpus_per_trial is not None and not opts["gpus"]:
-        raise ZsexpError(f"--gpus-per-trial {o.gpus_per_trial:g} needs a GPU budget: pass --gpus N as well")
+    from zsexp.search.cluster import validate_resources
+
+    validate_resources(opts["gpus"], opts["gpus_per_trial"], opts["cpus_per_trial"], opts["max_concurrent"])
     if o.tracking_uri:
         tracking_uri = o.tracking_uri
     name = load_dataset(dataset, seed=data_seeds[0]).name

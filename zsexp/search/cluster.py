@@ -84,6 +84,31 @@ def check_ray_address(address: str) -> None:
                          f"within {RAY_CONNECT_TIMEOUT_S}s ({exc.strerror or exc})") from None
 
 
+def finite(value: float, flag: str) -> float:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ZsexpError(f"{flag} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def validate_resources(gpus: float, gpus_per_trial: float | None, cpus_per_trial: float,
+                       max_concurrent: int | None) -> None:
+    """Per-trial resources that cannot be meant, refused before anything starts (a sweep's and an
+    ablation's ``--gpus``, ``--gpus-per-trial``, ``--cpus-per-trial``, ``--max-concurrent``)."""
+    if finite(gpus, "--gpus") < 0:
+        raise ZsexpError(f"--gpus must be >= 0, got {gpus:g}")
+    if gpus_per_trial is not None:
+        finite(gpus_per_trial, "--gpus-per-trial")
+        if gpus == 0:
+            raise ZsexpError(f"--gpus-per-trial {gpus_per_trial:g} needs a GPU budget: pass --gpus N (N > 0), or "
+                             f"drop --gpus-per-trial for CPU trials")
+        if not 0 < gpus_per_trial <= gpus:
+            raise ZsexpError(f"--gpus-per-trial must be in (0, --gpus={gpus:g}], got {gpus_per_trial:g}")
+    if finite(cpus_per_trial, "--cpus-per-trial") <= 0:
+        raise ZsexpError(f"--cpus-per-trial must be > 0, got {cpus_per_trial:g}")
+    if max_concurrent is not None and max_concurrent < 1:
+        raise ZsexpError(f"--max-concurrent must be >= 1, got {max_concurrent}")
+
+
 def trial_resources(opts: dict[str, Any]) -> tuple[dict[str, float], int]:
     import ray
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from zsexp.faults import kill_point
 from zsexp.names import check_name, filter_value
 from zsexp.paths import default_tracking_uri
 from zsexp.search import integrity
-from zsexp.search.cluster import init_ray, trial_resources
+from zsexp.search.cluster import finite, init_ray, trial_resources, validate_resources
 from zsexp.search.lock import SweepLock
 from zsexp.search.meta import SweepMeta
 from zsexp.search.recovery import reconcile, recover_snapshot, snapshot_trial_ids
@@ -61,36 +60,18 @@ class SweepOptions:
     progress_every_s: float = 5.0
 
 
-def _finite(value: float, flag: str) -> float:
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ZsexpError(f"{flag} must be a finite number, got {value!r}")
-    return float(value)
-
-
 def validate_options(o: SweepOptions) -> None:
     """Every value of a new sweep that cannot be meant, refused before anything starts or is written."""
     if not 1 <= o.trials <= MAX_TRIALS:
         raise ZsexpError(f"--trials must be between 1 and {MAX_TRIALS:,}, got {o.trials}")
-    if _finite(o.gpus, "--gpus") < 0:
-        raise ZsexpError(f"--gpus must be >= 0, got {o.gpus:g}")
-    if o.gpus_per_trial is not None:
-        _finite(o.gpus_per_trial, "--gpus-per-trial")
-        if o.gpus == 0:
-            raise ZsexpError(f"--gpus-per-trial {o.gpus_per_trial:g} needs a GPU budget: pass --gpus N (N > 0), or "
-                             f"drop --gpus-per-trial for CPU trials")
-        if not 0 < o.gpus_per_trial <= o.gpus:
-            raise ZsexpError(f"--gpus-per-trial must be in (0, --gpus={o.gpus:g}], got {o.gpus_per_trial:g}")
-    if _finite(o.cpus_per_trial, "--cpus-per-trial") <= 0:
-        raise ZsexpError(f"--cpus-per-trial must be > 0, got {o.cpus_per_trial:g}")
-    if o.max_concurrent is not None and o.max_concurrent < 1:
-        raise ZsexpError(f"--max-concurrent must be >= 1, got {o.max_concurrent}")
+    validate_resources(o.gpus, o.gpus_per_trial, o.cpus_per_trial, o.max_concurrent)
     if o.retries < 0:
         raise ZsexpError(f"--retries must be >= 0, got {o.retries}")
     if o.max_failed_trials is not None and o.max_failed_trials < 0:
         raise ZsexpError(f"--max-failed-trials must be >= 0, got {o.max_failed_trials}")
     if o.keep_checkpoints is not None and o.keep_checkpoints < 1:
         raise ZsexpError(f"--keep-checkpoints must be >= 1 (or left out to keep all), got {o.keep_checkpoints}")
-    if _finite(o.progress_every_s, "--progress-every") < 0:
+    if finite(o.progress_every_s, "--progress-every") < 0:
         raise ZsexpError(f"--progress-every must be >= 0 seconds (0: a line on every event), got "
                          f"{o.progress_every_s:g}")
     if o.seed < 0 or o.data_seed < 0:

@@ -138,21 +138,15 @@ class AblationProgress(tune.Callback):
 # --------------------------------------------------------------------------- plan
 def ablations_root(storage: str | None) -> Path:
     from zsexp.paths import zsexp_home
+    from zsexp.search.storage import storage_root
 
-    if storage is not None and not str(storage).strip():
-        raise ZsexpError("--storage must not be empty")
-    if storage and "://" in storage:
-        raise ZsexpError("--storage must be a (shared) file system path")
-    return Path(storage or zsexp_home() / "ablations").expanduser().resolve()
+    return storage_root(storage, zsexp_home() / "ablations")
 
 
 def ablation_dir(root: Path, name: str) -> Path:
-    from zsexp.names import check_name
+    from zsexp.search.storage import named_dir
 
-    d = root / check_name(name, "ablation name")
-    if d.is_symlink() or (d.exists() and d.resolve().parent != root):
-        raise ZsexpError(f"{d} is a link out of the ablations root {root}; refused")
-    return d
+    return named_dir(root, name, "ablation name", "ablations")
 
 
 def _check_counts(o: AblateOptions) -> None:

@@ -31,14 +31,19 @@ def default_storage() -> Path:
     return zsexp_home() / "sweeps"
 
 
-def sweeps_root(storage: str | None) -> Path:
-    """The directory holding the sweeps (``--storage``, default ``$ZSEXP_HOME/sweeps``)."""
+def storage_root(storage: str | None, default: Path, why: str = "") -> Path:
+    """A directory of named jobs: ``--storage`` (a file system path, never a URI), else ``default``."""
     if storage is not None and not str(storage).strip():
         raise ZsexpError("--storage must not be empty")
-    base = storage or str(default_storage())
+    base = storage or str(default)
     if "://" in base:
-        raise ZsexpError("zsexp keeps sweep metadata beside Tune's: --storage must be a (shared) file system path")
+        raise ZsexpError(f"{why}--storage must be a (shared) file system path")
     return Path(base).expanduser().resolve()
+
+
+def sweeps_root(storage: str | None) -> Path:
+    """The directory holding the sweeps (``--storage``, default ``$ZSEXP_HOME/sweeps``)."""
+    return storage_root(storage, default_storage(), why="zsexp keeps sweep metadata beside Tune's: ")
 
 
 def check_writable_root(root: Path) -> None:
@@ -62,14 +67,17 @@ def check_writable_root(root: Path) -> None:
             pass
 
 
-def sweep_dir(name: str, storage: str | None) -> Path:
+def named_dir(root: Path, name: str, what: str = "sweep name", kind: str = "sweeps") -> Path:
     """``<root>/<name>`` for a checked name; a directory that resolves outside the root (a planted link)
     is refused."""
-    root = sweeps_root(storage)
-    d = root / check_name(name)
+    d = root / check_name(name, what)
     if d.is_symlink() or (d.exists() and d.resolve().parent != root):
-        raise ZsexpError(f"{d} is a link out of the sweeps root {root}; refused")
+        raise ZsexpError(f"{d} is a link out of the {kind} root {root}; refused")
     return d
+
+
+def sweep_dir(name: str, storage: str | None) -> Path:
+    return named_dir(sweeps_root(storage), name)
 
 
 def sweep_names(storage: str | None) -> list[str]:

@@ -74,6 +74,7 @@ class Plan:
     experiment: str
     data_seeds: tuple[int, ...]
     variants: list[Variant] = field(default_factory=list)
+    datas: dict[int, Any] = field(default_factory=dict, repr=False)    # each split, loaded once
 
     def identity(self) -> dict[str, Any]:
         fixed = {k: self.tmeta["fixed"][k] for k in sorted(self.tmeta["fixed"])}
@@ -256,10 +257,12 @@ def make_plan(o: AblateOptions) -> Plan:
     validate_resources(opts["gpus"], opts["gpus_per_trial"], opts["cpus_per_trial"], opts["max_concurrent"])
     if o.tracking_uri:
         tracking_uri = o.tracking_uri
-    name = load_dataset(dataset, seed=data_seeds[0]).name
+    datas = {d: load_dataset(dataset, seed=d) for d in data_seeds}
+    name = datas[data_seeds[0]].name
     plan = Plan(model=o.model, dataset=dataset, dataset_name=name, tmeta=tmeta, flat=flat, budget=budget, base=base,
                 options=opts, tracking_uri=tracking_uri,
-                experiment=experiment or f"zsexp-{o.model}-{name}", data_seeds=data_seeds, variants=variants)
+                experiment=experiment or f"zsexp-{o.model}-{name}", data_seeds=data_seeds, variants=variants,
+                datas=datas)
     if len(variants) * o.seeds * len(data_seeds) > MAX_RUNS:
         raise ZsexpError(f"{len(variants)} variants x {o.seeds} seeds x {len(data_seeds)} splits is more than "
                          f"{MAX_RUNS} runs")
@@ -270,13 +273,13 @@ def make_plan(o: AblateOptions) -> Plan:
 def _check_configs(plan: Plan) -> None:
     """Every variant's config on every split, built before anything runs: a bad key or value is one error
     naming the variant."""
-    from zsexp.search.trainable import trial_config
+    from zsexp.search.trainable import config_for
 
-    for d in plan.data_seeds:
+    for d, data in plan.datas.items():
         tmeta = dict(plan.tmeta, data_seed=d)
         for v in plan.variants:
             try:
-                trial_config(tmeta, plan.flat, v.overrides)
+                config_for(tmeta, data, plan.flat, v.overrides)
             except ZsexpError as exc:
                 raise ZsexpError(f"--variants {v.key}: {exc}") from None
 
@@ -335,7 +338,6 @@ def _check_identity(out: Path, plan: Plan, fingerprints: dict[int, str]) -> None
 
 # --------------------------------------------------------------------------- the job
 def run_ablation(o: AblateOptions) -> dict[str, Any]:
-    from zsexp.data import load_dataset
     from zsexp.search.lock import SweepLock
     from zsexp.search.storage import check_writable_root
     from zsexp.tracking import check_tracking_uri, credentials_from_uri
@@ -349,9 +351,8 @@ def run_ablation(o: AblateOptions) -> dict[str, Any]:
     check_writable_root(root)
     with SweepLock(root, name, "ablate", kind="ablation"):
         out.mkdir(parents=True, exist_ok=True)
-        datas = {d: load_dataset(plan.dataset, seed=d) for d in plan.data_seeds}
-        plan.dataset_name = data_label([data.name for data in datas.values()])
-        _check_identity(out, plan, {d: data.fingerprint() for d, data in datas.items()})
+        plan.dataset_name = data_label([data.name for data in plan.datas.values()])
+        _check_identity(out, plan, {d: data.fingerprint() for d, data in plan.datas.items()})
         runs = [{"key": v.key, "label": v.label, "overrides": v.overrides, "seed": s, "data_seed": d,
                  "stem": run_stem(v, s, d)}
                 for d in plan.data_seeds for v in plan.variants for s in range(o.seeds)]
@@ -370,7 +371,7 @@ def run_ablation(o: AblateOptions) -> dict[str, Any]:
             run_grid(ablation_trial, job, missing, plan.options, out, progress, o.address,
                      again="run the same `zsexp ablate` command again")
         results = [read_run(out, r) for r in runs]
-        return finish(o, plan, name, out, runs, results, datas)
+        return finish(o, plan, name, out, results)
 
 
 def read_run(out: Path, run: dict[str, Any]) -> dict[str, Any]:
@@ -395,18 +396,17 @@ def read_run(out: Path, run: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
-def finish(o: AblateOptions, plan: Plan, name: str, out: Path, runs: list[dict[str, Any]],
-           results: list[dict[str, Any]], datas: dict[int, Any]) -> dict[str, Any]:
+def finish(o: AblateOptions, plan: Plan, name: str, out: Path, results: list[dict[str, Any]]) -> dict[str, Any]:
     from zsexp.ablation.table import baselines_on, summarise_table, write_table
     from zsexp.ablation.tracking import log_ablation
     from zsexp.search.storage import write_json_atomic
-    from zsexp.search.trainable import trial_config
+    from zsexp.search.trainable import config_for
 
     ref = reference_index(plan.model, plan.variants)
-    ref_cfg = {d: trial_config(dict(plan.tmeta, data_seed=d), plan.flat, plan.variants[ref].overrides)[1]
-               for d in plan.data_seeds}
-    baseline = baselines_on(plan.model, datas, ref_cfg)
-    table = summarise_table(plan, results, ref, baseline, datas, seeds=o.seeds)
+    ref_cfg = {d: config_for(dict(plan.tmeta, data_seed=d), data, plan.flat, plan.variants[ref].overrides)
+               for d, data in plan.datas.items()}
+    baseline = baselines_on(plan.model, plan.datas, ref_cfg)
+    table = summarise_table(plan, results, ref, baseline, plan.datas, seeds=o.seeds)
     paths = write_table(table, out)
     table.update(name=name, dir=str(out), files={k: str(v) for k, v in paths.items()})
     table.update(log_ablation(plan, name, table, results, out))

@@ -31,13 +31,19 @@ def trial_config(meta: dict[str, Any], flat: dict[str, Any], variant: dict[str, 
     """The full typed config of a trial (also used by the driver to log MLflow params); ``variant``: an
     ablation's overrides, applied last."""
     from zsexp.data import load_dataset
-    from zsexp.models import dataset_defaults, get_spec, make_config
 
     data = load_dataset(meta["dataset"], seed=meta["data_seed"])
+    return data, config_for(meta, data, flat, variant)
+
+
+def config_for(meta: dict[str, Any], data: Any, flat: dict[str, Any], variant: dict[str, Any] | None = None):
+    """:func:`trial_config` on data already loaded."""
+    from zsexp.models import dataset_defaults, get_spec, make_config
+
     spec = get_spec(meta["model"])
     overrides = trial_overrides(spec.config_cls, dataset_defaults(meta["model"], data), meta["fixed"], flat)
     layers = [("search space", overrides)] + ([("ablation variant", variant)] if variant else [])
-    return data, make_config(meta["model"], data, *layers)
+    return make_config(meta["model"], data, *layers)
 
 
 def trial_params(meta: dict[str, Any], flat: dict[str, Any]) -> dict[str, str]:

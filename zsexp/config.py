@@ -156,8 +156,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def flat_params(cfg: Any) -> dict[str, str]:
-    """Config as flat string params (MLflow-friendly: lists joined by 'x')."""
+    """Config (a config object, or its fields as a mapping) as flat string params (MLflow-friendly: lists
+    joined by 'x')."""
     out = {}
-    for key, value in dataclasses.asdict(cfg).items():
+    for key, value in (cfg if isinstance(cfg, Mapping) else dataclasses.asdict(cfg)).items():
         out[key] = "x".join(str(v) for v in value) if isinstance(value, list) else str(value)
     return out

@@ -93,7 +93,9 @@ def _selection_run(c, exp_id: str, sel_name: str, tags: dict[str, str], parent: 
         **tags, TAG_KIND: "selection-run", "mlflow.parentRunId": parent, TAG_PAIR: pair,
         "zsexp.candidate": str(r["candidate"]), V_SEED: str(r["seed"]), "zsexp.phase": r["phase"],
         "zsexp.fit_split": r["fit"]})
-    params = {k: ("x".join(map(str, v)) if isinstance(v, list) else str(v)) for k, v in r["config"].items()}
+    from zsexp.config import flat_params
+
+    params = flat_params(r["config"])
     params["rounds"] = str(r["rounds"])
     prefix = "val_" if r["phase"] == "val" else "test_"
     c.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],

@@ -55,7 +55,9 @@ def _nested_run(c, exp_id: str, name: str, tags: dict[str, str], parent: str, r:
             "zsexp.data_seed": str(r["data_seed"]), "zsexp.fit_split": r["fit"]}).info.run_id
     else:
         run_id = found.info.run_id
-    params = {k: ("x".join(map(str, v)) if isinstance(v, list) else str(v)) for k, v in r["config"].items()}
+    from zsexp.config import flat_params
+
+    params = flat_params(r["config"])
     params.update(rounds=str(r["rounds"]), data_seed=str(r["data_seed"]))
     have = found.data.params if found is not None else {}
     c.log_batch(run_id, params=[Param(k, v) for k, v in params.items() if k not in have],

@@ -158,6 +158,14 @@ def per_class_values(objective: str, result: dict[str, Any]) -> dict[int, float]
     return {int(c): float(vals[classes == c].mean()) for c in np.unique(classes)}
 
 
+def test_candidate_counts(data: Any) -> dict[str, int]:
+    """How many classes a test image is ranked among (ZSL, GZSL; ``models.common.zsl_candidates``): what
+    turns a per-image rank into its MFR."""
+    from zsexp.models.common import zsl_candidates
+
+    return {k: len(v) for k, v in zsl_candidates(data, "test", "trainval", "the test report").items()}
+
+
 def per_unit_values(objective: str, per: dict[str, Any], n_candidates: dict[str, int]) -> np.ndarray:
     """The objective per query (retrieval) or per test image (ZSL), in the split's fixed order: the unit
     of the paired test of a model against the task's baseline, which sees the same queries / images."""
@@ -347,9 +355,8 @@ def finish_selection(o: SelectOptions, meta: SweepMeta, space: SearchSpace, cand
     from zsexp.report import write_report
 
     data = load_dataset(meta.dataset, seed=meta.trial_meta["data_seed"])
-    n_unseen = len(data.test_classes)
-    n_all = n_unseen + len(data.classes("trainval"))
-    d = decide(meta.model, space, cands, results, n_unseen, n_all)
+    counts = test_candidate_counts(data)
+    d = decide(meta.model, space, cands, results, counts["zsl"], counts["gzsl"])
     from zsexp.search.trainable import trial_config
 
     winner_cfg = trial_config(meta.trial_meta, cands[d.winner]["params"])[1]

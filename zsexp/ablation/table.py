@@ -39,20 +39,15 @@ def _units(objective: str, run: dict[str, Any], ncand: dict[str, int]) -> np.nda
         return None          # a run of another task (CM-GAN's sentence mode): no units of this objective
 
 
-def _n_candidates(data: Any) -> dict[str, int]:
-    n_unseen = len(data.test_classes)
-    return {"zsl": n_unseen, "gzsl": n_unseen + len(data.classes("trainval"))}
-
-
 def summarise_table(plan: Any, results: list[dict[str, Any]], ref: int, baseline: dict[int, Any],
                     datas: dict[int, Any], seeds: int) -> dict[str, Any]:
     from zsexp.models import get_spec
-    from zsexp.selection import paired_units, summarise
+    from zsexp.selection import paired_units, summarise, test_candidate_counts
 
     spec = get_spec(plan.model)
     table_def = spec.ablations
     objective = spec.objective
-    ncand = {d: _n_candidates(data) for d, data in datas.items()}
+    ncand = {d: test_candidate_counts(data) for d, data in datas.items()}
     ref_key = plan.variants[ref].key
     ref_runs = [r for r in results if r["variant"] == ref_key and not r.get("diverged")]
     metrics = [m for m in table_def.metrics if ref_runs and all(m in r["metrics"] for r in ref_runs)] or \

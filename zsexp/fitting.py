@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ray import tune
+
 
 def fit_and_evaluate(tmeta: dict[str, Any], flat: dict[str, Any], seed: int, fit: str, budget: int | None,
                      out: Path, stem: str, split: str, variant: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -68,6 +70,38 @@ def write_result(out: Path, stem: str, result: dict[str, Any]) -> None:
     tmp.write_text(json.dumps(result, default=str))
     os.replace(tmp, out / f"{stem}.json")
     (out / f"{stem}.ckpt.pt").unlink(missing_ok=True)
+
+
+class GridProgress(tune.Callback):
+    """One line per finished run of a grid (what it is, and its value read from its result file) instead
+    of Tune's tables.  A job says what a run is (:meth:`describe`), where its result file is
+    (:meth:`stem`) and what of the result to show (:meth:`outcome`)."""
+
+    def __init__(self, tag: str, n: int, out: Path, objective: str):
+        self.tag, self.n, self.done, self.out, self.objective = tag, n, 0, out, objective
+
+    def describe(self, index: int) -> str:
+        raise NotImplementedError
+
+    def stem(self, index: int) -> str:
+        raise NotImplementedError
+
+    def outcome(self, result: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def _line(self, trial, what: str) -> None:
+        self.done += 1
+        print(f"[{self.tag}] {self.done}/{self.n} {self.describe(trial.config['pair'])}{what}", flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        try:
+            what = self.outcome(json.loads((self.out / f"{self.stem(trial.config['pair'])}.json").read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            what = "done"
+        self._line(trial, what)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._line(trial, "FAILED")
 
 
 def run_grid(trial_fn: Any, job: dict[str, Any], missing: list[int], options: dict[str, Any], out: Path,

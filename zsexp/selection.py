@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ray import tune
 
 from zsexp.errors import ZsexpError
+from zsexp.fitting import GridProgress
 from zsexp.models import get_spec
 from zsexp.protocol import PHASES, PLURAL, PROTOCOL, SEED_RULE, Decision, fmt_stats
 from zsexp.search.meta import SweepMeta, TrialRecord
@@ -122,30 +122,24 @@ def selection_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
     tune.report({"round": result["rounds"], "finished": True})
 
 
-class SelectionProgress(tune.Callback):
-    """One line per finished selection run (candidate, seed, phase, its value) instead of Tune's tables."""
+class SelectionProgress(GridProgress):
+    """One line per finished selection run (candidate, seed, phase, its value)."""
 
     def __init__(self, sweep: str, pairs: list, n: int, sel_dir: Path, objective: str):
-        self.sweep, self.pairs, self.n, self.done = sweep, pairs, n, 0
-        self.sel_dir, self.objective = sel_dir, objective
+        super().__init__(f"select {sweep}", n, sel_dir, objective)
+        self.pairs = pairs
 
-    def _line(self, trial, what: str) -> None:
-        self.done += 1
-        ci, seed, phase = self.pairs[trial.config["pair"]]
-        print(f"[select {self.sweep}] {self.done}/{self.n} c{ci} seed {seed} {phase} (fit on {PHASES[phase]}) "
-              f"{what}", flush=True)
+    def describe(self, index: int) -> str:
+        ci, seed, phase = self.pairs[index]
+        return f"c{ci} seed {seed} {phase} (fit on {PHASES[phase]}) "
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        ci, seed, phase = self.pairs[trial.config["pair"]]
-        try:
-            value = json.loads((self.sel_dir / f"{run_stem(ci, seed, phase)}.json").read_text())["metrics"]
-            what = f"{phase} {self.objective} {value[self.objective]:.3f}" if self.objective in value else "done"
-        except (OSError, ValueError, KeyError):
-            what = "done"
-        self._line(trial, what)
+    def stem(self, index: int) -> str:
+        return run_stem(*self.pairs[index])
 
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._line(trial, "FAILED")
+    def outcome(self, result: dict[str, Any]) -> str:
+        metrics = result["metrics"]
+        return f"{result['phase']} {self.objective} {metrics[self.objective]:.3f}" if self.objective in metrics \
+            else "done"
 
 
 # --------------------------------------------------------------------------- statistics

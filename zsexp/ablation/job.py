@@ -28,6 +28,7 @@ from ray import tune
 
 from zsexp.ablation.variants import Variant, reference_index, resolve_variants
 from zsexp.errors import ZsexpError
+from zsexp.fitting import GridProgress
 
 MAX_SEEDS, MAX_SPLITS, MAX_RUNS = 100, 100, 10_000
 UNLIMITED_ROUNDS = 1_000_000
@@ -106,34 +107,30 @@ def ablation_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
     tune.report({"round": result["rounds"], "finished": True})
 
 
-class AblationProgress(tune.Callback):
-    """One line per finished run (variant, seed, split, its test objective) instead of Tune's tables."""
+class AblationProgress(GridProgress):
+    """One line per finished run (variant, seed, split, its test objective)."""
 
     def __init__(self, name: str, runs: list[dict[str, Any]], n: int, out: Path, objective: str):
-        self.name, self.runs, self.n, self.done = name, runs, n, 0
-        self.out, self.objective = out, objective
+        super().__init__(f"ablate {name}", n, out, objective)
+        self.runs = runs
 
-    def _line(self, trial, what: str) -> None:
-        self.done += 1
-        run = self.runs[trial.config["pair"]]
-        print(f"[ablate {self.name}] {self.done}/{self.n} {run['label']} seed {run['seed']} split "
-              f"{run['data_seed']}: {what}", flush=True)
+    def describe(self, index: int) -> str:
+        run = self.runs[index]
+        return f"{run['label']} seed {run['seed']} split {run['data_seed']}: "
+
+    def stem(self, index: int) -> str:
+        return self.runs[index]["stem"]
+
+    def outcome(self, result: dict[str, Any]) -> str:
+        if result.get("diverged"):
+            return f"DIVERGED ({result['diverged'][:120]})"
+        return f"test {self.objective} {result['metrics'][self.objective]:.2f}"
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         from zsexp.faults import kill_point
 
-        run = self.runs[trial.config["pair"]]
-        try:
-            res = json.loads((self.out / f"{run['stem']}.json").read_text())
-            what = (f"DIVERGED ({res['diverged'][:120]})" if res.get("diverged") else
-                    f"test {self.objective} {res['metrics'][self.objective]:.2f}")
-        except (OSError, ValueError, KeyError, TypeError):
-            what = "done"
-        self._line(trial, what)
+        super().on_trial_complete(iteration, trials, trial, **info)
         kill_point("ablate_run")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._line(trial, "FAILED")
 
 
 # --------------------------------------------------------------------------- plan

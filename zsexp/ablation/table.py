@@ -80,7 +80,7 @@ def summarise_table(plan: Any, results: list[dict[str, Any]], ref: int, baseline
                     "note": "not comparable (another task or other units)"}
         else:
             test = paired_units(row_units, ref_units, unit)
-        rows.append({"key": v.key, "label": v.label, "overrides": v.overrides, "complete": i == ref,
+        rows.append({"key": v.key, "slug": v.slug, "label": v.label, "overrides": v.overrides, "complete": i == ref,
                      "cells": cells,
                      "values": {m: [r["metrics"][m] for r in runs if m in r["metrics"]] for m in metrics},
                      "runs": len(every), "diverged": len(every) - len(runs), "vs_complete": test,

@@ -72,12 +72,11 @@ def _log_summary(c, parent: str, plan: Any, t: dict[str, Any], out: Path, ts: in
     the table's files."""
     from mlflow.entities import Metric, Param
 
-    from zsexp.ablation.variants import Variant
     from zsexp.tracking import safe_name
 
     metrics = []
     for row in t["rows"]:
-        slug = Variant(row["key"], row["label"], row["overrides"]).slug
+        slug = row["slug"]
         for m, st in row["cells"].items():
             metrics.append(Metric(f"{slug}_test_{safe_name(m)}_mean", st["mean"], ts, 0))
         test = row["vs_complete"]
@@ -97,16 +96,7 @@ def _log_summary(c, parent: str, plan: Any, t: dict[str, Any], out: Path, ts: in
     for key, value in (("zsexp.seeds", str(t["seeds"])), ("zsexp.data_seeds", ",".join(map(str, t["data_seeds"]))),
                        ("zsexp.rows", ",".join(r["key"] for r in t["rows"])[:5000])):
         c.set_tag(parent, key, value)
-    c.set_tag(parent, TAG_FINGERPRINT, ",".join(sorted(set(_fingerprints(out)))))
+    c.set_tag(parent, TAG_FINGERPRINT, ",".join(sorted({data.fingerprint() for data in plan.datas.values()})))
     for fname in ARTIFACTS:
         if (out / fname).is_file():
             c.log_artifact(parent, str(out / fname), artifact_path="table")
-
-
-def _fingerprints(out: Path) -> list[str]:
-    import json
-
-    try:
-        return [str(v) for v in json.loads((out / "plan.json").read_text())["fingerprints"].values()]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return []

@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.zsexp-installed
 
-.PHONY: install demo test lint clean browser
+.PHONY: install demo test lint clean browser engine stack stack-env stack-up stack-down stack-test
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,28 @@ browser:
 # trial processes rather than computing, so two files in flight fit a 2-core machine.
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# The compose stack on a machine without an image registry (docker/stack.py; README *Run on a cluster*).
+# `engine` installs Debian's Docker engine, compose and debootstrap where absent and starts dockerd.
+engine:
+	@docker info >/dev/null 2>&1 || sh docker/engine.sh
+
+stack: engine
+	python3 docker/stack.py build
+
+stack-env:
+	python3 docker/stack.py env
+
+stack-up: stack
+	python3 docker/stack.py up
+
+# VOLUMES=1 also removes the volumes (sweeps, MLflow's database, the artifacts)
+stack-down:
+	python3 docker/stack.py down $(if $(filter 1,$(VOLUMES)),--volumes)
+
+# From nothing to a promoted model on the compose stack, with faults and figures (tests/stack/)
+stack-test: $(STAMP) engine
+	ZSEXP_STACK_TEST=1 $(BIN)/python -m pytest -q -x -s tests/stack
 
 lint: $(STAMP)
 	$(BIN)/ruff check zsexp tests benchmarks jobs

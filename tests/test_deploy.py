@@ -1,7 +1,8 @@
-"""docker/ and jobs/: linted (hadolint, yamllint) and consistent with each other and with zsexp's settings.
+"""docker/ and jobs/: linted (hadolint, yamllint), consistent with each other and with zsexp's settings, and
+locked by default (token-authenticated Ray, loopback ports, no example secret accepted).
 
-No Docker engine or Kubernetes runs here: these checks are what can be verified without one
-(README, *Cluster*, says which parts need a cluster to check)."""
+These checks need no Docker engine; the stack itself is built and run by `make stack-test`
+(tests/stack/test_stack.py)."""
 
 from __future__ import annotations
 
@@ -28,14 +29,21 @@ ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 
 
+DOCKERFILES = [DOCKERFILE, *sorted((ROOT / "docker" / "local").glob("*.Dockerfile"))]
+
+
+COMPOSE_FILES = sorted((ROOT / "docker").glob("compose*.yaml"))
+
+
 def _tool(name: str) -> str:
     path = shutil.which(name) or str(Path(sys.executable).with_name(name))
     assert Path(path).exists(), f"{name} is a dev dependency (pip install -e '.[dev]') and must be installed"
     return path
 
 
-def test_hadolint_dockerfile():
-    out = subprocess.run([_tool("hadolint"), str(DOCKERFILE)], capture_output=True, text=True)
+def test_hadolint_dockerfiles():
+    assert len(DOCKERFILES) == 4
+    out = subprocess.run([_tool("hadolint"), *map(str, DOCKERFILES)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -54,12 +62,13 @@ def _env_example() -> dict[str, str]:
 
 def test_env_example_has_only_placeholders_and_matches_compose():
     env = _env_example()
-    for key, value in env.items():
-        if "PASSWORD" in key:
-            assert "change-me" in value, f"{key} must be a placeholder in the committed example"
-    text = COMPOSE.read_text()
-    used = set(re.findall(r"(?<!\$)\$\{([A-Z_]+)\}", text))
-    assert used == set(env), f"compose uses {sorted(used)}, .env.example defines {sorted(env)}"
+    for key in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "RAY_AUTH_TOKEN"):
+        assert "change-me" in env[key], f"{key} must be a placeholder in the committed example"
+    text = "".join(f.read_text() for f in COMPOSE_FILES)
+    required = set(re.findall(r"(?<!\$)\$\{([A-Z_]+)\}", text))            # no default: .env must set them
+    used = required | set(re.findall(r"(?<!\$)\$\{([A-Z_]+):-", text))
+    assert required <= set(env), f"compose needs {sorted(required - set(env))}, absent from .env.example"
+    assert set(env) - used == {"RAY_WORKERS"}, sorted(set(env) - used)    # RAY_WORKERS: docker/stack.py's --scale
     assert "/docker/.env" in (ROOT / ".gitignore").read_text()
 
 
@@ -67,27 +76,37 @@ def test_compose_services_agree_with_entrypoint_and_settings():
     spec = yaml.safe_load(COMPOSE.read_text())
     services = spec["services"]
     assert {"postgres", "minio", "minio-init", "mlflow", "ray-head", "ray-worker"} <= set(services)
-    roles = set(re.findall(r"^  ([a-z-]+)\)$", ENTRYPOINT.read_text(), flags=re.M))
+    roles = set(re.findall(r"^  ([a-z0-9-]+)\)$", ENTRYPOINT.read_text(), flags=re.M))
     entry = ENTRYPOINT.read_text()
+    local = yaml.safe_load((ROOT / "docker" / "compose.local.yaml").read_text())["services"]
     for name, svc in services.items():
-        if svc.get("image", "").startswith("zsexp"):
-            role = svc["command"][0]
+        image = svc.get("image", "")
+        if "ZSEXP_IMAGE" in image or local.get(name, {}).get("command", [""])[0] in roles:
+            role = local.get(name, {}).get("command", svc.get("command"))[0]
             assert role in roles, f"{name}: entrypoint has no role {role!r}"
             branch = entry.split(f"  {role})", 1)[1].split(";;", 1)[0]
+            env = {**svc.get("environment", {}), **local.get(name, {}).get("environment", {})}
             for required in re.findall(r"\$\{([A-Z_]+):\?", branch):
-                assert required in svc["environment"], f"{name} must set {required} for role {role}"
+                assert required in env, f"{name} must set {required} for role {role}"
         if name != "minio-init":
             assert "healthcheck" in svc and svc.get("restart") == "unless-stopped", name
-    # the tracking URI, the Ray head address and the shared state path line up
+        for port in svc.get("ports", []):           # published on loopback unless ZSEXP_BIND_ADDRESS says otherwise
+            assert port.startswith("${ZSEXP_BIND_ADDRESS:-127.0.0.1}:"), f"{name} publishes {port}"
+    assert not {"postgres", "minio"} & {n for n, v in services.items() if v.get("ports")}
+    # the tracking URI, the Ray head address, the Ray token and the shared state path line up
     head_env = services["ray-head"]["environment"]
     assert head_env["MLFLOW_TRACKING_URI"] == f"http://mlflow:{services['mlflow']['environment']['MLFLOW_PORT']}"
     host, port = services["ray-worker"]["environment"]["RAY_HEAD_ADDRESS"].split(":")
     assert host == "ray-head" and port == head_env["RAY_PORT"]
     for name in ("ray-head", "ray-worker"):
         assert "shared:/shared" in services[name]["volumes"]
-        assert services[name]["environment"]["ZSEXP_HOME"].startswith("/shared/")
-    gpu = services["ray-worker"]["deploy"]["resources"]["reservations"]["devices"][0]
-    assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
+        env = services[name]["environment"]
+        assert env["ZSEXP_HOME"].startswith("/shared/")
+        assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == "${RAY_AUTH_TOKEN}"
+    assert "postgresql+psycopg2://" in services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    gpu = yaml.safe_load((ROOT / "docker" / "compose.gpu.yaml").read_text())["services"]["ray-worker"]
+    dev = gpu["deploy"]["resources"]["reservations"]["devices"][0]
+    assert dev["driver"] == "nvidia" and "gpu" in dev["capabilities"]
     # zsexp reads exactly these variables
     src = "".join(p.read_text() for p in (ROOT / "zsexp").rglob("*.py"))
     for var in ("ZSEXP_HOME", "MLFLOW_TRACKING_URI", "ZSEXP_SEARCH_SPACES"):
@@ -107,7 +126,7 @@ def test_image_layout_matches_settings():
 
 
 def test_rayjob_manifests_agree_with_image_and_entrypoints():
-    image = yaml.safe_load(COMPOSE.read_text())["x-zsexp"]["image"]
+    image = re.sub(r"\$\{ZSEXP_IMAGE:-(.*)\}", r"\1", yaml.safe_load(COMPOSE.read_text())["x-zsexp"]["image"])
     for manifest, script in (("rayjob-sweep.yaml", "sweep_job.py"), ("rayjob-select.yaml", "select_job.py"),
                              ("rayjob-ablate.yaml", "ablate_job.py")):
         spec = yaml.safe_load((ROOT / "jobs" / manifest).read_text())["spec"]
@@ -126,4 +145,53 @@ def test_rayjob_manifests_agree_with_image_and_entrypoints():
             assert needed <= names
         assert env_vars.get("ZSEXP_STORAGE", "/shared").startswith("/shared")
         assert "nvidia.com/gpu" in workers["resources"]["limits"]
+        assert spec["rayClusterSpec"]["authOptions"]["mode"] == "token"        # Ray's control plane locked
 
+
+
+def _entrypoint(role: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", str(ENTRYPOINT), role], capture_output=True, text=True, timeout=30,
+                          env={"PATH": "/usr/bin:/bin", **env})
+
+
+def test_entrypoint_refuses_example_secrets_and_an_open_ray():
+    example = _env_example()
+    mlflow = {"MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg2://u:p@db/x", "MLFLOW_ARTIFACTS_DESTINATION": "s3://b",
+              "MLFLOW_ADMIN_USERNAME": "admin", "MLFLOW_ADMIN_PASSWORD": example["MLFLOW_ADMIN_PASSWORD"]}
+    ray = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": example["RAY_AUTH_TOKEN"], "RAY_HEAD_ADDRESS": "h:1"}
+    cases = [("mlflow-server", mlflow, "MLFLOW_ADMIN_PASSWORD"),
+             ("mlflow-server", {**mlflow, "MLFLOW_ADMIN_PASSWORD": "s3cret",
+                                "AWS_SECRET_ACCESS_KEY": example["MINIO_ROOT_PASSWORD"]}, "AWS_SECRET_ACCESS_KEY"),
+             ("ray-head", ray, "RAY_AUTH_TOKEN"), ("ray-worker", ray, "RAY_AUTH_TOKEN"),
+             ("ray-head", {"RAY_AUTH_TOKEN": "s3cret"}, "RAY_AUTH_MODE=token"),
+             ("ray-worker", {**ray, "RAY_AUTH_TOKEN": ""}, "RAY_AUTH_TOKEN"),
+             ("s3-bucket", {"MLFLOW_S3_ENDPOINT_URL": "http://s3:9000", "MLFLOW_BUCKET": "b",
+                            "AWS_SECRET_ACCESS_KEY": example["MINIO_ROOT_PASSWORD"]}, "AWS_SECRET_ACCESS_KEY")]
+    for role, env, needle in cases:
+        out = _entrypoint(role, **env)
+        assert out.returncode == 2, (role, env, out.stdout, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0] and role in lines[0], out.stderr
+        assert "s3cret" not in out.stderr
+
+
+def test_stack_env_has_fresh_secrets_kept_private(tmp_path):
+    sys.path.insert(0, str(ROOT / "docker"))
+    import stack
+
+    a, b = stack.fresh_env(), stack.fresh_env(MLFLOW_HOST_PORT="5123")
+    env = dict(line.split("=", 1) for line in a.splitlines() if line and not line.startswith("#"))
+    assert not [k for k, v in env.items() if "change-me" in v] and a != b and "MLFLOW_HOST_PORT=5123" in b
+    assert set(env) == set(_env_example())
+    for key in stack.SECRET_KEYS:
+        assert len(env[key]) >= 32
+    path = tmp_path / ".env"
+    stack.write_env(path, a)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert stack.ensure_env(path) is False and path.read_text() == a       # an existing file is kept
+    path.chmod(0o644)
+    try:
+        stack.ensure_env(path)
+        raise AssertionError("a world-readable .env was accepted")
+    except stack.StackError as exc:
+        assert "chmod 600" in str(exc)

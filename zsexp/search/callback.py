@@ -113,11 +113,12 @@ class MlflowSweepCallback(tune.Callback):
         self._errored: list[Any] = []                       # trials failed in this session (their error.pkl)
         self._signed_once = False
         self._listing: tuple[Any, list[str]] | None = None  # Tune's staging directory, listed at its mtime
+        self._nodes: dict[str, list[str]] = {}               # trial id -> the node last tagged on its run
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_client"] = None            # a live client is not part of the pickled RunConfig
-        state.update(_errored=[], _signed_once=False, _listing=None)      # this session's, not the sweep's
+        state.update(_errored=[], _signed_once=False, _listing=None, _nodes={})   # this session's, not the sweep's
         return state
 
     @property
@@ -181,6 +182,10 @@ class MlflowSweepCallback(tune.Callback):
             c.update_run(run_id, status="RUNNING")
         elif kind == "metrics":
             c.log_batch(self.runs[tid], metrics=[Metric(k, v, ts, step) for k, v, ts, step in op[1]])
+        elif kind == "node":              # the Ray node (id, IP, host) that ran the trial's latest round
+            for key, value in zip(("zsexp.node_id", "zsexp.node_ip", "zsexp.node_host"), op[1:], strict=True):
+                if value:
+                    c.set_tag(self.runs[tid], key, value)
         elif kind == "finish":
             _, outcome, error, ckpt_path, ckpt_round, best = op
             run_id = self.runs[tid]
@@ -261,6 +266,10 @@ class MlflowSweepCallback(tune.Callback):
                 self.best_ckpt[tid] = {"value": float(value), "round": step}
         if metrics:
             self._enqueue(tid, ["metrics", metrics], flush=False)
+        node = [str(result.get("node_id") or ""), str(result.get("node_ip") or ""), str(result.get("hostname") or "")]
+        if any(node) and self._nodes.get(tid) != node:       # where the trial runs (again, after a node died)
+            self._nodes[tid] = node
+            self._enqueue(tid, ["node", *node], flush=False)
         self._save(tid)                   # durable before the write; a replayed identical metric is a no-op
         self._flush()
         self.progress.maybe_print(self._state())

@@ -1,0 +1,364 @@
+"""The compose stack for real (`make stack-test`): images built here, every service healthy, a sweep, the
+selection and an ablation submitted to the Ray head's job API with trials on two worker containers,
+promotion, read-back from another container, faults, the locks, and the figures of docs/stack.md.
+
+Runs in the order written (one stack for the module); each test builds on the ones before it.  The
+stack gets its own compose project, ports and freshly generated secrets, and is removed at the end.
+Needs a Docker engine (`make engine`); `tests/conftest.py` collects this folder only for
+`make stack-test` (ZSEXP_STACK_TEST=1)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "docker"))
+
+import stack  # noqa: E402
+
+PROJECT = "zsexpstacktest"
+MODEL_NAME = "zsexp-zscrgan-synthetic-tiny"
+SWEEP = "stack-sweep"
+TRIALS = 6
+# narrow and short: a trial is a few seconds on a 2-core machine, long enough to be killed mid-way
+SWEEP_EXTRA = ("--scheduler none --set em_iterations=6 --set updates_per_step=10 --progress-every 0 "
+               "--max-concurrent 2 --seed 3")
+RAY = str(Path(sys.executable).with_name("ray"))
+FIGURES: dict[str, str] = {}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sh(*cmd: str, timeout: float = 300, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    out = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, env=env)
+    if check:
+        assert out.returncode == 0, f"{' '.join(cmd)[:200]}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+class Stack:
+    def __init__(self, tmp: Path):
+        self.env_file = tmp / "stack.env"
+        self.ports = {"MLFLOW_HOST_PORT": _free_port(), "RAY_DASHBOARD_HOST_PORT": _free_port(),
+                      "RAY_GCS_HOST_PORT": _free_port()}
+        stack.write_env(self.env_file, stack.fresh_env(
+            **{k: str(v) for k, v in self.ports.items()}, RAY_WORKERS="2", RAY_WORKER_CPUS="1",
+            RAY_OBJECT_STORE_MEMORY="300000000"))
+        self.env = stack.read_env(self.env_file)
+        self.mlflow = f"http://127.0.0.1:{self.ports['MLFLOW_HOST_PORT']}"
+        self.jobs = f"http://127.0.0.1:{self.ports['RAY_DASHBOARD_HOST_PORT']}"
+
+    def compose(self, *args: str) -> subprocess.CompletedProcess:
+        return stack.compose(PROJECT, self.env_file, *args)
+
+    def containers(self, service: str, all_: bool = False) -> list[str]:
+        out = _sh("docker", "ps", *(["-a"] if all_ else []), "-q", "--filter",
+                  f"label=com.docker.compose.project={PROJECT}",
+                  "--filter", f"label=com.docker.compose.service={service}")
+        return sorted(out.stdout.split())
+
+    def exec(self, service: str, *cmd: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+        return _sh("docker", "exec", self.containers(service)[0], *cmd, timeout=timeout, check=check)
+
+    def client(self, script: str, timeout: float = 300) -> str:
+        """Python in a separate client container on the stack's network (zsexp's image, no Ray of its own)."""
+        out = _sh("docker", "run", "--rm", "--network", f"{PROJECT}_default",
+                  "-e", "MLFLOW_TRACKING_URI=http://mlflow:5000",
+                  "-e", f"MLFLOW_TRACKING_USERNAME={self.env['MLFLOW_ADMIN_USERNAME']}",
+                  "-e", f"MLFLOW_TRACKING_PASSWORD={self.env['MLFLOW_ADMIN_PASSWORD']}",
+                  "-e", f"AWS_ACCESS_KEY_ID={self.env['MINIO_ROOT_USER']}",
+                  "-e", f"AWS_SECRET_ACCESS_KEY={self.env['MINIO_ROOT_PASSWORD']}",
+                  "-e", f"MLFLOW_BUCKET={self.env['MLFLOW_BUCKET']}",
+                  stack.ZSEXP_IMAGE, "python", "-c", script, timeout=timeout)
+        return out.stdout
+
+    def ray_env(self, token: str | None = "ok") -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        if token == "ok":
+            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.env["RAY_AUTH_TOKEN"])
+        elif token:
+            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+        return env
+
+    def submit(self, script: str, env_vars: dict[str, str], sid: str) -> None:
+        _sh(RAY, "job", "submit", "--address", self.jobs, "--submission-id", sid, "--no-wait",
+            "--runtime-env-json", json.dumps({"env_vars": env_vars}), "--", "python", f"/opt/zsexp/jobs/{script}",
+            env=self.ray_env())
+
+    def job_status(self, sid: str) -> str:
+        out = _sh(RAY, "job", "status", "--address", self.jobs, sid, env=self.ray_env())
+        for word in ("SUCCEEDED", "FAILED", "STOPPED", "RUNNING", "PENDING"):
+            if word in out.stdout + out.stderr:
+                return word
+        return "?"
+
+    def wait_job(self, sid: str, timeout: float = 600) -> str:
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            st = self.job_status(sid)
+            if st in ("SUCCEEDED", "FAILED", "STOPPED"):
+                logs = _sh(RAY, "job", "logs", "--address", self.jobs, sid, env=self.ray_env()).stdout
+                assert st == "SUCCEEDED", f"job {sid} {st}:\n{logs[-4000:]}"
+                return logs
+            time.sleep(2)
+        raise AssertionError(f"job {sid} still running after {timeout}s")
+
+    def rest(self, path: str, body: dict | None = None, auth: bool = True) -> dict:
+        req = urllib.request.Request(self.mlflow + path, data=json.dumps(body).encode() if body else None,
+                                     headers={"Content-Type": "application/json"})
+        if auth:
+            cred = f"{self.env['MLFLOW_ADMIN_USERNAME']}:{self.env['MLFLOW_ADMIN_PASSWORD']}".encode()
+            req.add_header("Authorization", "Basic " + base64.b64encode(cred).decode())
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read() or b"{}")
+
+    def sweep_runs(self, sweep: str) -> list[dict]:
+        exp = self.rest(f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={MODEL_NAME}")["experiment"]
+        body = {"experiment_ids": [exp["experiment_id"]], "max_results": 1000,
+                "filter": f"tags.`zsexp.sweep` = '{sweep}' and tags.`zsexp.kind` = 'trial'"}
+        return self.rest("/api/2.0/mlflow/runs/search", body).get("runs", [])
+
+
+@pytest.fixture(scope="module")
+def st():
+    if not stack.engine_ok():
+        pytest.fail("no Docker engine answers: run `make engine` (Debian's docker.io, dockerd started)")
+    tmp = Path(tempfile.mkdtemp(prefix="zsexp-stack-"))
+    s = Stack(tmp)
+    try:
+        yield s
+    finally:
+        subprocess.run(stack.compose_cmd() + ["-p", PROJECT, "--env-file", str(s.env_file),
+                                              "-f", str(stack.DOCKER / "compose.yaml"),
+                                              "-f", str(stack.DOCKER / "compose.local.yaml"),
+                                              "down", "--volumes", "--timeout", "5"],
+                       capture_output=True, cwd=stack.DOCKER, timeout=300)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if FIGURES:
+            print("\nstack test figures:")
+            for k, v in FIGURES.items():
+                print(f"  {k:48s} {v}")
+            out = os.environ.get("ZSEXP_STACK_FIGURES")
+            if out:
+                Path(out).write_text(json.dumps(FIGURES, indent=1) + "\n")
+
+
+def _layers(image: str) -> list[str]:
+    return json.loads(_sh("docker", "image", "inspect", "--format", "{{json .RootFS.Layers}}", image).stdout)
+
+
+def test_images_build_with_layer_cache(st):
+    had = stack.image_exists(stack.ZSEXP_IMAGE)
+    times = stack.build_all()
+    FIGURES["build, this run (s)"] = (f"{sum(times.values()):.1f} "
+                                      f"({'layers cached' if had else 'cold: no image before'})")
+    for name in (stack.DEBIAN_IMAGE, stack.PYTHON_IMAGE, stack.POSTGRES_IMAGE, stack.OBJECTSTORE_IMAGE,
+                 stack.ZSEXP_IMAGE):
+        FIGURES[f"image size {name} (MB)"] = f"{stack.image_size_mb(name):.0f}"
+    # a one-line code change rebuilds the zsexp code layers only: the base and dependency layers are shared
+    with tempfile.TemporaryDirectory() as ctx:
+        for part in ("pyproject.toml", "README.md", "zsexp", "search_spaces", "jobs", "docker", ".dockerignore"):
+            src = ROOT / part
+            (shutil.copytree(src, Path(ctx) / part, ignore=shutil.ignore_patterns("__pycache__", ".env"))
+             if src.is_dir() else shutil.copy(src, Path(ctx) / part))
+        init = Path(ctx) / "zsexp" / "__init__.py"
+        init.write_text(init.read_text() + "# one-line change\n")
+        secs = stack.build_zsexp("zsexp:stack-test-change", Path(ctx))
+    FIGURES["rebuild after a one-line code change (s)"] = f"{secs:.1f}"
+    old, new = _layers(stack.ZSEXP_IMAGE), _layers("zsexp:stack-test-change")
+    shared = next(i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b)
+    base = len(_layers(stack.PYTHON_IMAGE))
+    assert len(old) == len(new) and shared >= base + 4, (shared, base, len(old))   # users, deps, entrypoint, meta
+    assert len(old) - shared <= 4                            # search spaces, jobs, code, install
+    _sh("docker", "image", "rm", "zsexp:stack-test-change")
+
+
+def test_example_secrets_refuse_to_start(st):
+    for service, var in (("mlflow", "MLFLOW_ADMIN_PASSWORD"), ("ray-head", "RAY_AUTH_TOKEN")):
+        out = subprocess.run(stack.compose_cmd() + ["-p", PROJECT + "ex", "--env-file", str(stack.ENV_EXAMPLE),
+                                                    "-f", "compose.yaml", "-f", "compose.local.yaml", "run", "--rm",
+                                                    "--no-deps", service],
+                             capture_output=True, text=True, cwd=stack.DOCKER, timeout=120)
+        assert out.returncode == 2, out.stdout + out.stderr
+        lines = [x for x in out.stderr.splitlines() if "zsexp-entrypoint: error" in x]
+        assert len(lines) == 1 and var in lines[0] and "change-me" in lines[0], out.stderr
+    subprocess.run(stack.compose_cmd() + ["-p", PROJECT + "ex", "--env-file", str(stack.ENV_EXAMPLE),
+                                          "-f", "compose.yaml", "down", "--volumes"],
+                   capture_output=True, cwd=stack.DOCKER, timeout=120)
+
+
+def test_stack_comes_up_healthy_and_locked(st):
+    secs = stack.up(PROJECT, st.env_file, workers=2)
+    FIGURES["time to healthy from `up` (s)"] = f"{secs:.0f}"
+    assert len(st.containers("ray-worker")) == 2
+    # published ports listen on loopback only
+    for service in ("mlflow", "ray-head"):
+        bindings = json.loads(_sh("docker", "inspect", "--format", "{{json .NetworkSettings.Ports}}",
+                                  st.containers(service)[0]).stdout)
+        published = [b for v in bindings.values() if v for b in v]
+        assert published and all(b["HostIp"] == "127.0.0.1" for b in published), bindings
+    for service in ("postgres", "minio"):
+        bindings = json.loads(_sh("docker", "inspect", "--format", "{{json .NetworkSettings.Ports}}",
+                                  st.containers(service)[0]).stdout)
+        assert not [b for v in bindings.values() if v for b in v], f"{service} publishes {bindings}"
+    # no service runs as root
+    for service in ("postgres", "minio", "mlflow", "ray-head", "ray-worker"):
+        assert st.exec(service, "id", "-u").stdout.strip() != "0", service
+    # MLflow without credentials: 401
+    with pytest.raises(urllib.error.HTTPError) as err:
+        st.rest("/api/2.0/mlflow/experiments/search", {"max_results": 1}, auth=False)
+    assert err.value.code == 401
+    # the job API refuses a job without the token, and one with a wrong token
+    for token, said in ((None, "Authentication required: Unauthorized"),
+                        ("not-the-token", "Authentication failed: Forbidden")):
+        out = _sh(RAY, "job", "submit", "--address", st.jobs, "--", "touch", "/tmp/pwned", check=False,
+                  env=st.ray_env(token))
+        assert out.returncode != 0 and said in out.stdout + out.stderr, out.stderr[-1500:]
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(st.jobs + "/api/jobs/", timeout=10)
+    assert err.value.code == 401
+    assert st.exec("ray-head", "ls", "/tmp/pwned", check=False).returncode != 0
+
+
+def _trial_steps(st: Stack, trial_dir: str) -> set[int]:
+    text = st.exec("ray-head", "cat", f"{trial_dir}/result.json").stdout
+    return {json.loads(line)["training_iteration"] for line in text.splitlines() if line.strip()}
+
+
+def test_sweep_through_the_job_api_survives_a_killed_worker_and_an_mlflow_restart(st):
+    env_vars = {"ZSEXP_MODEL": "zscrgan", "ZSEXP_SWEEP_NAME": SWEEP, "ZSEXP_TRIALS": str(TRIALS),
+                "ZSEXP_EXTRA": SWEEP_EXTRA}
+    t0 = time.perf_counter()
+    st.submit("sweep_job.py", env_vars, "sweep-1")
+    # a worker container killed while it runs a trial
+    deadline = time.time() + 300
+    victim = None
+    while victim is None and time.time() < deadline:
+        try:
+            running = [r for r in st.sweep_runs(SWEEP) if r["info"]["status"] == "RUNNING"]
+        except urllib.error.URLError:
+            running = []
+        hosts = {t["value"] for r in running for t in r["data"].get("tags", []) if t["key"] == "zsexp.node_host"}
+        for cid in st.containers("ray-worker"):
+            if any(cid.startswith(h) or h.startswith(cid) for h in hosts):
+                victim = cid
+                break
+        time.sleep(0.5)
+    assert victim, "no trial was seen running on a worker container"
+    _sh("docker", "kill", victim)
+    # then the tracking server restarted while trials run: writes are queued and replayed
+    time.sleep(3)
+    _sh("docker", "restart", "--time", "2", st.containers("mlflow")[0])
+    _sh("docker", "start", victim)                 # the worker comes back and rejoins the head
+    logs = st.wait_job("sweep-1")
+    FIGURES["sweep wall time on the compose cluster (s)"] = (f"{time.perf_counter() - t0:.0f} "
+                                                             "(a worker killed, MLflow restarted)")
+    assert f"{TRIALS} trials ({TRIALS} completed" in logs, logs[-3000:]
+    runs = st.sweep_runs(SWEEP)
+    assert len(runs) == TRIALS                                            # exactly N child runs
+    assert all(r["info"]["status"] == "FINISHED" for r in runs)
+    tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
+    assert all(t.get("zsexp.outcome") == "completed" for t in tags)
+    workers = {t["zsexp.node_host"] for t in tags}
+    assert len(workers) >= 2, workers                                    # trials on two worker containers
+    head_host = st.exec("ray-head", "hostname").stdout.strip()
+    assert head_host not in workers                                      # the head (0 CPUs) ran none
+    # no metric lost: every round Tune recorded for a trial is in its MLflow history
+    trial_dirs = st.exec("ray-head", "sh", "-c", f"ls -d /shared/zsexp/sweeps/{SWEEP}/train_trial_*").stdout.split()
+    assert len(trial_dirs) == TRIALS
+    by_trial = {t["zsexp.trial"]: r for t, r in zip(tags, runs, strict=True)}
+    for d in trial_dirs:
+        tid = next(t for t in by_trial if f"_{t}_" in d)
+        hist = st.rest(f"/api/2.0/mlflow/metrics/get-history?run_id={by_trial[tid]['info']['run_id']}"
+                       f"&metric_key=val_precision_at_50&max_results=1000")["metrics"]
+        assert {int(m["step"]) for m in hist} == _trial_steps(st, d), d
+    ckpts = st.exec("ray-head", "sh", "-c", f"ls -d /shared/zsexp/sweeps/{SWEEP}/*/checkpoint_* | wc -l").stdout
+    assert int(ckpts) >= TRIALS                                           # checkpoints on the shared volume
+
+
+def test_same_sweep_locally_for_comparison(st, tmp_path):
+    env = {**os.environ, "ZSEXP_HOME": str(tmp_path / "home"), "RAY_AUTH_MODE": "disabled"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    t0 = time.perf_counter()
+    out = _sh(sys.executable, "-m", "zsexp.cli", "search", "zscrgan", "--dataset", "synthetic-tiny", "--trials",
+              str(TRIALS), "--cpus-per-trial", "1", "--name", "local", *SWEEP_EXTRA.split(), env=env, timeout=600)
+    FIGURES["same sweep on local Ray + SQLite (s)"] = f"{time.perf_counter() - t0:.0f}"
+    assert f"{TRIALS} trials ({TRIALS} completed" in out.stdout
+
+
+def test_selection_ablation_and_promotion_on_the_cluster(st):
+    st.submit("select_job.py", {"ZSEXP_SWEEP_NAME": SWEEP, "ZSEXP_K": "1", "ZSEXP_SEEDS": "2"}, "select-1")
+    logs = st.wait_job("select-1")
+    assert "@candidate" in logs
+    st.submit("ablate_job.py", {"ZSEXP_MODEL": "zscrgan", "ZSEXP_FROM": SWEEP, "ZSEXP_VARIANTS": "no_gan",
+                                "ZSEXP_SEEDS": "2", "ZSEXP_ABLATION_NAME": "stack-ablation"}, "ablate-1")
+    logs = st.wait_job("ablate-1")
+    assert "no_gan" in logs
+    assert st.exec("ray-head", "test", "-f", "/shared/zsexp/ablations/stack-ablation/table.md",
+                   check=False).returncode == 0
+    out = st.exec("ray-head", "zsexp", "promote", MODEL_NAME, "--alias", "champion")
+    assert "champion" in out.stdout
+
+
+def test_a_client_reads_everything_back(st):
+    # the REST API with the credentials, from the host
+    runs = st.sweep_runs(SWEEP)
+    assert len(runs) == TRIALS
+    alias = st.rest(f"/api/2.0/mlflow/registered-models/alias?name={MODEL_NAME}&alias=champion")
+    assert alias["model_version"]["version"]
+    # the rows in Postgres
+    sql = ("select count(*) from runs r join tags t on t.run_uuid = r.run_uuid "
+           f"where t.key = 'zsexp.sweep' and t.value = '{SWEEP}'")
+    count = st.exec("postgres", "psql", "-U", st.env["POSTGRES_USER"], "-d", st.env["POSTGRES_DB"], "-tAc", sql)
+    assert int(count.stdout.strip()) >= TRIALS + 1                       # the parent and its trials
+    # the checkpoint artifacts in the object store, listed with an S3 client; the champion answers a query
+    out = st.client("""
+import json, os, boto3, mlflow, numpy as np
+from zsexp.data import load_dataset
+s3 = boto3.client("s3", endpoint_url="http://minio:9000", region_name="us-east-1")
+keys = [o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket=os.environ["MLFLOW_BUCKET"])
+        for o in p.get("Contents", [])]
+model = mlflow.pyfunc.load_model("models:/MODEL@champion")
+d = load_dataset("synthetic-tiny")
+imgs = d.images("test")
+out = model.predict({"queries": d.class_embeddings[d.test_classes], "gallery": d.features[imgs]}, params={"k": 5})
+rel = d.labels[imgs][out["indices"]] == d.test_classes[:, None]
+print(json.dumps({"ckpt": sum("best_checkpoint" in k for k in keys), "n": len(keys),
+                  "shape": list(out["indices"].shape), "p5": float(100 * rel.mean())}))
+""".replace("MODEL", MODEL_NAME))
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["ckpt"] >= TRIALS, got                                    # each trial's best checkpoint
+    assert got["shape"][1] == 5, got
+
+
+def test_down_and_up_keeps_sweeps_runs_and_the_registry(st):
+    st.compose("down", "--timeout", "10")                                # volumes kept
+    stack.up(PROJECT, st.env_file, workers=2)
+    status = st.exec("ray-head", "zsexp", "status", SWEEP, "--storage", "/shared/zsexp/sweeps")
+    assert f"{TRIALS}" in status.stdout and SWEEP in status.stdout, status.stdout
+    st.submit("sweep_job.py", {"ZSEXP_MODEL": "zscrgan", "ZSEXP_SWEEP_NAME": SWEEP, "ZSEXP_TRIALS": str(TRIALS),
+                               "ZSEXP_RESUME": "1"}, "resume-1")
+    st.wait_job("resume-1")
+    assert len(st.sweep_runs(SWEEP)) == TRIALS                           # resume re-ran nothing
+    st.submit("select_job.py", {"ZSEXP_SWEEP_NAME": SWEEP, "ZSEXP_K": "1", "ZSEXP_SEEDS": "2"}, "select-2")
+    logs = st.wait_job("select-2")
+    assert "4 of 4 runs already finished" in logs, logs[-2000:]      # nothing fitted twice
+    alias = st.rest(f"/api/2.0/mlflow/registered-models/alias?name={MODEL_NAME}&alias=champion")
+    assert alias["model_version"]["version"]

@@ -110,6 +110,9 @@ def test_worker_death_is_retried_from_its_checkpoint(ray_cluster, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:]
     checked = _check_exactly_n(name)
     assert (checked["sweep"] / "fault_worker_killed").is_file()               # a worker did die
+    # the retried trial's error.pkl of its failed attempt was signed by the driver: the sweep reads back
+    st = _driver(["status", name], tmp_path, {}, "status")
+    assert st.returncode == 0 and "not written by this sweep's driver" not in st.stdout, st.stdout[-2000:]
 
 
 def test_ctrl_c_stops_cleanly_and_resume_goes_on(ray_cluster, tmp_path):

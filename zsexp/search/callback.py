@@ -316,6 +316,12 @@ class MlflowSweepCallback(tune.Callback):
         self._errored.append(trial)
         self.sign_snapshot(trials)                 # its error.pkl, which Tune's results read back
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        # a trial retried after its worker or node died (FailureConfig): Tune wrote its error.pkl all the
+        # same, and it stays in the trial's folder that a resume reads
+        self._errored.append(trial)
+        self.sign_snapshot(trials)
+
     def setup(self, **info):
         if self.sweep_dir:
             self.drop_own_files_from_staging(driver_staging_dir(self.sweep))
@@ -344,9 +350,10 @@ class MlflowSweepCallback(tune.Callback):
         staging = driver_staging_dir(self.sweep)
         self.drop_own_files_from_staging(staging)
         sources = {p.name: p for p in self._state_files(staging)}
-        # every trial once per session (errors restored from storage), then the ones failed since
+        # every trial once per session (errors restored from storage), then the ones failed or retried since
+        # (a retried trial keeps the error.pkl of its failed attempt, whatever its status now)
         for t in self._errored if self._signed_once else trials:
-            if t.status == "ERROR" and t.pickled_error_file and Path(t.pickled_error_file).is_file():
+            if t.pickled_error_file and Path(t.pickled_error_file).is_file():
                 sources[f"{Path(t.storage.trial_fs_path).name}/error.pkl"] = Path(t.pickled_error_file)
         self._signed_once = True
         record(self.sweep_dir, sources)

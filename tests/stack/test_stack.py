@@ -279,7 +279,8 @@ def test_sweep_through_the_job_api_survives_a_killed_worker_and_an_mlflow_restar
     assert "trials keep running, tracking writes are queued" in said, said       # the outage was seen
     if "could not be made" in said:
         # the sweep ended before the server was back: its queued writes wait in the sweep's record and the
-        # resumed job (as the driver's own message says) writes them
+        # resumed job (as the driver's own message says) writes them once the server answers
+        stack.wait_healthy(PROJECT, timeout=180)
         st.submit("sweep_job.py", {**env_vars, "ZSEXP_RESUME": "1"}, "sweep-1-resume")
         said += _zsexp_lines(st.wait_job("sweep-1-resume"))
         FIGURES["MLflow writes queued during the restart"] = "written by the resumed job"
@@ -291,14 +292,14 @@ def test_sweep_through_the_job_api_survives_a_killed_worker_and_an_mlflow_restar
     assert all(r["info"]["status"] == "FINISHED" for r in runs)
     tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
     assert all(t.get("zsexp.outcome") == "completed" for t in tags)
-    workers = {t["zsexp.node_host"] for t in tags}
+    workers = {h for t in tags for h in t["zsexp.node_hosts"].split(",")}        # every host a trial ran on
     assert len(workers) >= 2, workers                                    # trials on two worker containers
     head_host = st.exec("ray-head", "hostname").stdout.strip()
     assert head_host not in workers                                      # the head (0 CPUs) ran none
     # no metric lost: every round Tune recorded for a trial is in its MLflow history
     trial_dirs = st.exec("ray-head", "sh", "-c", f"ls -d /shared/zsexp/sweeps/{SWEEP}/train_trial_*").stdout.split()
     assert len(trial_dirs) == TRIALS
-    by_trial = {t["zsexp.trial"]: r for t, r in zip(tags, runs, strict=True)}
+    by_trial = {t["zsexp.trial_id"]: r for t, r in zip(tags, runs, strict=True)}
     for d in trial_dirs:
         tid = next(t for t in by_trial if f"_{t}_" in d)
         hist = st.rest(f"/api/2.0/mlflow/metrics/get-history?run_id={by_trial[tid]['info']['run_id']}"

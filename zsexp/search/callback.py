@@ -114,11 +114,13 @@ class MlflowSweepCallback(tune.Callback):
         self._signed_once = False
         self._listing: tuple[Any, list[str]] | None = None  # Tune's staging directory, listed at its mtime
         self._nodes: dict[str, list[str]] = {}               # trial id -> the node last tagged on its run
+        self._hosts: dict[str, list[str]] = {}               # trial id -> the hosts it ran on, this session
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_client"] = None            # a live client is not part of the pickled RunConfig
-        state.update(_errored=[], _signed_once=False, _listing=None, _nodes={})   # this session's, not the sweep's
+        # this session's, not the sweep's
+        state.update(_errored=[], _signed_once=False, _listing=None, _nodes={}, _hosts={})
         return state
 
     @property
@@ -183,7 +185,8 @@ class MlflowSweepCallback(tune.Callback):
         elif kind == "metrics":
             c.log_batch(self.runs[tid], metrics=[Metric(k, v, ts, step) for k, v, ts, step in op[1]])
         elif kind == "node":              # the Ray node (id, IP, host) that ran the trial's latest round
-            for key, value in zip(("zsexp.node_id", "zsexp.node_ip", "zsexp.node_host"), op[1:], strict=True):
+            keys = ("zsexp.node_id", "zsexp.node_ip", "zsexp.node_host", "zsexp.node_hosts")   # hosts: all so far
+            for key, value in zip(keys, op[1:], strict=False):
                 if value:
                     c.set_tag(self.runs[tid], key, value)
         elif kind == "finish":
@@ -269,7 +272,10 @@ class MlflowSweepCallback(tune.Callback):
         node = [str(result.get("node_id") or ""), str(result.get("node_ip") or ""), str(result.get("hostname") or "")]
         if any(node) and self._nodes.get(tid) != node:       # where the trial runs (again, after a node died)
             self._nodes[tid] = node
-            self._enqueue(tid, ["node", *node], flush=False)
+            hosts = self._hosts.setdefault(tid, [])
+            if node[2] and node[2] not in hosts:
+                hosts.append(node[2])
+            self._enqueue(tid, ["node", *node, ",".join(hosts)], flush=False)
         self._save(tid)                   # durable before the write; a replayed identical metric is a no-op
         self._flush()
         self.progress.maybe_print(self._state())

@@ -70,3 +70,33 @@ def test_sweep_runs_on_two_nodes(tmp_path):
         subprocess.run(["pkill", "-9", "-f", temp])          # only this cluster's processes (not `ray stop`)
         shutil.rmtree(temp, ignore_errors=True)
 
+
+
+def test_a_token_authenticated_cluster_is_joined_with_its_token_only(tmp_path):
+    """Ray's control plane locked as the compose stack and the KubeRay manifests lock it: `--address`
+    without the token is one line that says what is missing; with the token the sweep runs."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="zst", dir="/tmp")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    locked = {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "t0k3n-" + os.urandom(8).hex(),
+              "RAY_USAGE_STATS_ENABLED": "0"}
+    try:
+        _ray("start", "--head", f"--port={port}", "--include-dashboard=false", "--node-ip-address=127.0.0.1",
+             "--num-cpus=1", f"--temp-dir={temp}", "--disable-usage-stats", env=locked)
+        args = [sys.executable, "-m", "zsexp.cli", "search", "zscrgan", "--trials", "1", "--address",
+                f"127.0.0.1:{port}", "--scheduler", "none", "--set", "em_iterations=2", "--set", "updates_per_step=5",
+                "--progress-every", "0"]
+        home = {"ZSEXP_HOME": str(tmp_path / "home")}
+        out = subprocess.run([*args, "--name", "open"], env={**base, **home}, capture_output=True, text=True,
+                             timeout=200)
+        assert out.returncode == 2, out.stdout[-1500:] + out.stderr[-1500:]
+        last = out.stderr.strip().splitlines()[-1]
+        assert last.startswith("zsexp: error: cannot join the Ray cluster") and "RAY_AUTH_TOKEN" in last, last
+        ok = subprocess.run([*args, "--name", "locked"], env={**locked, **home}, capture_output=True, text=True,
+                            timeout=300)
+        assert ok.returncode == 0 and "1 trials (1 completed" in ok.stdout, ok.stdout[-2000:] + ok.stderr[-2000:]
+    finally:
+        subprocess.run(["pkill", "-9", "-f", temp])
+        shutil.rmtree(temp, ignore_errors=True)

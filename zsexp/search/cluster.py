@@ -40,7 +40,11 @@ def init_ray(address: str | None) -> bool:
     try:
         ray.init(**kwargs)
     except ConnectionError as exc:
-        raise ZsexpError(f"cannot join the Ray cluster at {address}: {exc}") from None
+        hint = ""
+        if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":     # Ray's own error does not say why
+            hint = ("; a cluster with token authentication (zsexp's compose stack, KubeRay authOptions) "
+                    "refuses a client without its token: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN")
+        raise ZsexpError(f"cannot join the Ray cluster at {address}: {exc}{hint}") from None
     if before not in (signal.SIG_DFL, signal.SIG_IGN, None):    # ray.init replaces it with sys.exit; the CLI's
         signal.signal(signal.SIGTERM, before)                   # handler stops the sweep resumably instead
     return True

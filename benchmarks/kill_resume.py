@@ -1,12 +1,15 @@
 """Kill battery: SIGKILL the driver at seeded random moments, resume, and count what went wrong.
 
-    python benchmarks/kill_resume.py [--kills 20] [--select-kills 2] [--ablate-kills 2] [--trials 4] [--seed 0]
+    python benchmarks/kill_resume.py [--kills 20] [--extend-kills 3] [--select-kills 2] [--ablate-kills 2]
+                                     [--trials 4] [--seed 0]
 
 Each sweep (``zsexp search zscrgan`` on synthetic-tiny, narrow nets, ASHA, a few rounds per trial)
 runs as a subprocess in its own process group.  After a seeded random delay the whole group (the
 driver and the Ray it started) gets SIGKILL, as if the machine died; then ``zsexp resume`` runs,
 and may be killed again, until the sweep finishes.  A sweep takes kills until the battery's budget
-is spent, then the next sweep starts.  The last sweep is then selected (``zsexp select --k 2
+is spent, then the next sweep starts.  The last sweep is then grown to twice its trials (``zsexp
+resume SWEEP --trials 2T``), killed ``--extend-kills`` times and the same command re-run; it is then
+selected (``zsexp select --k 2
 --seeds 2``) and the selection is killed ``--select-kills`` times and re-run; then the ablation of its
 winner (``zsexp ablate zscrgan --from SWEEP --variants no_gan --seeds 2``) is killed ``--ablate-kills``
 times and re-run.
@@ -132,6 +135,7 @@ def audit_ablation(home: Path, name: str, expected: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=20)
+    ap.add_argument("--extend-kills", type=int, default=3)
     ap.add_argument("--select-kills", type=int, default=2)
     ap.add_argument("--ablate-kills", type=int, default=2)
     ap.add_argument("--kills-per-sweep", type=int, default=5)
@@ -166,8 +170,13 @@ def main() -> None:
     audits = [audit_sweep(home, s["name"], a.trials) for s in sweeps]
     for s, au in zip(sweeps, audits, strict=True):
         s.update(au)
-    # the selection, killed and re-run
+    # the last sweep grown to twice its trials, killed and the same command re-run
     last = sweeps[-1]["name"]
+    grow_args = ["resume", last, "--trials", str(2 * a.trials)]
+    made, rc, times = run_with_kills(grow_args, grow_args, env, log, a.extend_kills, rng, a.max_delay)
+    ext = audit_sweep(home, last, 2 * a.trials)
+    ext.update(kills=made, kill_times=times, exit=rc)
+    # the selection, killed and re-run
     sel_args = ["select", last, "--k", "2", "--seeds", "2"]
     made, rc, times = run_with_kills(sel_args, sel_args, env, log, a.select_kills, rng, 10.0)
     sel = audit_selection(home, last, 2, 2)
@@ -180,7 +189,7 @@ def main() -> None:
     wall = time.time() - t0
 
     survived = sum(s["kills"] for s in sweeps if s["exit"] == 0 and s["status"] == "finished")
-    needed, rerun = audit_rounds(round_log, {t for s in sweeps for t in s["trial_ids"]})
+    needed, rerun = audit_rounds(round_log, {t for s in sweeps for t in s["trial_ids"]} | set(ext["trial_ids"]))
     figures = {
         "kills": kills, "kills_survived": survived, "sweeps": len(sweeps),
         "sweeps_completed": sum(s["status"] == "finished" and s["exit"] == 0 for s in sweeps),
@@ -189,6 +198,7 @@ def main() -> None:
         "lost_trials": sum(s["lost_trials"] for s in sweeps),
         "rounds_needed": needed, "rounds_rerun": rerun, "rerun_share": rerun / max(1, needed),
         "rerun_rounds_per_kill": rerun / max(1, kills),
+        "extension": {k: v for k, v in ext.items() if k != "trial_ids"},
         "selection": sel, "ablation": abl, "sweep_details": sweeps, "kill_times_s": kill_times,
         "wall_s": round(wall, 1), "home": str(home)}
     Path(a.out).write_text(json.dumps(figures, indent=2))
@@ -200,6 +210,10 @@ def main() -> None:
     print(f"lost trials             {figures['lost_trials']}")
     print(f"re-run compute          {rerun} of {needed} rounds = {100 * figures['rerun_share']:.1f}% "
           f"({figures['rerun_rounds_per_kill']:.2f} rounds per kill)")
+    print(f"extension to {2 * a.trials:<10} {ext['kills']} kills at {ext['kill_times']} s, exit {ext['exit']}, status "
+          f"{ext['status']}, finished trials {ext['finished_runs']}/{2 * a.trials}, duplicate child runs "
+          f"{ext['duplicate_child_runs']}, configs trained twice {ext['configs_trained_twice']}, Optuna told "
+          f"{ext['optuna_told']}")
     print(f"selection               {sel['kills']} kills, finished={sel['finished']}, nested runs "
           f"{sel['nested_runs']}/{sel['expected_nested']}, duplicates {sel['duplicate_nested']}, registered "
           f"versions {sel['registered_versions']}")

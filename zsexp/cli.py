@@ -96,7 +96,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         storage=args.storage, address=args.address, tracking_uri=args.tracking_uri, experiment=args.experiment,
         sets=tuple(args.set), retries=args.retries, max_failed_trials=args.max_failed_trials,
         keep_checkpoints=args.keep_checkpoints, device=args.device,
-        progress_every_s=args.progress_every))
+        progress_every_s=args.progress_every, warm_start=args.warm_start))
     return 0 if summary.get("complete", True) else 130
 
 
@@ -104,7 +104,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from zsexp.search.sweep import resume_sweep
 
     summary = resume_sweep(args.name, storage=args.storage, address=args.address, retry_errored=args.retry_errored,
-                           trust_storage=args.trust_storage)
+                           trust_storage=args.trust_storage, trials=args.trials)
     return 0 if summary.get("complete", True) else 130
 
 
@@ -146,6 +146,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  MLflow {m.tracking_uri} experiment {m.experiment!r}, parent run {m.parent_run_id}")
     print(f"  objective val {st['metric']} ({st['mode']})")
     print(f"  reference: {st['reference']}")
+    for g in m.grown:
+        print(f"  grown from {g.get('from')} to {g.get('to')} trials ({str(g.get('at', ''))[:19]})")
+    if m.warm_start:
+        print(f"  warm-started from sweep {m.warm_start.get('sweep')!r}: {m.warm_start.get('taken')} trial(s) taken, "
+              f"{m.warm_start.get('skipped')} skipped")
     print(f"  {'trial':<14}{'status':<12}{'outcome':<15}{'rounds':>7}{'best':>10}")
     for t in st["trials"]:
         best = "-" if t.best is None else f"{t.best:.3f}"
@@ -359,15 +364,26 @@ def _add_search(sub) -> None:
                    "with N, a killed sweep may find its last checkpoint deleted, ray-project/ray#27790)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda inside trials")
     p.add_argument("--progress-every", type=float, default=5.0, help="seconds between progress lines")
+    p.add_argument("--warm-start", metavar="SWEEP",
+                   help="start the sampler from an earlier sweep's completed trials (same model, dataset "
+                        "fingerprint and objective; the space may differ): those inside this space are given to "
+                        "Optuna as finished trials, not re-run and not counted in --trials; the others are listed "
+                        "as skipped")
     p.set_defaults(func=cmd_search)
 
 
 def _add_resume(sub) -> None:
-    p = sub.add_parser("resume", help="continue an interrupted sweep where it stopped",
+    p = sub.add_parser("resume", help="continue an interrupted sweep where it stopped, or grow it (--trials N)",
                        description="Continue a sweep after the driver died: finished trials are kept, interrupted "
                                    "ones continue from their last checkpoint, the Optuna sampler keeps its history, "
-                                   "MLflow runs are re-attached.")
+                                   "MLflow runs are re-attached.  With --trials N a finished (or interrupted) sweep "
+                                   "runs on to N trials in all: the same Optuna study samples the new trials with "
+                                   "every earlier one in view, ASHA's rungs keep the earlier results, and the new "
+                                   "child runs join the same MLflow parent run.")
     p.add_argument("name")
+    p.add_argument("--trials", type=int, metavar="N",
+                   help="grow the sweep to N trials in total (N at least its current count; a grid sweep at most "
+                        "its grid)")
     p.add_argument("--storage", help="where the sweep lives (default $ZSEXP_HOME/sweeps)")
     p.add_argument("--address", help="Ray cluster address to join")
     p.add_argument("--retry-errored", action="store_true", help="also retry failed trials from their checkpoint")

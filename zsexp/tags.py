@@ -17,6 +17,8 @@ TAG_RUN = "zsexp.run"                    # an ablation run's variant, seed and d
 TAG_FINGERPRINT = "zsexp.fingerprint"    # the dataset's content fingerprint
 TAG_BASELINE = "zsexp.baseline"          # the task's baseline beside the figures
 TAG_BEST_TRIAL = "zsexp.best_trial"
+TAG_TRIALS = "zsexp.trials"              # a sweep's trial target after `resume --trials` (the param is the first)
+TAG_WARM_START = "zsexp.warm_start"      # the earlier sweep a sweep's sampler started from
 
 # model versions
 V_SWEEP = TAG_SWEEP

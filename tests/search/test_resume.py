@@ -214,3 +214,15 @@ def test_kill_and_resume(ray_cluster, tmp_path):
     assert states.count("COMPLETE") == 3, states
     assert json.loads((sweep / SWEEP_FILE).read_text())["status"] == "finished"
 
+
+
+@pytest.mark.parametrize("point", ["startup", "trial_complete:1", "trial_logged:2", "summary"])
+def test_kill_during_an_extension_then_resume(ray_cluster, tmp_path, point):
+    """``resume --trials`` killed at any moment: a plain ``resume`` ends the extension at exactly the new N."""
+    name = "g-" + point.split(":")[0].replace("_", "-")
+    assert main([*SEARCH, "--name", name]) == 0
+    r = _driver(["resume", name, "--trials", str(N + 2)], tmp_path, {"ZSEXP_FAULT_KILL": point}, "grow")
+    assert r.returncode == -signal.SIGKILL, r.stdout[-3000:]
+    assert "growing the sweep from 3 to 5 trials" in r.stdout
+    assert main(["resume", name]) == 0
+    _check_exactly_n(name, N + 2)

@@ -42,7 +42,7 @@ SIGNATURES_FILE = "zsexp_signatures.json"
 KEEP_DIGESTS = 32           # storage may still hold an earlier version while later ones are copied up
 # zsexp's own files in a sweep directory: JSON or Optuna's JSON journal, read without unpickling
 OWN_FILES = ("zsexp_sweep.json", "zsexp_progress.json", SIGNATURES_FILE, "optuna_journal.log",
-             "optuna_journal.log.lock", "fault_worker_killed")
+             "optuna_journal.log.lock", "fault_worker_killed", "zsexp_rungs.jsonl")
 SET_ASIDE = (".unreadable", ".tmp")
 
 # What the driver signs at every controller step is mostly unchanged since the step before: a file's

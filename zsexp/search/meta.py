@@ -46,6 +46,9 @@ class SweepMeta:
     progress_every_s: float = 5.0
     created: str = ""
     status: str = "created"      # created | running | finished | stopped | interrupted | failed
+    growable: bool = False       # built so that `resume --trials N` can raise `trials` (zsexp.search.growth)
+    grown: list[dict[str, Any]] = field(default_factory=list)   # every `resume --trials`: from, to, when
+    warm_start: dict[str, Any] | None = None     # the earlier sweep this one started from, trials taken/skipped
     resources: dict[str, float] | None = field(default=None, repr=False)   # this run's, never stored
 
     @classmethod

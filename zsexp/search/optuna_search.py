@@ -20,7 +20,9 @@ them).  Each Optuna trial carries its Tune trial id as the user attribute ``tune
   snapshot's future (optuna#3255);
 * a *finished* Optuna trial whose Tune trial the snapshot does not know (possible only when an
   unreadable snapshot had to be set aside for an older one) still counts toward the sweep's
-  ``total_trials``: the searcher stops suggesting once Tune's trials and these reach it.
+  ``total_trials``: the searcher stops suggesting once Tune's trials and these reach it;
+* ``total_trials`` is the sweep's current target (:func:`set_target`), which ``zsexp resume --trials``
+  may have raised since the snapshot; trials given to the study by ``--warm-start`` never count.
 
 **One rule from sweep to registry.**  Optuna is told a trial's *best* round value when it
 completes, computed from the study's own record of intermediate values, so a resumed trial keeps
@@ -40,6 +42,22 @@ from ray.tune.search.optuna import OptunaSearch
 JOURNAL_FILE = "optuna_journal.log"
 TUNE_ID_ATTR = "tune_trial_id"
 LOST_ATTR = "zsexp_lost"
+WARM_ATTR = "zsexp_warm_from"     # a trial given to the study from an earlier sweep (``--warm-start``)
+
+# The trial count each study is to reach, set by the driver before Tune restores the searcher: a sweep
+# grown with ``zsexp resume --trials N`` restores a searcher whose pickled ``total_trials`` is the old one.
+_TARGETS: dict[str, int] = {}
+
+
+def set_target(study_name: str, trials: int) -> None:
+    _TARGETS[study_name] = trials
+
+
+def counts(frozen) -> bool:
+    """A finished trial of the study that counts toward the sweep's trials: not lost to a kill, not a
+    warm-start trial of an earlier sweep."""
+    return (frozen.state.is_finished() and not frozen.user_attrs.get(LOST_ATTR)
+            and not frozen.user_attrs.get(WARM_ATTR))
 
 
 def journal_storage(sweep_dir: str | Path) -> optuna.storages.JournalStorage:
@@ -63,7 +81,7 @@ def reconcile_study(study: optuna.Study, known: set[int]) -> tuple[list[str], in
             study._storage.set_trial_user_attr(frozen._trial_id, LOST_ATTR, True)    # noqa: SLF001
             study.tell(frozen.number, state=TrialState.FAIL)
             lost.append(str(frozen.user_attrs.get(TUNE_ID_ATTR, f"optuna#{frozen.number}")))
-        elif frozen.state.is_finished() and not frozen.user_attrs.get(LOST_ATTR):
+        elif counts(frozen):
             finished += 1
     return lost, finished
 
@@ -125,6 +143,7 @@ class ResumableOptunaSearch(OptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
+        self.total_trials = _TARGETS.get(self._study_name, self.total_trials)      # grown since the snapshot
         known = {ot._trial_id for ot in self._ot_trials.values()}         # noqa: SLF001
         self.lost, self.finished_elsewhere = reconcile_study(self._ot_study, known)
         if hasattr(self._ot_study.sampler, "reseed_rng"):

@@ -80,6 +80,28 @@ def sweep_dir(name: str, storage: str | None) -> Path:
     return named_dir(sweeps_root(storage), name)
 
 
+def own_regular_file(d: Path, rel: str) -> Path | None:
+    """``d/rel`` when it is a regular file of the sweep directory ``d`` (None when absent).  A symbolic
+    link (even one pointing inside), a path that resolves outside ``d``, or anything not a regular file
+    (a directory, a FIFO, a device) is refused: zsexp reads only a sweep's own files."""
+    path = d / rel
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ZsexpError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    import stat as stat_
+
+    if stat_.S_ISLNK(st.st_mode):
+        raise ZsexpError(f"{path} is a symbolic link; a sweep's files must be its own regular files: refused")
+    if not stat_.S_ISREG(st.st_mode):
+        raise ZsexpError(f"{path} is not a regular file; refused")
+    if path.resolve().parent != d.resolve() / Path(rel).parent:
+        raise ZsexpError(f"{path} resolves outside the sweep directory {d}; refused")
+    return path
+
+
 def sweep_names(storage: str | None) -> list[str]:
     """The sweeps under ``storage`` (directories holding a sweep file), sorted by name."""
     return sorted(p.parent.name for p in sweeps_root(storage).glob(f"*/{SWEEP_FILE}"))
@@ -90,8 +112,8 @@ def read_meta(name: str, storage: str | None) -> SweepMeta:
     where it was found, never a path read from the file (``dir`` and ``trial_meta.sweep_dir`` are set
     from it), so no stored path can point zsexp outside the sweep."""
     d = sweep_dir(name, storage)
-    path = d / SWEEP_FILE
-    if not path.is_file():
+    path = own_regular_file(d, SWEEP_FILE) if d.is_dir() else None
+    if path is None:
         known = sweep_names(storage)
         shown = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
         raise ZsexpError(f"no sweep {name!r} under {d.parent} (known: {shown or 'none'}); "

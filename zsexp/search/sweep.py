@@ -28,7 +28,7 @@ from zsexp.search.recovery import reconcile, recover_snapshot, snapshot_trial_id
 from zsexp.search.space import SearchSpace, load_space, parse_space
 from zsexp.search.status import log_reference, print_summary, summarise
 from zsexp.search.storage import SWEEP_FILE, check_writable_root, read_meta, sweep_dir, sweeps_root, write_json_atomic
-from zsexp.tags import TAG_BEST_TRIAL, TAG_ERROR, TAG_FINGERPRINT, TAG_KIND, TAG_SWEEP
+from zsexp.tags import TAG_BEST_TRIAL, TAG_ERROR, TAG_FINGERPRINT, TAG_KIND, TAG_SWEEP, TAG_TRIALS, TAG_WARM_START
 
 MAX_TRIALS = 100_000         # a sweep's documented cap: beyond it the driver's own records grow unwieldy
 
@@ -58,6 +58,7 @@ class SweepOptions:
     keep_checkpoints: int | None = None
     device: str = "auto"
     progress_every_s: float = 5.0
+    warm_start: str | None = None            # an earlier sweep whose finished trials seed the sampler
 
 
 def validate_options(o: SweepOptions) -> None:
@@ -78,6 +79,8 @@ def validate_options(o: SweepOptions) -> None:
         raise ZsexpError(f"--seed and --data-seed must be >= 0, got {o.seed} and {o.data_seed}")
     if o.name is not None:
         check_name(o.name)
+    if o.warm_start is not None:
+        check_name(o.warm_start, "--warm-start sweep name")
     if o.experiment is not None and not o.experiment.strip():
         raise ZsexpError("--experiment must not be empty")
     if o.scheduler is not None and o.scheduler not in ("asha", "none"):
@@ -136,6 +139,17 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
     if (d / SWEEP_FILE).exists():
         raise ZsexpError(f"sweep {name!r} already exists at {d}; continue it with `zsexp resume {name}` "
                          f"or choose another --name")
+    trial_meta = {"model": o.model, "dataset": o.dataset, "data_seed": o.data_seed, "seed": o.seed,
+                  "fixed": space.fixed, "fit_split": "train", "max_rounds": space.max_rounds,
+                  "device": o.device, "sweep_dir": str(d), "metric_key": space.metric_key}
+    warm = None
+    if o.warm_start is not None:
+        from zsexp.search import warm as warm_start
+
+        if o.warm_start == name:
+            raise ZsexpError(f"--warm-start {o.warm_start}: a sweep cannot warm-start itself; to run it on, use "
+                             f"`zsexp resume {name} --trials N`")
+        warm = warm_start.plan(read_meta(o.warm_start, o.storage), o.model, data, space, trial_meta)
     uri = o.tracking_uri or default_tracking_uri()
     check_tracking_uri(uri)                                     # reachable, without creating a store yet
     reference = sweep_reference(o.model, data, space.fixed)      # validation classes only, like the trials
@@ -158,13 +172,13 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
                 space=space.raw | {"fixed": space.fixed}, space_source=space.source,
                 tracking_uri=redact_uri(uri), experiment=experiment, tags=tags,
                 options=opts, retries=o.retries, max_failed_trials=o.max_failed_trials,
-                keep_checkpoints=o.keep_checkpoints, reference=reference,
+                keep_checkpoints=o.keep_checkpoints, reference=reference, growable=True,
                 progress_every_s=o.progress_every_s, created=dt.datetime.now().isoformat(),
-                trial_meta={"model": o.model, "dataset": o.dataset, "data_seed": o.data_seed, "seed": o.seed,
-                            "fixed": space.fixed, "fit_split": "train", "max_rounds": space.max_rounds,
-                            "device": o.device, "sweep_dir": str(d), "metric_key": space.metric_key})
+                trial_meta=trial_meta)
             with failed_on_error(meta):
                 _open_parent(c, meta, space, o)
+                if warm is not None:
+                    _warm(c, meta, space, warm)
                 write_json_atomic(d / SWEEP_FILE, meta.to_json(), indent=2)
                 return _fit(meta, space, resources, restore=False)
     finally:
@@ -192,6 +206,24 @@ def _open_parent(c: Any, meta: SweepMeta, space: SearchSpace, o: SweepOptions) -
                     "objective": space.metric, "mode": space.mode, "max_rounds": space.max_rounds}
     c.log_batch(parent.info.run_id, params=[Param(k, str(v)) for k, v in sweep_params.items()])
     log_reference(c, parent.info.run_id, meta, space)
+
+
+def _warm(c: Any, meta: SweepMeta, space: SearchSpace, warm: Any) -> None:
+    """Give the earlier sweep's taken trials to the new study; record it on the parent run and in the meta."""
+    from zsexp.search import warm as warm_start
+
+    warm_start.apply(warm, Path(meta.dir), meta.name, space)
+    meta.warm_start = warm.summary()
+    c.set_tag(meta.parent_run_id, TAG_WARM_START, warm.source)
+    c.log_metric(meta.parent_run_id, "warm_start_trials_taken", len(warm.taken))
+    c.log_metric(meta.parent_run_id, "warm_start_trials_skipped", len(warm.skipped))
+    c.log_text(meta.parent_run_id, warm.report(), "warm_start.json")
+    print(f"[{meta.name}] warm start from sweep {warm.source!r}: {len(warm.taken)} finished trial(s) given to the "
+          f"sampler as history (not re-run, not counted in --trials), {len(warm.skipped)} skipped")
+    for s in warm.skipped[:10]:
+        print(f"    skipped {s['trial']}: {s['reason'][:200]}")
+    if len(warm.skipped) > 10:
+        print(f"    ... and {len(warm.skipped) - 10} more (the parent run's artifact warm_start.json lists them all)")
 
 
 class failed_on_error:
@@ -226,14 +258,35 @@ class failed_on_error:
         return False
 
 
+def check_growth(meta: SweepMeta, space: SearchSpace, trials: int) -> None:
+    """``zsexp resume NAME --trials N``: refused unless N can be honoured (never fewer than the sweep has,
+    never past its grid or the documented cap, only for a sweep built to grow)."""
+    if trials < meta.trials:
+        raise ZsexpError(f"sweep {meta.name!r} already has {meta.trials} trials; --trials {trials} would drop some: "
+                         f"pass {meta.trials} or more (a sweep only grows)")
+    if trials > MAX_TRIALS:
+        raise ZsexpError(f"--trials must be at most {MAX_TRIALS:,}, got {trials}")
+    if space.grid_size is not None and trials > space.grid_size:
+        raise ZsexpError(f"sweep {meta.name!r} is a grid of {space.grid_size} points; --trials {trials} would repeat "
+                         f"some: pass at most {space.grid_size}")
+    if trials > meta.trials and not meta.growable:
+        raise ZsexpError(f"sweep {meta.name!r} was made by a zsexp version whose Tune state cannot take more trials; "
+                         f"start a new sweep from its trials: `zsexp search {meta.model} --warm-start {meta.name}`")
+
+
 def resume_sweep(name: str, storage: str | None = None, address: str | None = None,
-                 retry_errored: bool = False, trust_storage: bool = False) -> dict[str, Any]:
+                 retry_errored: bool = False, trust_storage: bool = False,
+                 trials: int | None = None) -> dict[str, Any]:
+    """Continue a sweep; with ``trials`` (more than it has) it goes on to that many trials in all: the
+    same Tune experiment, Optuna study, ASHA rungs and MLflow parent run (``zsexp.search.growth``)."""
     import ray
 
     from zsexp.tracking import check_tracking_uri, client
 
     meta = read_meta(name, storage)
     space = parse_space(meta.space, meta.space_source, meta.model)
+    if trials is not None:
+        check_growth(meta, space, trials)
     check_tracking_uri(meta.tracking_uri)
     d = Path(meta.dir)
     with SweepLock(d.parent, name, "resume"):
@@ -243,6 +296,12 @@ def resume_sweep(name: str, storage: str | None = None, address: str | None = No
             resources = trial_resources(meta.options)
             c = client(meta.tracking_uri)
             c.update_run(meta.parent_run_id, status="RUNNING")           # reopen the parent run
+            if trials is not None and trials > meta.trials:
+                print(f"[{name}] growing the sweep from {meta.trials} to {trials} trials: the same Optuna study, "
+                      f"ASHA rungs and MLflow parent run")
+                meta.grown.append({"from": meta.trials, "to": trials, "at": dt.datetime.now().isoformat()})
+                meta.trials = trials       # written to the sweep file before Tune starts (_fit)
+                c.set_tag(meta.parent_run_id, TAG_TRIALS, str(trials))
             meta.trial_meta["retry_errored"] = retry_errored
             with failed_on_error(meta):
                 return _fit(meta, space, resources, restore=True, retry_errored=retry_errored, notes=notes)
@@ -340,6 +399,7 @@ def _close_parent(meta: SweepMeta, space: SearchSpace, summary: dict[str, Any], 
             if summary.get("margin") is not None:
                 c.log_metric(meta.parent_run_id, "best_margin_over_baseline", summary["margin"])
             c.set_tag(meta.parent_run_id, TAG_BEST_TRIAL, summary["best"]["trial_id"])
+        c.log_metric(meta.parent_run_id, "trials_target", meta.trials)     # the `trials` param is the first target
         outcomes = list(summary["outcomes"].values())
         for key, label in (("trials_completed", "completed"), ("trials_early_stopped", "early-stopped"),
                            ("trials_failed", "failed")):

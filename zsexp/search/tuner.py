@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from zsexp.search.growth import RUNGS_FILE
 from zsexp.search.meta import SweepMeta
 from zsexp.search.optuna_search import JOURNAL_FILE
 from zsexp.search.space import SearchSpace
@@ -33,18 +34,18 @@ def make_callback(meta: SweepMeta, space: SearchSpace):
         state_file=str(Path(meta.dir) / CALLBACK_FILE))
 
 
-def make_scheduler(space: SearchSpace, name: str):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+def make_scheduler(space: SearchSpace, name: str, sweep: str):
+    from ray.tune.schedulers import FIFOScheduler
+
+    from zsexp.search.growth import DurableASHA
 
     if name == "asha" and space.unit == "updates":       # rungs at equal optimiser updates
-        return ASHAScheduler(time_attr=UPDATES_KEY, max_t=space.max_updates, grace_period=space.grace_updates,
-                             reduction_factor=space.reduction_factor)
+        return DurableASHA(time_attr=UPDATES_KEY, max_t=space.max_updates, grace_period=space.grace_updates,
+                           reduction_factor=space.reduction_factor, sweep=sweep)
     if name == "asha":
-        return ASHAScheduler(time_attr="training_iteration", max_t=space.max_rounds, grace_period=space.grace_rounds,
-                             reduction_factor=space.reduction_factor)
+        return DurableASHA(time_attr="training_iteration", max_t=space.max_rounds, grace_period=space.grace_rounds,
+                           reduction_factor=space.reduction_factor, sweep=sweep)
     return FIFOScheduler()
-
-
 
 
 def build_tuner(meta: SweepMeta, space: SearchSpace, concurrency: int, restore: bool, retry_errored: bool,
@@ -54,7 +55,12 @@ def build_tuner(meta: SweepMeta, space: SearchSpace, concurrency: int, restore: 
     sweep, MLflow parent and study)."""
     from ray import tune
 
+    from zsexp.search.growth import set_sweep_dir
+    from zsexp.search.optuna_search import set_target
+
     d = Path(meta.dir)
+    set_target(meta.name, meta.trials)           # what a restored searcher and generator are to reach
+    set_sweep_dir(meta.name, d)                  # where a restored ASHA keeps its rungs
     trainable = make_trainable(meta)
     if restore and known is not None and tune.Tuner.can_restore(str(d)):
         return tune.Tuner.restore(str(d), trainable=trainable, resume_unfinished=True,
@@ -62,14 +68,16 @@ def build_tuner(meta: SweepMeta, space: SearchSpace, concurrency: int, restore: 
     if restore:
         print(f"[{meta.name}] no Tune snapshot yet (interrupted during start-up): starting the trials afresh")
         for f in d.glob("*"):
-            if f.name not in (SWEEP_FILE, JOURNAL_FILE) and f.is_file():
+            if f.name not in (SWEEP_FILE, JOURNAL_FILE, RUNGS_FILE) and f.is_file():
                 f.unlink()
     return new_tuner(meta, space, concurrency, trainable, restarted=restore)
 
 
 def new_tuner(meta: SweepMeta, space: SearchSpace, concurrency: int, trainable: Any, restarted: bool):
     from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
 
+    from zsexp.search.growth import GrowableSearchGenerator
     from zsexp.search.optuna_search import ResumableOptunaSearch, journal_storage
     from zsexp.search.recovery import fail_running_optuna_trials
     from zsexp.search.stopper import FailureBudget
@@ -82,11 +90,13 @@ def new_tuner(meta: SweepMeta, space: SearchSpace, concurrency: int, trainable: 
     searcher.total_trials = meta.trials
     if restarted:
         searcher.lost, searcher.finished_elsewhere = fail_running_optuna_trials(d, meta.name)
+    # the wrappers tune.run would add around a Searcher, with a target that can grow (zsexp.search.growth)
+    search_alg = GrowableSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=concurrency))
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(metric=space.metric_key, mode=space.mode, search_alg=searcher,
-                                    scheduler=make_scheduler(space, meta.scheduler),
-                                    num_samples=meta.trials, max_concurrent_trials=concurrency,
+        tune_config=tune.TuneConfig(metric=space.metric_key, mode=space.mode, search_alg=search_alg,
+                                    scheduler=make_scheduler(space, meta.scheduler, meta.name),
+                                    num_samples=meta.trials,
                                     # a trial reuses a finished trial's worker process: no new
                                     # Python, torch import and dataset build per trial
                                     reuse_actors=True),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import signal
@@ -280,7 +281,31 @@ class OneLineParser(argparse.ArgumentParser):
     """Usage errors as one line on stderr (exit 2), pointing at ``--help``."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"{one_line(f'{self.prog}: error: {message}')} (see `{self.prog} --help`)\n")
+
+
+MAX_SEED = 2**32 - 1             # numpy's and torch's seed range
+
+
+def _bounded(kind: type, lo: float, hi: float):
+    """An argparse type: a number of ``kind`` in [lo, hi] (finite), checked before anything starts, so no
+    value reaches a library that would crash on it (a seed past 2**32, a thread count past the CPUs)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo:g} and {hi:g}, got {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+SEED = _bounded(int, 0, MAX_SEED)
+GPUS, GPU_SHARE, CPUS = _bounded(float, 0, 100_000), _bounded(float, 0, 1_000), _bounded(float, 0, 10_000)
+CONCURRENT, COUNT, SECONDS = _bounded(int, -1, 100_000), _bounded(int, 0, 1_000_000), _bounded(float, 0, 604_800)
+THREADS, RETRIEVAL_K = _bounded(int, 1, max(1, os.cpu_count() or 1)), _bounded(int, 1, 1_000_000)
 
 
 def _add_data(sub) -> None:
@@ -297,7 +322,7 @@ def _add_data(sub) -> None:
                     "val_classes, test_classes (optional: class_names, test_seen_images, text_features, "
                     "seen_probs, prob_classes).")
     p.add_argument("dataset", metavar="NAME-or-PATH")
-    p.add_argument("--seed", type=int, default=0, help="seed of a synthetic dataset (default 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of a synthetic dataset (default 0)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_data_describe)
     p_data.set_defaults(func=lambda a: (p_data.print_help(), 2)[1])
@@ -319,9 +344,9 @@ def _add_train(sub) -> None:
     p.add_argument("--dataset", default="synthetic-tiny", help="built-in name, xlsa17 directory or .npz file")
     p.add_argument("--config", help="YAML file of config keys")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key (repeatable)")
-    p.add_argument("--seed", type=int, default=0, help="model seed (default 0)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of a synthetic dataset (default 0)")
-    p.add_argument("--threads", type=int, help="intra-op CPU threads (default: torch's, one per core); on a "
+    p.add_argument("--seed", type=SEED, default=0, help="model seed (default 0)")
+    p.add_argument("--data-seed", type=SEED, default=0, help="seed of a synthetic dataset (default 0)")
+    p.add_argument("--threads", type=THREADS, help="intra-op CPU threads (default: torch's, one per core); on a "
                                               "shared or loaded machine 1-2 is often much faster")
     p.add_argument("--fit", choices=["train", "trainval"], default="train",
                    help="classes to fit on: train (val held out for tuning) or trainval (final model)")
@@ -341,29 +366,29 @@ def _add_search(sub) -> None:
     p.add_argument("--space", help="search-space YAML (default search_spaces/MODEL.yaml)")
     p.add_argument("--dataset", default="synthetic-tiny", help="built-in name, xlsa17 directory or .npz file")
     p.add_argument("--trials", type=int, default=8, help="number of trials (default 8, at most 100,000)")
-    p.add_argument("--gpus", type=float, default=0, help="the sweep's total GPU budget (default 0: CPU trials)")
-    p.add_argument("--gpus-per-trial", type=float, help="GPU fraction per trial (default 1; needs --gpus)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
-    p.add_argument("--max-concurrent", type=int, help="cap on trials at once (default: what resources allow)")
+    p.add_argument("--gpus", type=GPUS, default=0, help="the sweep's total GPU budget (default 0: CPU trials)")
+    p.add_argument("--gpus-per-trial", type=GPU_SHARE, help="GPU fraction per trial (default 1; needs --gpus)")
+    p.add_argument("--cpus-per-trial", type=CPUS, default=1.0, help="CPUs per trial (default 1)")
+    p.add_argument("--max-concurrent", type=CONCURRENT, help="cap on trials at once (default: what resources allow)")
     p.add_argument("--sampler", choices=["tpe", "random", "cmaes", "qmc", "gp", "grid"],
                    help="override the space's sampler (grid: every param categorical)")
     p.add_argument("--scheduler", choices=["asha", "none"], help="override the space's scheduler")
-    p.add_argument("--seed", type=int, default=0, help="sampler and model seed (default 0)")
-    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0, help="sampler and model seed (default 0)")
+    p.add_argument("--data-seed", type=SEED, default=0)
     p.add_argument("--name", help="sweep name (default MODEL-DATASET-TIMESTAMP)")
     p.add_argument("--storage", help="Ray storage path, shared on a cluster (default $ZSEXP_HOME/sweeps)")
     p.add_argument("--address", help="Ray cluster address to join (default: start a local Ray)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or SQLite in ZSEXP_HOME)")
     p.add_argument("--experiment", help="MLflow experiment (default zsexp-MODEL-DATASET)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix a config key for all trials")
-    p.add_argument("--retries", type=int, default=2,
+    p.add_argument("--retries", type=_bounded(int, 0, 100), default=2,
                    help="times a trial whose worker died is retried from its checkpoint (default 2; a diverged "
                         "trial is not retried)")
-    p.add_argument("--max-failed-trials", type=int, help="stop the sweep once more trials than this failed")
-    p.add_argument("--keep-checkpoints", type=int, help="keep only the N best checkpoints per trial (default: all; "
+    p.add_argument("--max-failed-trials", type=COUNT, help="stop the sweep once more trials than this failed")
+    p.add_argument("--keep-checkpoints", type=COUNT, help="keep only the N best checkpoints per trial (default: all; "
                    "with N, a killed sweep may find its last checkpoint deleted, ray-project/ray#27790)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda inside trials")
-    p.add_argument("--progress-every", type=float, default=5.0, help="seconds between progress lines")
+    p.add_argument("--progress-every", type=SECONDS, default=5.0, help="seconds between progress lines")
     p.add_argument("--warm-start", metavar="SWEEP",
                    help="start the sampler from an earlier sweep's completed trials (same model, dataset "
                         "fingerprint and objective; the space may differ): those inside this space are given to "
@@ -381,7 +406,7 @@ def _add_resume(sub) -> None:
                                    "every earlier one in view, ASHA's rungs keep the earlier results, and the new "
                                    "child runs join the same MLflow parent run.")
     p.add_argument("name")
-    p.add_argument("--trials", type=int, metavar="N",
+    p.add_argument("--trials", type=COUNT, metavar="N",
                    help="grow the sweep to N trials in total (N at least its current count; a grid sweep at most "
                         "its grid)")
     p.add_argument("--storage", help="where the sweep lives (default $ZSEXP_HOME/sweeps)")
@@ -431,12 +456,12 @@ def _add_select(sub) -> None:
                     "validation value is registered with alias `candidate`.  Test classes never decide anything.  "
                     "Running it again skips finished runs.")
     p.add_argument("sweep")
-    p.add_argument("--k", type=int, default=5, help="configurations to take (default 5)")
-    p.add_argument("--seeds", type=int, default=5, help="seeds per configuration (default 5)")
+    p.add_argument("--k", type=_bounded(int, 0, 1_000), default=5, help="configurations to take (default 5)")
+    p.add_argument("--seeds", type=_bounded(int, 0, 1_000), default=5, help="seeds per configuration (default 5)")
     p.add_argument("--storage", help="where the sweep lives (default $ZSEXP_HOME/sweeps)")
     p.add_argument("--address", help="Ray cluster address to join")
     p.add_argument("--register-as", help="registered model name (default zsexp-MODEL-DATASET)")
-    p.add_argument("--retrieval-k", type=int, default=50, help="default top-k the served model returns")
+    p.add_argument("--retrieval-k", type=RETRIEVAL_K, default=50, help="default top-k the served model returns")
     p.add_argument("--trust-storage", action="store_true",
                    help="accept Tune state files this user's zsexp did not sign (a sweep moved between users or "
                         "machines, or made before signatures): check them first, they are then signed as yours")
@@ -463,8 +488,8 @@ def _add_ablate(sub) -> None:
                    help="`table` (default) or comma-separated names: ablation values (no_gan, conse, ...) or "
                         "KEY=VALUE (training=joint, wrong_class=kmeans, mode=sentence); see --list-variants")
     p.add_argument("--list-variants", action="store_true", help="print the model's table rows and named variants")
-    p.add_argument("--seeds", type=int, default=3, help="model seeds per row and split (default 3)")
-    p.add_argument("--data-seeds", type=int, nargs="+", metavar="S",
+    p.add_argument("--seeds", type=_bounded(int, 0, 1_000), default=3, help="model seeds per row and split (default 3)")
+    p.add_argument("--data-seeds", type=SEED, nargs="+", metavar="S",
                    help="data splits (seeds of a synthetic set or of the UCI digits' class split; default 0, or "
                         "the --from sweep's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -475,10 +500,10 @@ def _add_ablate(sub) -> None:
     p.add_argument("--storage", help="where ablations live (default $ZSEXP_HOME/ablations; shared on a cluster)")
     p.add_argument("--sweep-storage", help="where the --from sweep lives (default $ZSEXP_HOME/sweeps)")
     p.add_argument("--address", help="Ray cluster address to join (default: start a local Ray)")
-    p.add_argument("--gpus", type=float, help="GPU budget (default 0, or the --from sweep's)")
-    p.add_argument("--gpus-per-trial", type=float, help="GPU fraction per run (default 1 with --gpus)")
-    p.add_argument("--cpus-per-trial", type=float, help="CPUs per run (default 1, or the sweep's)")
-    p.add_argument("--max-concurrent", type=int, help="cap on runs at once")
+    p.add_argument("--gpus", type=GPUS, help="GPU budget (default 0, or the --from sweep's)")
+    p.add_argument("--gpus-per-trial", type=GPU_SHARE, help="GPU fraction per run (default 1 with --gpus)")
+    p.add_argument("--cpus-per-trial", type=CPUS, help="CPUs per run (default 1, or the sweep's)")
+    p.add_argument("--max-concurrent", type=CONCURRENT, help="cap on runs at once")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, SQLite in ZSEXP_HOME, "
                                           "or the sweep's)")
     p.add_argument("--experiment", help="MLflow experiment (default zsexp-MODEL-DATASET, or the sweep's)")
@@ -546,9 +571,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
+MAX_TOKEN, MAX_LINE = 120, 600         # an error line stays readable whatever value it echoes
+
+
 def one_line(message: str) -> str:
-    """A message as one plain line: ANSI codes removed, line breaks and runs of spaces folded."""
-    return " ".join(_ANSI.sub("", message).split())
+    """A message as one plain line: ANSI codes and other control characters removed, line breaks and runs
+    of spaces folded, and cut to a readable length: a word (a value, a path) longer than
+    :data:`MAX_TOKEN` characters keeps its start, a line longer than :data:`MAX_LINE` its start and end."""
+    words = []
+    for w in _ANSI.sub("", message).split():
+        w = "".join(ch if ch.isprintable() else "?" for ch in w)
+        words.append(w if len(w) <= MAX_TOKEN else f"{w[:MAX_TOKEN - 30]}...({len(w)} characters)")
+    line = " ".join(words)
+    return line if len(line) <= MAX_LINE else f"{line[:MAX_LINE - 160]} ... {line[-140:]}"
 
 
 def _error_log(exc: BaseException) -> Path | None:
@@ -582,6 +617,9 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.func in (cmd_search, cmd_resume, cmd_select, cmd_ablate):
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
+        from zsexp.env import check_environment
+
+        check_environment()              # before any directory, study, run or Ray process exists
         return int(args.func(args) or 0)
     except ZsexpError as exc:
         print(f"zsexp: error: {one_line(str(exc))}", file=sys.stderr)

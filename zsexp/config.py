@@ -102,18 +102,90 @@ def build_config(cls: type[T], *overrides: tuple[str, Mapping[str, Any]]) -> T:
     return cfg
 
 
+# What parsing one of the user's YAML texts may cost, whatever its structure (stated in README, *Safety*)
+MAX_YAML_BYTES = 1 << 20          # a config or search space is a few hundred bytes
+MAX_YAML_NODES = 100_000          # values after anchors and aliases are expanded
+MAX_YAML_DEPTH = 32
+MAX_SET_ITEMS = 1_000
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a mapping key given twice (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue                          # PyYAML itself refuses an unhashable key, with its mark
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {clip(key)!r} is given twice (first at line {seen[key].line + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def clip(value: Any, n: int = 60) -> str:
+    """``value`` as text cut to a readable length, for an error message that echoes it."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= n else f"{text[:n - 25]}...({len(text)} characters)"
+
+
+def _bounded(obj: Any, where: str) -> None:
+    """Refuse a parsed document larger than :data:`MAX_YAML_NODES` values (aliases counted every time they
+    are used) or deeper than :data:`MAX_YAML_DEPTH`; the walk stops at the bound, so it costs at most that."""
+    count, stack = 0, [(obj, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_YAML_NODES:
+            raise ZsexpError(f"{where}: more than {MAX_YAML_NODES:,} values once its anchors and aliases are expanded; "
+                             f"refused")
+        if depth > MAX_YAML_DEPTH:
+            raise ZsexpError(f"{where}: nested more than {MAX_YAML_DEPTH} levels deep; refused")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+            stack.extend((k, depth + 1) for k in node)
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """A YAML text of the user's, bounded (:data:`MAX_YAML_BYTES`, nodes, depth) and unambiguous (no key twice)."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_YAML_BYTES:
+        raise ZsexpError(f"{where}: larger than {MAX_YAML_BYTES // 1024} KiB; refused (a config or space is a few "
+                         f"hundred bytes)")
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)                    # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ZsexpError(f"{where}: malformed YAML{at}: {clip(getattr(exc, 'problem', exc), 200)}") from None
+    except RecursionError:
+        raise ZsexpError(f"{where}: nested too deeply to parse; refused") from None
+    _bounded(data, where)
+    return data
+
+
 def parse_set(items: Iterable[str], source: str = "--set") -> dict[str, Any]:
-    """``["alpha=0.5", "g_hidden=[64, 64]"]`` -> dict; values parsed as YAML scalars/lists."""
+    """``["alpha=0.5", "g_hidden=[64, 64]"]`` -> dict; values parsed as YAML scalars/lists.  A key given
+    twice is refused (which one was meant?)."""
     out: dict[str, Any] = {}
-    for item in items or ():
+    items = list(items or ())
+    if len(items) > MAX_SET_ITEMS:
+        raise ZsexpError(f"{source}: {len(items)} values given; at most {MAX_SET_ITEMS} are accepted")
+    for item in items:
         if "=" not in item:
-            raise ZsexpError(f"{source}: expected key=value, got {item!r}")
+            raise ZsexpError(f"{source}: expected key=value, got {clip(item)!r}")
         key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ZsexpError(f"{source}: cannot parse value of `{key}`: {raw!r} ({exc})") from exc
-        out[key.strip()] = _float_like(value)
+        key = key.strip()
+        if key in out:
+            raise ZsexpError(f"{source}: `{clip(key)}` is given twice; give each key once")
+        value = parse_yaml(raw, f"{source} {clip(key)}") if raw.strip() else ""
+        out[key] = _float_like(value)
     return out
 
 
@@ -134,15 +206,14 @@ def load_yaml(path: str | Path) -> Any:
     if not path.is_file():
         raise ZsexpError(f"config file not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ZsexpError(f"{path}: larger than {MAX_YAML_BYTES // 1024} KiB; refused (a config or space is a "
+                             f"few hundred bytes)")
+        with open(path, "rb") as f:
+            text = f.read(MAX_YAML_BYTES + 1).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ZsexpError(f"{path}: not a readable YAML text file ({type(exc).__name__})") from None
-    try:
-        return _floats_in(yaml.safe_load(text))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ZsexpError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    return _floats_in(parse_yaml(text, str(path)))
 
 
 def _floats_in(obj: Any) -> Any:

@@ -249,6 +249,12 @@ def run_selection(o: SelectOptions) -> dict[str, Any]:
     meta = read_meta(o.sweep, o.storage)
     space = parse_space(meta.space, meta.space_source, meta.model)
     check_tracking_uri(meta.tracking_uri)
+    from zsexp.data import load_dataset
+    from zsexp.search.sweep import check_writable_state
+
+    load_dataset(meta.dataset, seed=meta.trial_meta.get("data_seed", 0))      # still the data it was: checked first
+
+    check_writable_state(Path(meta.dir))                      # its selection folder and the lock
     with SweepLock(Path(meta.dir).parent, o.sweep, "select"):
         integrity.verified(Path(meta.dir), o.trust_storage)   # before Tune's state is read
         return _select(o, meta, space)

@@ -64,7 +64,7 @@ TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "m
 CONNECT_TIMEOUT_S = 10
 
 
-def check_tracking_uri(uri: str) -> None:
+def check_tracking_uri(uri: str, writes: bool = True) -> None:
     """Refuse a tracking URI that cannot work, without creating anything: an unknown scheme, a SQLite
     file whose folder is missing or read-only, a server that does not accept a connection within
     :data:`CONNECT_TIMEOUT_S` (the full check, credentials included, is :func:`client`)."""
@@ -77,8 +77,12 @@ def check_tracking_uri(uri: str) -> None:
                          f"http(s)://HOST:PORT or a database URI)")
     if scheme == "sqlite":
         path = Path(uri.split("sqlite:///", 1)[-1]) if uri.startswith("sqlite:///") else None
-        if path is not None and not (path.parent.is_dir() and os.access(path.parent, os.W_OK)):
+        if path is not None and not path.parent.is_dir():
             raise ZsexpError(f"tracking URI {uri}: folder {path.parent} is missing or not writable")
+        if path is not None and writes:
+            from zsexp.paths import check_writable
+
+            check_writable(path.parent, f"tracking URI {uri}:")
     if scheme in ("http", "https"):
         parts = urlsplit(uri)
         try:
@@ -108,7 +112,7 @@ def client(tracking_uri: str | None = None, create: bool = True):
     for name in ("mlflow.store.db.utils", "alembic"):   # "Creating initial MLflow database tables..." on stderr
         logging.getLogger(name).setLevel(logging.WARNING)
     uri = credentials_from_uri(tracking_uri or default_tracking_uri())
-    check_tracking_uri(uri)
+    check_tracking_uri(uri, writes=create)
     if not create and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise ZsexpError(f"no MLflow store at {uri[len('sqlite:///'):]} yet (run a sweep first, or pass "
                          f"--tracking-uri)")
@@ -239,7 +243,7 @@ def start_ui(tracking_uri: str | None, host: str, port: int, links: Callable[[st
             links(redact_uri(uri))
         print(f"the tracking server {redact_uri(uri)} serves the MLflow UI itself: open it in a browser")
         return 0
-    check_tracking_uri(uri)
+    check_tracking_uri(uri, writes=False)          # the UI only reads: a read-only store is served
     check_port_free(host, port)
     if links is not None:
         links(f"http://{host}:{port}")

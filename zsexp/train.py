@@ -83,6 +83,9 @@ def train_run(family: str, dataset: str, *, config_file: str | None = None, sets
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ZsexpError(f"output directory {out}: exists and is not a directory")
+    from zsexp.paths import check_writable
+
+    check_writable(out, "output directory")
     created = out.resolve()              # the topmost folder this run creates, removed if it diverges
     while not created.parent.exists():
         created = created.parent

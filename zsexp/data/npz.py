@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zsexp.data.schema import ZSLData, validate
+from zsexp.data.schema import ZSLData, check_data_size, validate
 from zsexp.errors import ZsexpError
 
 REQUIRED = ("features", "labels", "class_embeddings", "train_classes", "val_classes", "test_classes")
@@ -28,10 +28,11 @@ def load_npz(path: str | Path) -> ZSLData:
     path = Path(path)
     if not path.is_file():
         raise ZsexpError(f"dataset file not found: {path}")
+    _check_headers(path)
     try:
         arrays = dict(np.load(path, allow_pickle=False))
     except Exception as exc:
-        raise ZsexpError(f"{path}: not a readable .npz file ({exc})") from exc
+        raise ZsexpError(f"{path}: not a readable .npz file ({str(exc)[:200]})") from None
     missing = [k for k in REQUIRED if k not in arrays]
     if missing:
         raise ZsexpError(f"{path}: missing required arrays {missing} (required: {list(REQUIRED)})")
@@ -49,6 +50,31 @@ def load_npz(path: str | Path) -> ZSLData:
         test_seen_images=arrays.get("test_seen_images", np.zeros(0, np.int64)),
         text_features=arrays.get("text_features"), seen_probs=arrays.get("seen_probs"),
         prob_classes=arrays.get("prob_classes"), source=f"npz:{path}"))
+
+
+def _check_headers(path: Path) -> None:
+    """Every member's shape and dtype from its ``.npy`` header, before anything is decompressed: a file of
+    more than the known arrays, or whose arrays would exceed the data bound, is refused unread."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = z.infolist()
+            if len(members) > len(REQUIRED) + len(OPTIONAL):
+                raise ZsexpError(f"{path}: {len(members)} arrays; a zsexp .npz has at most "
+                                 f"{len(REQUIRED) + len(OPTIONAL)} ({list(REQUIRED + OPTIONAL)})")
+            shapes = []
+            for m in members:
+                with z.open(m) as f:
+                    major, _ = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(f, max_header_size=10_000)
+                shapes.append((m.filename.removesuffix(".npy"), shape, dtype.itemsize))
+    except ZsexpError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zipfile and numpy raise several types for a damaged file
+        raise ZsexpError(f"{path}: not a readable .npz file ({type(exc).__name__}: {str(exc)[:200]})") from None
+    check_data_size(path, shapes)
 
 
 def save_npz(data: ZSLData, path: str | Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -151,6 +152,32 @@ def _check_finite(name: str, arr: np.ndarray, where: str) -> None:
             f"(rows {_preview(rows)})")
 
 
+MAX_DATA_BYTES = 8 << 30       # what one dataset file may hold once decompressed (README, *Safety*)
+
+
+def check_data_size(path: Any, arrays: list[tuple[str, tuple[int, ...], int]]) -> None:
+    """Refuse a data file whose arrays (name, shape, item size), read from its headers before any array
+    is read, hold more than :data:`MAX_DATA_BYTES` once decompressed (a compressed file can claim any size)."""
+    total = 0
+    for name, shape, itemsize in arrays:
+        if any(d < 0 for d in shape):
+            raise ZsexpError(f"{path}: array `{name}` has a negative dimension {shape}")
+        total += int(np.prod(shape, dtype=object)) * int(itemsize)
+        if total > MAX_DATA_BYTES:
+            raise ZsexpError(f"{path}: its arrays hold more than {MAX_DATA_BYTES >> 30} GiB once decompressed "
+                             f"(`{name}` {tuple(shape)}); refused before reading them")
+
+
+def _check_informative(name: str, arr: np.ndarray, where: str) -> None:
+    """A view with no dimensions, or the same vector for every row (all zero included), cannot tell
+    images or classes apart: no model, baseline or metric on it means anything."""
+    if arr.shape[1] == 0:
+        raise ZsexpError(f"{where}: `{name}` has no feature dimensions (shape {arr.shape}); rule: at least one")
+    if arr.shape[0] > 1 and not np.any(arr != arr[:1]):
+        what = "all zero" if not np.any(arr) else "the same vector in every row"
+        raise ZsexpError(f"{where}: `{name}` is {what} (shape {arr.shape}); rule: a view must differ between rows")
+
+
 def validate(data: ZSLData) -> ZSLData:
     """Check every invariant of the data contract; raise :class:`ZsexpError` naming the field.
 
@@ -168,6 +195,8 @@ def validate(data: ZSLData) -> ZSLData:
             f"{where}: `class_embeddings` must be 2-D [C, Dt], got shape {data.class_embeddings.shape}")
     _check_finite("features", data.features, where)
     _check_finite("class_embeddings", data.class_embeddings, where)
+    _check_informative("features", data.features, where)
+    _check_informative("class_embeddings", data.class_embeddings, where)
     data.features = data.features.astype(np.float32, copy=False)
     data.class_embeddings = data.class_embeddings.astype(np.float32, copy=False)
     n, c = data.features.shape[0], data.class_embeddings.shape[0]
@@ -244,6 +273,7 @@ def _validate_optional(data: ZSLData, where: str, n: int) -> None:
         if data.text_features.ndim != 2 or data.text_features.shape[0] != n:
             raise ZsexpError(f"{where}: `text_features` must be [N={n}, Dt], got {data.text_features.shape}")
         _check_finite("text_features", data.text_features, where)
+        _check_informative("text_features", data.text_features, where)
         data.text_features = data.text_features.astype(np.float32, copy=False)
     if data.seen_probs is not None:
         data.seen_probs = np.asarray(data.seen_probs)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zsexp.data.schema import ZSLData, validate
+from zsexp.data.schema import ZSLData, check_data_size, validate
 from zsexp.errors import ZsexpError
 
 SPLIT_KEYS = ("train_loc", "val_loc", "trainval_loc", "test_seen_loc", "test_unseen_loc")
@@ -30,6 +30,13 @@ def _loadmat(path: Path) -> dict:
 
     if not path.is_file():
         raise ZsexpError(f"dataset file not found: {path}")
+    try:                  # shapes from the file's headers first: a compressed element can claim any size
+        sizes = {"double": 8, "single": 4, "int64": 8, "uint64": 8, "int32": 4, "uint32": 4, "int16": 2,
+                 "uint16": 2, "int8": 1, "uint8": 1, "logical": 1, "char": 4}
+        listed = [(n, shape, sizes.get(cls, 8)) for n, shape, cls in scipy.io.whosmat(str(path))]
+    except Exception as exc:  # scipy raises several types for corrupt files
+        raise ZsexpError(f"{path}: not a readable MATLAB .mat file ({str(exc)[:200]})") from None
+    check_data_size(path, listed)
     try:
         return scipy.io.loadmat(str(path))
     except Exception as exc:  # scipy raises several types for corrupt files

@@ -270,11 +270,34 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             os.unlink(tmp)
 
 
+MAX_CHECKPOINT_BYTES = 4 << 30      # a zsexp checkpoint of the papers' widths is a few hundred MB at most
+
+
+def _check_checkpoint_size(path: Path) -> None:
+    """Refuse a checkpoint larger than :data:`MAX_CHECKPOINT_BYTES` on disk or, as a zip, once its members are
+    decompressed (read from the zip's directory, before anything is loaded)."""
+    import zipfile
+
+    size = path.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        raise ZsexpError(f"{path}: {size / 2**30:.1f} GiB; a checkpoint may be at most {MAX_CHECKPOINT_BYTES >> 30} "
+                         f"GiB: refused")
+    try:
+        with zipfile.ZipFile(path) as z:
+            total = sum(m.file_size for m in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return                                            # not a zip: torch.load's own error names it
+    if total > MAX_CHECKPOINT_BYTES:
+        raise ZsexpError(f"{path}: its members hold {total / 2**30:.1f} GiB once decompressed; a checkpoint may hold "
+                         f"at most {MAX_CHECKPOINT_BYTES >> 30} GiB: refused")
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """``weights_only=True``: a checkpoint can hold tensors and plain containers, never code."""
     path = Path(path)
     if not path.is_file():
         raise ZsexpError(f"checkpoint not found: {path}")
+    _check_checkpoint_size(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

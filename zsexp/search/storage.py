@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -48,23 +47,9 @@ def sweeps_root(storage: str | None) -> Path:
 
 def check_writable_root(root: Path) -> None:
     """Refuse a sweeps root that cannot be created or written, before anything is written."""
-    probe = root
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ZsexpError(f"--storage {root}: {probe} is not a directory")
-    st = probe.stat()
-    try:               # a real probe (permission bits say nothing to root, or of /proc); its traces are undone
-        os.rmdir(tempfile.mkdtemp(prefix=".zsexp-probe-", dir=probe))
-    except OSError as exc:
-        raise ZsexpError(f"--storage {root}: cannot write in {probe} ({exc.strerror or exc})") from None
-    finally:
-        try:
-            os.utime(probe, ns=(st.st_atime_ns, st.st_mtime_ns))
-        except OSError:
-            pass
+    from zsexp.paths import check_writable
+
+    check_writable(root, "--storage")
 
 
 def named_dir(root: Path, name: str, what: str = "sweep name", kind: str = "sweeps") -> Path:
@@ -107,6 +92,47 @@ def sweep_names(storage: str | None) -> list[str]:
     return sorted(p.parent.name for p in sweeps_root(storage).glob(f"*/{SWEEP_FILE}"))
 
 
+MAX_OWN_JSON = 256 << 20      # a sweep's own JSON files (metadata, progress record, signatures), at most
+
+
+def check_sweep_files(d: Path) -> None:
+    """Every entry zsexp or Tune reads in the sweep directory ``d`` -- its files, the trial markers, each
+    trial directory's entries -- is the sweep's own: a symbolic link (wherever it points) or a special
+    file (FIFO, socket, device) is refused in one line before anything is read, written or started."""
+    import stat as stat_
+
+    def scan(folder: Path, depth: int) -> None:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            raise ZsexpError(f"{folder}: cannot be read ({exc.strerror or exc})") from None
+        for e in entries:
+            mode = e.stat(follow_symlinks=False).st_mode
+            if stat_.S_ISLNK(mode):
+                raise ZsexpError(f"{e.path} is a symbolic link; a sweep's files must be its own regular files: "
+                                 f"refused (nothing was read or written)")
+            if stat_.S_ISDIR(mode):
+                if depth < 1:
+                    scan(Path(e.path), depth + 1)
+            elif not stat_.S_ISREG(mode):
+                raise ZsexpError(f"{e.path} is not a regular file; refused (nothing was read or written)")
+
+    scan(d, 0)
+
+
+def read_own_json(d: Path, rel: str, default: Any = None) -> Any:
+    """A JSON file of the sweep's own (:func:`own_regular_file`), at most :data:`MAX_OWN_JSON` bytes."""
+    path = own_regular_file(d, rel)
+    if path is None:
+        return default
+    if path.stat().st_size > MAX_OWN_JSON:
+        raise ZsexpError(f"{path}: larger than {MAX_OWN_JSON >> 20} MiB; not a file zsexp wrote: refused")
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ZsexpError(f"{path}: unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
 def read_meta(name: str, storage: str | None) -> SweepMeta:
     """The sweep's metadata, checked: a corrupt or edited file is one clear error.  Its directory is
     where it was found, never a path read from the file (``dir`` and ``trial_meta.sweep_dir`` are set
@@ -118,10 +144,11 @@ def read_meta(name: str, storage: str | None) -> SweepMeta:
         shown = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
         raise ZsexpError(f"no sweep {name!r} under {d.parent} (known: {shown or 'none'}); "
                          f"pass --storage if it lives elsewhere")
+    check_sweep_files(d)
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ZsexpError(f"{path}: unreadable sweep metadata ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raw = read_own_json(d, SWEEP_FILE)
+    except ZsexpError as exc:
+        raise ZsexpError(str(exc).replace(": unreadable (", ": unreadable sweep metadata (", 1)) from None
     meta = SweepMeta.from_json(raw, str(path), str(d))
     if meta.name != name:
         raise ZsexpError(f"{path}: it describes sweep {meta.name!r}, not {name!r}; the file was moved or edited")
@@ -229,12 +256,11 @@ def read_progress(sweep_dir: str | Path) -> dict[str, Any]:
     """The driver callback's durable state (runs, outcomes, best values, peak, queued MLflow writes): the
     snapshot with its journal applied, or {} before the first trial (see :class:`ProgressRecord`)."""
     d = Path(sweep_dir)
-    pf = d / CALLBACK_FILE
-    if not pf.is_file():
+    state = read_own_json(d, CALLBACK_FILE)
+    if not isinstance(state, dict):
         return {}
-    state = json.loads(pf.read_text())
     journal = journal_path(d, int(state.get("generation", 0)))
-    if journal.is_file():
+    if own_regular_file(d, journal.name) is not None:
         for line in journal.read_bytes().split(b"\n"):
             try:
                 entry = json.loads(line)

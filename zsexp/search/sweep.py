@@ -129,6 +129,12 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
     from zsexp.tracking import check_tracking_uri, client, git_commit, redact_uri
 
     validate_options(o)
+    from zsexp.search.integrity import key_file
+
+    if not key_file().exists():
+        from zsexp.paths import check_writable
+
+        check_writable(key_file().parent, "signing key folder")
     o = dataclasses.replace(o, dataset=dataset_ref(o.dataset))     # trials run in their own working directory
     space = prepare_space(o)
     scheduler = o.scheduler or space.scheduler
@@ -258,6 +264,19 @@ class failed_on_error:
         return False
 
 
+def check_writable_state(d: Path) -> None:
+    """Where a command that runs a sweep's trials writes, checked before it starts: the sweep directory
+    (Tune's files, checkpoints, the record), its storage root (the writer lock) and the signing key's
+    folder when the key does not exist yet."""
+    from zsexp.paths import check_writable
+    from zsexp.search.integrity import key_file
+
+    check_writable(d, "sweep")
+    check_writable(d.parent, "sweep storage")
+    if not key_file().exists():
+        check_writable(key_file().parent, "signing key folder")
+
+
 def check_growth(meta: SweepMeta, space: SearchSpace, trials: int) -> None:
     """``zsexp resume NAME --trials N``: refused unless N can be honoured (never fewer than the sweep has,
     never past its grid or the documented cap, only for a sweep built to grow)."""
@@ -289,6 +308,7 @@ def resume_sweep(name: str, storage: str | None = None, address: str | None = No
         check_growth(meta, space, trials)
     check_tracking_uri(meta.tracking_uri)
     d = Path(meta.dir)
+    check_writable_state(d)
     with SweepLock(d.parent, name, "resume"):
         notes = recover_snapshot(d, name, trust_storage)       # before Ray: nothing unverified is ever loaded
         started = init_ray(address)

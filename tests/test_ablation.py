@@ -56,7 +56,7 @@ def test_named_variants_add_the_complete_model_once():
     (["--dataset", "/no/such/data.npz"], "not found"),
     (["--gpus-per-trial", "0.5"], "--gpus"),
     (["--cpus-per-trial", "0"], "--cpus-per-trial must be > 0"),
-    (["--gpus", "nan"], "--gpus must be a finite number"),
+    (["--gpus", "nan"], "--gpus: must be a finite number"),
     (["--tracking-uri", "ftp://x/y"], "unsupported scheme"),
 ])
 def test_bad_input_is_one_line(home, capfd, monkeypatch, args, needle):
@@ -221,7 +221,9 @@ def test_diverged_runs_are_reported_and_a_relative_path_reaches_the_runs(home, r
     from zsexp.data import load_dataset, save_npz
 
     data = load_dataset("synthetic-tiny")
-    save_npz(dataclasses.replace(data, features=np.full_like(data.features, 3e38)), home.parent / "huge.npz")
+    # near float32's limit (and not constant: a constant view is refused as degenerate)
+    huge = (3e38 * (1 - 0.01 * data.features / np.abs(data.features).max())).astype(np.float32)
+    save_npz(dataclasses.replace(data, features=huge), home.parent / "huge.npz")
     res = cli(home, "ablate", "zscrgan", "--dataset", "huge.npz", "--variants", "no_gan", "--seeds", "1",
               "--name", "nan", *TINY, capfd=capfd, monkeypatch=monkeypatch)
     assert_refused(res, "diverged")

@@ -296,7 +296,7 @@ def _bounded(kind: type, lo: float, hi: float):
         except (TypeError, ValueError):
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
         if not math.isfinite(value) or not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"must be between {lo:g} and {hi:g}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be a finite number between {lo:g} and {hi:g}, got {text}")
         return value
     parse.__name__ = kind.__name__
     return parse
@@ -571,17 +571,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
-MAX_TOKEN, MAX_LINE = 120, 600         # an error line stays readable whatever value it echoes
+MAX_TOKEN, MAX_LINE = 240, 800         # an error line stays readable whatever value it echoes
 
 
 def one_line(message: str) -> str:
     """A message as one plain line: ANSI codes and other control characters removed, line breaks and runs
     of spaces folded, and cut to a readable length: a word (a value, a path) longer than
-    :data:`MAX_TOKEN` characters keeps its start, a line longer than :data:`MAX_LINE` its start and end."""
+    :data:`MAX_TOKEN` characters keeps its start and end (a path its file name), a line longer than
+    :data:`MAX_LINE` its start and end."""
     words = []
     for w in _ANSI.sub("", message).split():
         w = "".join(ch if ch.isprintable() else "?" for ch in w)
-        words.append(w if len(w) <= MAX_TOKEN else f"{w[:MAX_TOKEN - 30]}...({len(w)} characters)")
+        words.append(w if len(w) <= MAX_TOKEN else f"{w[:100]}...({len(w)} characters)...{w[-60:]}")
     line = " ".join(words)
     return line if len(line) <= MAX_LINE else f"{line[:MAX_LINE - 160]} ... {line[-140:]}"
 

@@ -119,8 +119,9 @@ def test_ctrl_c_stops_cleanly_and_resume_goes_on(ray_cluster, tmp_path):
     name = "k-sigint"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = open(tmp_path / "sigint.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "zsexp.cli", *SEARCH, "--name", name,
-                             "--set", "em_iterations=12", "--set", "updates_per_step=20"],
+    longer = [a.replace("em_iterations=4", "em_iterations=12").replace("updates_per_step=10", "updates_per_step=20")
+              for a in SEARCH]
+    proc = subprocess.Popen([sys.executable, "-m", "zsexp.cli", *longer, "--name", name],
                             env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     sweep = Path(os.environ["ZSEXP_HOME"]) / "sweeps" / name

@@ -53,16 +53,21 @@ def load_npz(path: str | Path) -> ZSLData:
 
 
 def _check_headers(path: Path) -> None:
-    """Every member's shape and dtype from its ``.npy`` header, before anything is decompressed: a file of
-    more than the known arrays, or whose arrays would exceed the data bound, is refused unread."""
+    """Every member's shape and dtype from its ``.npy`` header, before anything is decompressed: a file
+    with an array of another name, or whose arrays would exceed the data bound, is refused unread."""
     import zipfile
 
     try:
         with zipfile.ZipFile(path) as z:
             members = z.infolist()
-            if len(members) > len(REQUIRED) + len(OPTIONAL):
-                raise ZsexpError(f"{path}: {len(members)} arrays; a zsexp .npz has at most "
-                                 f"{len(REQUIRED) + len(OPTIONAL)} ({list(REQUIRED + OPTIONAL)})")
+            names = {m.filename.removesuffix(".npy") for m in members}
+            missing = [k for k in REQUIRED if k not in names]
+            if missing:
+                raise ZsexpError(f"{path}: missing required arrays {missing} (required: {list(REQUIRED)})")
+            unknown = sorted({m.filename.removesuffix(".npy") for m in members} - set(REQUIRED) - set(OPTIONAL))
+            if unknown:
+                raise ZsexpError(f"{path}: unknown arrays {unknown[:10]}{' ...' if len(unknown) > 10 else ''} "
+                                 f"({len(members)} in all); allowed: {list(REQUIRED + OPTIONAL)}")
             shapes = []
             for m in members:
                 with z.open(m) as f:

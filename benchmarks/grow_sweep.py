@@ -118,14 +118,15 @@ def main() -> None:
     labels = {"a": f"(a) one sweep of {2 * n}", "b": f"(b) {n}, then resume --trials {2 * n}",
               "c": f"(c) {n}, then a warm-started sweep of {n}", "d": f"(d) {n}, then a cold sweep of {n}"}
     print()
-    print(f"{'variant':<42}{'compute to the target':<28}{'per seed':<44}{'best at the end':<24}"
+    width = 8 * args.seeds + 4
+    print(f"{'variant':<42}{'compute to the target':<28}{'per seed':<{width}}{'best at the end':<24}"
           f"{'best of the second part'}")
     for v, label in labels.items():
         per = [res[v][str(s)]["to_target"] for s in range(args.seeds)]
         best = [res[v][str(s)]["best"] for s in range(args.seeds)]
         second = [res[v][str(s)]["second_best"] for s in range(args.seeds)]
         shown = ", ".join("never" if math.isinf(x) else f"{x:.3f}" for x in per)
-        print(f"{label:<42}{fmt_q(per, 3):<28}{shown:<44}{fmt_q(best):<24}{fmt_q(second)}")
+        print(f"{label:<42}{fmt_q(per, 3):<28}{shown:<{width}}{fmt_q(best):<24}{fmt_q(second)}")
     doc = {"n": n, "seeds": args.seeds, "target": args.target, "grid_compute": args.grid_compute,
            "results": res, "wall_s": round(time.time() - t_all, 1), "home": str(home)}
     Path(args.out).write_text(json.dumps(doc, indent=2, default=str))

@@ -197,7 +197,7 @@ def main() -> None:
         "configs_trained_twice": sum(s["configs_trained_twice"] for s in sweeps),
         "lost_trials": sum(s["lost_trials"] for s in sweeps),
         "rounds_needed": needed, "rounds_rerun": rerun, "rerun_share": rerun / max(1, needed),
-        "rerun_rounds_per_kill": rerun / max(1, kills),
+        "rerun_rounds_per_kill": rerun / max(1, kills + ext["kills"]),      # the extension's kills re-run rounds too
         "extension": {k: v for k, v in ext.items() if k != "trial_ids"},
         "selection": sel, "ablation": abl, "sweep_details": sweeps, "kill_times_s": kill_times,
         "wall_s": round(wall, 1), "home": str(home)}
@@ -209,7 +209,7 @@ def main() -> None:
     print(f"configs trained twice   {figures['configs_trained_twice']}")
     print(f"lost trials             {figures['lost_trials']}")
     print(f"re-run compute          {rerun} of {needed} rounds = {100 * figures['rerun_share']:.1f}% "
-          f"({figures['rerun_rounds_per_kill']:.2f} rounds per kill)")
+          f"({figures['rerun_rounds_per_kill']:.2f} rounds per kill, {kills + ext['kills']} sweep kills)")
     print(f"extension to {2 * a.trials:<10} {ext['kills']} kills at {ext['kill_times']} s, exit {ext['exit']}, status "
           f"{ext['status']}, finished trials {ext['finished_runs']}/{2 * a.trials}, duplicate child runs "
           f"{ext['duplicate_child_runs']}, configs trained twice {ext['configs_trained_twice']}, Optuna told "

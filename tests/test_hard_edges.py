@@ -61,6 +61,13 @@ def _deep_space(home: Path) -> str:
     return _write(home, "deep.yaml", "model: zscrgan\nfixed: " + "[" * 5000 + "]" * 5000 + "\n")
 
 
+def _space_with(line: str):
+    def make(home: Path) -> str:
+        params = "params: {alpha: {type: uniform, low: 0, high: 1}}"
+        return _write(home, "space.yaml", f"model: zscrgan\n{line}\n{params}\n")
+    return make
+
+
 def _npz_claiming(home: Path) -> str:
     """A .npz of a few hundred bytes whose `features` header claims 8 TB: refused from the header."""
     d = load_dataset("synthetic-tiny")
@@ -100,6 +107,12 @@ BOUNDED = [
     ("ablate-data-seeds-huge", ["ablate", "zscrgan", "--data-seeds", str(2**63)], "--data-seeds"),
     ("gpus-inf", ["search", "zscrgan", "--gpus", "inf"], "--gpus"),
     ("progress-huge", ["search", "zscrgan", "--progress-every", "1e300"], "--progress-every"),
+    ("space-rounds-huge", ["search", "zscrgan", "--space", _space_with("fidelity: {max_rounds: 1000000000000}")],
+     "fidelity.max_rounds"),
+    ("space-reduction-nan", ["search", "zscrgan", "--space", _space_with("fidelity: {reduction_factor: .nan}")],
+     "fidelity.reduction_factor"),
+    ("sampler-count-huge", ["search", "zscrgan", "--space",
+                            _space_with("sampler: {name: tpe, n_ei_candidates: 1000000000}")], "n_ei_candidates"),
     ("npz-header-bomb", ["data", "describe", _npz_claiming], "GiB"),
     ("npz-too-many-arrays", ["search", "zscrgan", "--dataset", _npz_many], "(46 in all)"),
 ]

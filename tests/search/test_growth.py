@@ -148,6 +148,9 @@ def test_warm_start_takes_the_trials_inside_the_new_space(ray_cluster, tmp_path,
 
     report = json.loads(Path(client().download_artifacts(meta.parent_run_id, "warm_start.json")).read_text())
     assert [s["reason"] for s in report["skipped"]] == ["alpha=1.5 is outside this space's alpha"]
+    capsys.readouterr()
+    assert main(["status", "warm"]) == 0
+    assert "warm-started from sweep 'src': 1 trial(s) taken, 1 skipped" in capsys.readouterr().out
     # a warm-started sweep grows like any other; the warm trial still does not count
     assert main(["resume", "warm", "--trials", "3"]) == 0
     assert len(_children("warm")) == 3 and len(_complete("warm")) == 4

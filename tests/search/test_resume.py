@@ -227,3 +227,12 @@ def test_kill_during_an_extension_then_resume(ray_cluster, tmp_path, point):
     assert "growing the sweep from 3 to 5 trials" in r.stdout
     assert main(["resume", name]) == 0
     _check_exactly_n(name, N + 2)
+
+
+def test_an_interrupted_sweep_grows_to_exactly_n(ray_cluster, tmp_path):
+    """``resume --trials`` on a sweep killed before it finished: it ends at the new N, not the old one."""
+    name = "g-interrupted"
+    r = _driver([*SEARCH, "--name", name], tmp_path, {"ZSEXP_FAULT_KILL": "trial_complete:1"}, "search")
+    assert r.returncode == -signal.SIGKILL, r.stdout[-3000:]
+    assert main(["resume", name, "--trials", str(N + 1)]) == 0
+    _check_exactly_n(name, N + 1)

@@ -66,12 +66,9 @@ def load_mfeat(path: str | Path, seed: int = 0, views: str | None = None) -> ZSL
     mat_path = path / MAT_FILE
     if not mat_path.is_file():
         raise ZsexpError(f"{path}: no {MAT_FILE} (UCI multiple-features digits)")
-    from scipy.io import loadmat
+    from zsexp.data.xlsa17 import _loadmat
 
-    try:
-        mat = loadmat(mat_path)
-    except Exception as exc:
-        raise ZsexpError(f"{mat_path}: not a readable MATLAB file ({exc})") from exc
+    mat = _loadmat(mat_path)             # bounded from its headers, like every .mat zsexp reads
     try:
         labels = np.concatenate([np.asarray(mat["L_tr"]).ravel(), np.asarray(mat["L_te"]).ravel()]).astype(np.int64) - 1
     except KeyError as exc:

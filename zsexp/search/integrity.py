@@ -134,10 +134,14 @@ def _write_record(d: Path, key: bytes, files: dict[str, list[str]]) -> None:
 
 def read_signatures(d: Path, key: bytes) -> dict[str, list[str]] | None:
     """The recorded digests, or None where the sweep has none; a tampered record is refused."""
+    from zsexp.search.storage import MAX_OWN_JSON
+
     path = d / SIGNATURES_FILE
     if not path.is_file():
         return None
     try:
+        if path.is_symlink() or path.stat().st_size > MAX_OWN_JSON:
+            raise ValueError("not the record this sweep's driver wrote")
         rec = json.loads(path.read_text())
         files, mac = rec["files"], rec["mac"]
         ok = isinstance(files, dict) and all(isinstance(v, list) for v in files.values())

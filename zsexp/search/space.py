@@ -224,6 +224,14 @@ def _objective(raw: dict[str, Any], source: str, fam: str, spec: Any) -> tuple[s
     return metric, mode
 
 
+# what a trial's budget and a sampler's counts may be (the configs' own bounds agree)
+MAX_ROUNDS, MAX_UPDATES, MAX_SAMPLER_COUNT = 100_000, 10**10, 100_000
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _fidelity(raw: dict[str, Any], source: str, fam: str, spec: Any) -> dict[str, Any]:
     """ASHA's axis: rounds, or the trial's cumulative optimiser updates (``unit: updates``)."""
     fid = raw.get("fidelity") or {}
@@ -237,9 +245,9 @@ def _fidelity(raw: dict[str, Any], source: str, fam: str, spec: Any) -> dict[str
     if unit == "updates":
         if not spec.counts_updates:
             raise _err(source, "fidelity.unit", f"{fam} has no optimiser updates to count; use rounds")
-        if not isinstance(max_u, int) or max_u < 1:
-            raise _err(source, "fidelity.max_updates", f"must be an integer >= 1, got {max_u!r}")
-        if not isinstance(grace_u, int) or not 1 <= grace_u <= max_u:
+        if not _count(max_u) or not 1 <= max_u <= MAX_UPDATES:
+            raise _err(source, "fidelity.max_updates", f"must be an integer in [1, {MAX_UPDATES:,}], got {max_u!r}")
+        if not _count(grace_u) or not 1 <= grace_u <= max_u:
             raise _err(source, "fidelity.grace_updates",
                        f"must be an integer in [1, max_updates={max_u}], got {grace_u!r}")
     elif "grace_updates" in fid or "max_updates" in fid:
@@ -247,13 +255,13 @@ def _fidelity(raw: dict[str, Any], source: str, fam: str, spec: Any) -> dict[str
     max_rounds = fid.get("max_rounds", 30)
     grace = fid.get("grace_rounds", 1)
     rf = fid.get("reduction_factor", 3)
-    if not isinstance(max_rounds, int) or max_rounds < 1:
-        raise _err(source, "fidelity.max_rounds", f"must be an integer >= 1, got {max_rounds!r}")
-    if not isinstance(grace, int) or not 1 <= grace <= max_rounds:
+    if not _count(max_rounds) or not 1 <= max_rounds <= MAX_ROUNDS:
+        raise _err(source, "fidelity.max_rounds", f"must be an integer in [1, {MAX_ROUNDS:,}], got {max_rounds!r}")
+    if not _count(grace) or not 1 <= grace <= max_rounds:
         raise _err(source, "fidelity.grace_rounds",
                    f"must be an integer in [1, max_rounds={max_rounds}], got {grace!r}")
-    if not isinstance(rf, (int, float)) or rf <= 1:
-        raise _err(source, "fidelity.reduction_factor", f"must be > 1, got {rf!r}")
+    if isinstance(rf, bool) or not isinstance(rf, (int, float)) or not 1 < rf <= 100:      # NaN fails too
+        raise _err(source, "fidelity.reduction_factor", f"must be a number in (1, 100], got {rf!r}")
     return {"max_rounds": max_rounds, "grace_rounds": grace, "reduction_factor": float(rf), "unit": unit,
             "grace_updates": grace_u, "max_updates": max_u}
 
@@ -270,6 +278,13 @@ def _sampler(raw: dict[str, Any], source: str) -> tuple[str, dict[str, Any]]:
     sampler_args = {k: v for k, v in samp.items() if k != "name"}
     if name == "grid" and sampler_args:
         raise _err(source, "sampler", f"the grid sampler takes no options, got {sorted(sampler_args)}")
+    for key, v in sampler_args.items():        # counts (start-up trials, EI candidates) cost memory per trial
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            continue
+        if isinstance(v, int) and not 0 <= v <= MAX_SAMPLER_COUNT:
+            raise _err(source, f"sampler.{key}", f"must be in [0, {MAX_SAMPLER_COUNT:,}], got {v}")
+        if isinstance(v, float) and not (math.isfinite(v) and abs(v) <= 1e6):
+            raise _err(source, f"sampler.{key}", f"must be a finite number of at most 1e6, got {v!r}")
     return name, sampler_args
 
 

@@ -82,6 +82,20 @@ def _npz_claiming(home: Path) -> str:
     return str(p)
 
 
+def _npz_twice(home: Path) -> str:
+    import warnings
+
+    d = load_dataset("synthetic-tiny")
+    p = home.parent / "twice.npz"
+    with warnings.catch_warnings(), zipfile.ZipFile(p, "w") as z:
+        warnings.simplefilter("ignore")                    # zipfile warns of the duplicate name
+        for key in ("features", "labels", "class_embeddings", "train_classes", "val_classes", "test_classes",
+                    "features"):
+            with z.open(f"{key}.npy", "w") as f:
+                np.save(f, getattr(d, key) * (2 if key == "features" else 1))
+    return str(p)
+
+
 def _npz_many(home: Path) -> str:
     d = load_dataset("synthetic-tiny")
     p = home.parent / "many.npz"
@@ -115,6 +129,7 @@ BOUNDED = [
                             _space_with("sampler: {name: tpe, n_ei_candidates: 1000000000}")], "n_ei_candidates"),
     ("npz-header-bomb", ["data", "describe", _npz_claiming], "GiB"),
     ("npz-too-many-arrays", ["search", "zscrgan", "--dataset", _npz_many], "(46 in all)"),
+    ("npz-array-twice", ["train", "ridge", "--dataset", _npz_twice], "stored twice"),
 ]
 
 
@@ -247,6 +262,7 @@ ENVIRONMENT = [
     ("cuda-visible-shell", {"CUDA_VISIBLE_DEVICES": "0;rm -rf"}, "$CUDA_VISIBLE_DEVICES"),
     ("search-spaces-missing", {"ZSEXP_SEARCH_SPACES": "/nonexistent/spaces"}, "$ZSEXP_SEARCH_SPACES"),
     ("key-file-a-directory", {"ZSEXP_KEY_FILE": "/"}, "$ZSEXP_KEY_FILE"),
+    ("fault-hook-garbage", {"ZSEXP_FAULT_KILL": "startup:soon"}, "$ZSEXP_FAULT_KILL"),
 ]
 
 

@@ -100,6 +100,15 @@ def _gpus_visible(name: str, value: str) -> None:
         raise ZsexpError(f"${name}={_shown(value)}: must be a comma-separated list of GPU indices or UUIDs")
 
 
+def _fault(name: str, value: str) -> None:
+    """The fault-injection hooks of the kill tests (``zsexp.faults``): a known point and a count."""
+    points = ("startup", "summary", "checkpoint_upload", "trial_complete", "trial_logged", "select_register",
+              "ablate_run")
+    point, _, nth = value.partition(":")
+    if point not in points or (nth and not (nth.isdigit() and 1 <= int(nth) <= 1_000_000)):
+        raise ZsexpError(f"${name}={_shown(value)}: must be POINT or POINT:N, POINT one of {', '.join(points)}")
+
+
 _THREADS = _number(int, 1, 4096, many=True)
 CHECKS: dict[str, Callable[[str, str], None]] = {
     "ZSEXP_HOME": _path("dir-or-new"),
@@ -107,6 +116,8 @@ CHECKS: dict[str, Callable[[str, str], None]] = {
     "ZSEXP_SEARCH_SPACES": _path("dir"),
     "ZSEXP_SIMULATE_GPUS": _number(int, 0, 1024),
     "ZSEXP_ROUND_LOG": _path("file-or-new"),
+    "ZSEXP_FAULT_KILL": _fault,
+    "ZSEXP_FAULT_KILL_WORKER": _number(int, 1, 1_000_000),
     "MLFLOW_TRACKING_URI": _tracking_uri,
     "MLFLOW_TRACKING_USERNAME": _token,
     "MLFLOW_TRACKING_PASSWORD": _token,

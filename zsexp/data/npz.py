@@ -60,7 +60,11 @@ def _check_headers(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as z:
             members = z.infolist()
-            names = {m.filename.removesuffix(".npy") for m in members}
+            listed = [m.filename.removesuffix(".npy") for m in members]
+            twice = sorted({n for n in listed if listed.count(n) > 1})
+            if twice:                     # numpy would silently read one of them
+                raise ZsexpError(f"{path}: array(s) {twice[:5]} stored twice; which one is meant is ambiguous")
+            names = set(listed)
             missing = [k for k in REQUIRED if k not in names]
             if missing:
                 raise ZsexpError(f"{path}: missing required arrays {missing} (required: {list(REQUIRED)})")

@@ -36,6 +36,10 @@ def _loadmat(path: Path) -> dict:
         listed = [(n, shape, sizes.get(cls, 8)) for n, shape, cls in scipy.io.whosmat(str(path))]
     except Exception as exc:  # scipy raises several types for corrupt files
         raise ZsexpError(f"{path}: not a readable MATLAB .mat file ({str(exc)[:200]})") from None
+    names = [n for n, _, _ in listed]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:                             # scipy would silently keep one of them
+        raise ZsexpError(f"{path}: variable(s) {twice[:5]} stored twice; which one is meant is ambiguous")
     check_data_size(path, listed)
     try:
         return scipy.io.loadmat(str(path))

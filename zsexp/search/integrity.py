@@ -83,18 +83,24 @@ def state_key() -> bytes:
     """The per-user signing key, created (0600, in a 0700 folder) on first use."""
     path = key_file()
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(os.urandom(32).hex().encode())
         except FileExistsError:          # another zsexp process created it a moment ago
             pass
+        except OSError as exc:
+            raise ZsexpError(f"{path}: no sweep-state key, and none can be created ({exc.strerror or exc}); "
+                             f"without it no sweep's state can be verified (set $ZSEXP_KEY_FILE to your key)") from None
     st = path.stat()
     if st.st_uid != os.getuid() or st.st_mode & 0o077:
         raise ZsexpError(f"{path}: the sweep-state key must belong to you and have mode 0600 (it has "
                          f"{stat.filemode(st.st_mode)}, owner uid {st.st_uid}); fix it with `chmod 600 {path}`")
-    key = path.read_bytes().strip()
+    with open(path, "rb") as f:
+        key = f.read(4097).strip()
+    if len(key) > 4096:
+        raise ZsexpError(f"{path}: longer than 4 KiB, not a sweep-state key; point $ZSEXP_KEY_FILE at your key")
     if len(key) < 32:
         raise ZsexpError(f"{path}: the sweep-state key is too short ({len(key)} bytes); delete it to make a new one "
                          f"(sweeps signed with it then need --trust-storage once)")

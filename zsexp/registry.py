@@ -201,6 +201,10 @@ def promote(name: str, version: str | None = None, alias: str = "champion", forc
         raise ZsexpError(f"--version must be a positive whole number, got {version!r}")
     c = client(tracking_uri, create=False)
     _require_model(c, name)
+    from zsexp.paths import default_tracking_uri
+    from zsexp.tracking import check_tracking_uri
+
+    check_tracking_uri(tracking_uri or default_tracking_uri(), writes=True)     # moving an alias writes
     try:
         mv = c.get_model_version(name, version) if version else c.get_model_version_by_alias(name, "candidate")
     except MlflowException as exc:

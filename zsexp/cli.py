@@ -390,7 +390,8 @@ def _add_search(sub) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda inside trials")
     p.add_argument("--progress-every", type=SECONDS, default=5.0, help="seconds between progress lines")
     p.add_argument("--warm-start", metavar="SWEEP",
-                   help="start the sampler from an earlier sweep's completed trials (same model, dataset "
+                   help="start the sampler from an earlier sweep's completed trials (a sweep of the same --storage; "
+                        "same model, dataset "
                         "fingerprint and objective; the space may differ): those inside this space are given to "
                         "Optuna as finished trials, not re-run and not counted in --trials; the others are listed "
                         "as skipped")

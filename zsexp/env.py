@@ -66,8 +66,9 @@ def _token(name: str, value: str) -> None:
 
 
 def _choice(*allowed: str) -> Callable[[str, str], None]:
+    """One of ``allowed``, or empty (what compose passes for a variable it leaves unset)."""
     def check(name: str, value: str) -> None:
-        if value.strip().lower() not in allowed:
+        if value.strip() and value.strip().lower() not in allowed:
             raise ZsexpError(f"${name}={_shown(value)}: must be one of {', '.join(allowed)}")
     return check
 

@@ -37,6 +37,7 @@ TRIALS = 8
 # narrow and short: a trial is a few seconds on a 2-core machine, long enough to be killed mid-way
 SWEEP_EXTRA = ("--scheduler none --set em_iterations=10 --set updates_per_step=10 --progress-every 0 "
                "--max-concurrent 2 --seed 3")
+ROUNDS = 10                                   # em_iterations above: one reported round per E-M iteration
 RAY = str(Path(sys.executable).with_name("ray"))
 FIGURES: dict[str, str] = {}
 
@@ -296,7 +297,9 @@ def test_sweep_through_the_job_api_survives_a_killed_worker_and_an_mlflow_restar
     assert len(workers) >= 2, workers                                    # trials on two worker containers
     head_host = st.exec("ray-head", "hostname").stdout.strip()
     assert head_host not in workers                                      # the head (0 CPUs) ran none
-    # no metric lost: every round Tune recorded for a trial is in its MLflow history
+    # no metric lost: every round of every trial is in its MLflow history, each Tune recorded among them.
+    # Tune's own result.json is not the reference: when a trial restarts from its checkpoint, Tune copies
+    # the file back from storage over the driver's copy, and a row not yet synced there is dropped.
     trial_dirs = st.exec("ray-head", "sh", "-c", f"ls -d /shared/zsexp/sweeps/{SWEEP}/train_trial_*").stdout.split()
     assert len(trial_dirs) == TRIALS
     by_trial = {t["zsexp.trial_id"]: r for t, r in zip(tags, runs, strict=True)}
@@ -304,7 +307,9 @@ def test_sweep_through_the_job_api_survives_a_killed_worker_and_an_mlflow_restar
         tid = next(t for t in by_trial if f"_{t}_" in d)
         hist = st.rest(f"/api/2.0/mlflow/metrics/get-history?run_id={by_trial[tid]['info']['run_id']}"
                        f"&metric_key=val_precision_at_50&max_results=1000")["metrics"]
-        assert {int(m["step"]) for m in hist} == _trial_steps(st, d), d
+        steps = {int(m["step"]) for m in hist}
+        assert steps == set(range(1, ROUNDS + 1)), (d, sorted(steps))
+        assert _trial_steps(st, d) <= steps, d
     ckpts = st.exec("ray-head", "sh", "-c", f"ls -d /shared/zsexp/sweeps/{SWEEP}/*/checkpoint_* | wc -l").stdout
     assert int(ckpts) >= TRIALS                                           # checkpoints on the shared volume
 

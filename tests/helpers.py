@@ -61,6 +61,19 @@ def assert_refused(res: subprocess.CompletedProcess, needle: str = "") -> None:
     assert needle.lower() in lines[0].lower(), lines[0]
 
 
+def refused_unchanged(home: Path, argv: list, needle: str, *, capfd, monkeypatch) -> subprocess.CompletedProcess:
+    """``zsexp ARGV`` (an item may be a function of ``home``) refused in one line within 30 s, with
+    nothing new or changed in ``home``."""
+    argv = [a(home) if callable(a) else a for a in argv]
+    before = tree(home)
+    t0 = time.monotonic()
+    res = cli(home, *argv, capfd=capfd, monkeypatch=monkeypatch)
+    assert time.monotonic() - t0 < 30                  # bounded waits: refusals come within 30 s
+    assert_refused(res, needle)
+    assert tree(home) == before, "a refused command wrote into $ZSEXP_HOME"
+    return res
+
+
 def copy_home(template: Path, tmp_path: Path) -> Path:
     h = tmp_path / "copy" / "home"
     shutil.copytree(template, h, symlinks=True)

@@ -35,9 +35,9 @@ MODEL_NAME = "zsexp-zscrgan-synthetic-tiny"
 SWEEP = "stack-sweep"
 TRIALS = 8
 # narrow and short: a trial is a few seconds on a 2-core machine, long enough to be killed mid-way
-SWEEP_EXTRA = ("--scheduler none --set em_iterations=10 --set updates_per_step=10 --progress-every 0 "
+ROUNDS = 10                                   # em_iterations: one reported round per E-M iteration
+SWEEP_EXTRA = (f"--scheduler none --set em_iterations={ROUNDS} --set updates_per_step=10 --progress-every 0 "
                "--max-concurrent 2 --seed 3")
-ROUNDS = 10                                   # em_iterations above: one reported round per E-M iteration
 RAY = str(Path(sys.executable).with_name("ray"))
 FIGURES: dict[str, str] = {}
 

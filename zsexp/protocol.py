@@ -6,12 +6,31 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from zsexp import options as opt
+from zsexp.options import option
+
 PHASES = {"val": "train", "test": "trainval"}          # phase -> classes the model is fitted on
 PLURAL = {"query": "queries", "image": "images"}
 SEED_RULE = "the seed whose validation objective is nearest the winner's mean over seeds (ties: lower seed)"
 PROTOCOL = ("Candidates are ranked and the winner chosen by their mean validation objective over seeds "
             "(models fitted on the train classes); test figures come from separate models fitted on train + val "
             "and are measured once, for this report, never to choose.")
+MAX_K, MAX_SEEDS = 100, 100
+
+
+@dataclass
+class SelectOptions:
+    """``zsexp select``: the sweep, how many of its configurations and seeds, where the winner goes."""
+
+    sweep: str = option(dataclasses.MISSING, positional=True, help="the sweep whose configurations are selected")
+    k: int = option(5, kind=int, low=0, high=1_000, help="configurations to take (default %(default)s)")
+    seeds: int = option(5, kind=int, low=0, high=1_000, help="seeds per configuration (default %(default)s)")
+    storage: str | None = opt.storage()
+    address: str | None = opt.address()
+    register_as: str | None = option(help="registered model name (default zsexp-MODEL-DATASET)")
+    retrieval_k: int = option(50, kind=int, low=1, high=1_000_000,
+                              help="default top-k the served model returns (default %(default)s)")
+    trust_storage: bool = opt.trust_storage()
 
 
 def fmt_stats(s: dict[str, float]) -> str:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,26 +39,13 @@ import numpy as np
 from zsexp.errors import ZsexpError
 from zsexp.fitting import GridProgress
 from zsexp.models import get_spec
-from zsexp.protocol import PHASES, PLURAL, PROTOCOL, SEED_RULE, Decision, fmt_stats
+from zsexp.protocol import MAX_K, MAX_SEEDS, PHASES, PLURAL, PROTOCOL, SEED_RULE, Decision, SelectOptions, fmt_stats
 from zsexp.search.meta import SweepMeta, TrialRecord
 from zsexp.search.space import SearchSpace, parse_space
 from zsexp.search.status import sweep_trials
 from zsexp.search.storage import read_meta
 
 PER_QUERY_KEY = {"precision@50": "precision", "map@50": "ap", "top1": "top1", "map": "ap_full"}
-MAX_K, MAX_SEEDS = 100, 100
-
-
-@dataclass
-class SelectOptions:
-    sweep: str
-    k: int = 5
-    seeds: int = 5
-    storage: str | None = None
-    address: str | None = None
-    register_as: str | None = None
-    retrieval_k: int = 50
-    trust_storage: bool = False
 
 
 # --------------------------------------------------------------------------- ranking

@@ -26,6 +26,7 @@ from typing import Any
 
 from ray import tune
 
+from zsexp.ablation.options import AblateOptions
 from zsexp.ablation.variants import Variant, reference_index, resolve_variants
 from zsexp.errors import ZsexpError
 from zsexp.fitting import GridProgress
@@ -33,29 +34,6 @@ from zsexp.fitting import GridProgress
 MAX_SEEDS, MAX_SPLITS, MAX_RUNS = 100, 100, 10_000
 UNLIMITED_ROUNDS = 1_000_000
 PLAN_FILE, RESULT_FILE = "plan.json", "ablation.json"
-
-
-@dataclass
-class AblateOptions:
-    model: str
-    dataset: str | None = None
-    source: str | None = None                 # --from SWEEP
-    variants: str = "table"
-    seeds: int = 3
-    data_seeds: tuple[int, ...] | None = None
-    sets: tuple[str, ...] = ()
-    config_file: str | None = None
-    name: str | None = None
-    storage: str | None = None                # where ablations live (default $ZSEXP_HOME/ablations)
-    sweep_storage: str | None = None          # where the --from sweep lives (default $ZSEXP_HOME/sweeps)
-    address: str | None = None
-    gpus: float | None = None
-    gpus_per_trial: float | None = None
-    cpus_per_trial: float | None = None
-    max_concurrent: int | None = None
-    tracking_uri: str | None = None
-    experiment: str | None = None
-    device: str = "auto"
 
 
 @dataclass

@@ -12,7 +12,6 @@ import dataclasses
 import datetime as dt
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,74 +20,15 @@ from zsexp.faults import kill_point
 from zsexp.names import check_name, filter_value
 from zsexp.paths import default_tracking_uri
 from zsexp.search import integrity
-from zsexp.search.cluster import finite, init_ray, trial_resources, validate_resources
+from zsexp.search.cluster import init_ray, trial_resources
 from zsexp.search.lock import SweepLock
 from zsexp.search.meta import SweepMeta
+from zsexp.search.options import MAX_TRIALS, SweepOptions, validate_options
 from zsexp.search.recovery import reconcile, recover_snapshot, snapshot_trial_ids
 from zsexp.search.space import SearchSpace, load_space, parse_space
 from zsexp.search.status import log_reference, print_summary, summarise
-from zsexp.search.storage import SWEEP_FILE, check_writable_root, read_meta, sweep_dir, sweeps_root, write_json_atomic
+from zsexp.search.storage import SWEEP_FILE, read_meta, sweep_dir, write_json_atomic
 from zsexp.tags import TAG_BEST_TRIAL, TAG_ERROR, TAG_FINGERPRINT, TAG_KIND, TAG_SWEEP, TAG_TRIALS, TAG_WARM_START
-
-MAX_TRIALS = 100_000         # a sweep's documented cap: beyond it the driver's own records grow unwieldy
-
-
-@dataclass
-class SweepOptions:
-    model: str
-    dataset: str = "synthetic-tiny"
-    space: str | None = None
-    trials: int = 8
-    gpus: float = 0.0
-    gpus_per_trial: float | None = None      # default 1 when --gpus > 0; refused without GPUs
-    cpus_per_trial: float = 1.0
-    max_concurrent: int | None = None
-    sampler: str | None = None
-    scheduler: str | None = None
-    seed: int = 0
-    data_seed: int = 0
-    name: str | None = None
-    storage: str | None = None
-    address: str | None = None
-    tracking_uri: str | None = None
-    experiment: str | None = None
-    sets: tuple[str, ...] = ()
-    retries: int = 2
-    max_failed_trials: int | None = None
-    keep_checkpoints: int | None = None
-    device: str = "auto"
-    progress_every_s: float = 5.0
-    warm_start: str | None = None            # an earlier sweep whose finished trials seed the sampler
-
-
-def validate_options(o: SweepOptions) -> None:
-    """Every value of a new sweep that cannot be meant, refused before anything starts or is written."""
-    if not 1 <= o.trials <= MAX_TRIALS:
-        raise ZsexpError(f"--trials must be between 1 and {MAX_TRIALS:,}, got {o.trials}")
-    validate_resources(o.gpus, o.gpus_per_trial, o.cpus_per_trial, o.max_concurrent)
-    if o.retries < 0:
-        raise ZsexpError(f"--retries must be >= 0, got {o.retries}")
-    if o.max_failed_trials is not None and o.max_failed_trials < 0:
-        raise ZsexpError(f"--max-failed-trials must be >= 0, got {o.max_failed_trials}")
-    if o.keep_checkpoints is not None and o.keep_checkpoints < 1:
-        raise ZsexpError(f"--keep-checkpoints must be >= 1 (or left out to keep all), got {o.keep_checkpoints}")
-    if finite(o.progress_every_s, "--progress-every") < 0:
-        raise ZsexpError(f"--progress-every must be >= 0 seconds (0: a line on every event), got "
-                         f"{o.progress_every_s:g}")
-    if o.seed < 0 or o.data_seed < 0:
-        raise ZsexpError(f"--seed and --data-seed must be >= 0, got {o.seed} and {o.data_seed}")
-    if o.name is not None:
-        check_name(o.name)
-    if o.warm_start is not None:
-        check_name(o.warm_start, "--warm-start sweep name")
-    if o.experiment is not None and not o.experiment.strip():
-        raise ZsexpError("--experiment must not be empty")
-    if o.scheduler is not None and o.scheduler not in ("asha", "none"):
-        raise ZsexpError(f"--scheduler must be asha or none, got {o.scheduler!r}")
-    from zsexp.models.common import resolve_device
-
-    resolve_device(o.device)
-    check_writable_root(sweeps_root(o.storage))
 
 
 def prepare_space(o: SweepOptions) -> SearchSpace:

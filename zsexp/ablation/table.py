@@ -41,11 +41,12 @@ def _units(objective: str, run: dict[str, Any], ncand: dict[str, int]) -> np.nda
 
 def summarise_table(plan: Any, results: list[dict[str, Any]], ref: int, baseline: dict[int, Any],
                     datas: dict[int, Any], seeds: int) -> dict[str, Any]:
+    from zsexp.ablation.paper import table_of
     from zsexp.models import get_spec
     from zsexp.selection import paired_units, summarise, test_candidate_counts
 
     spec = get_spec(plan.model)
-    table_def = spec.ablations
+    table_def = table_of(plan.model)
     objective = spec.objective
     ncand = {d: test_candidate_counts(data) for d, data in datas.items()}
     ref_key = plan.variants[ref].key

@@ -41,11 +41,13 @@ def _key(overrides: dict[str, Any]) -> str:
 
 
 def _table(family: str):
-    from zsexp.models import MODELS, get_spec
+    from zsexp.ablation.paper import TABLES, table_of
+    from zsexp.models import get_spec
 
-    table = get_spec(family).ablations
+    get_spec(family)
+    table = table_of(family)
     if table is None:
-        with_table = ", ".join(name for name, spec in MODELS.items() if spec.ablations is not None)
+        with_table = ", ".join(TABLES)
         raise ZsexpError(f"model {family!r} has no ablation table; `zsexp ablate` takes {with_table}")
     return table
 

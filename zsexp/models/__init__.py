@@ -12,10 +12,9 @@ import torch
 from zsexp.config import build_config
 from zsexp.data.schema import ZSLData
 from zsexp.errors import ZsexpError
-from zsexp.models.cmgan import CMGAN, TABLE5, CMGANConfig
-from zsexp.models.common import AblationTable
+from zsexp.models.cmgan import CMGAN, CMGANConfig
 from zsexp.models.ridge import RidgeConfig, RidgeRetrieval, RidgeZSL, RidgeZSLConfig
-from zsexp.models.zscrgan import TABLE8, ZSCRGAN, ZSCRGANConfig
+from zsexp.models.zscrgan import ZSCRGAN, ZSCRGANConfig
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,6 @@ class ModelSpec:
     counts_updates: bool = False         # reports optimiser updates per round (ASHA's `unit: updates`)
     # searched key -> (another key, values of it under which the searched key cannot change training, why)
     inert_when: dict[str, tuple[str, tuple[Any, ...], str]] = field(default_factory=dict)
-    ablations: AblationTable | None = None   # the paper's ablation table (``zsexp ablate``)
 
     def rounds(self, model: Any) -> int:
         """Rounds of a full training run (E-M iterations, or step slices)."""
@@ -77,11 +75,11 @@ CMGAN_INERT = {"lambda_c": ("ablation", ("conse", "sup", "cycle", "gan"), "this 
 MODELS: dict[str, ModelSpec] = {
     "zscrgan": ModelSpec(ZSCRGAN, ZSCRGANConfig, objective="precision@50", mode="max", baseline="ridge",
                          retriever=_SERVE + "ZSCRGANRetriever", objectives=RETRIEVAL_OBJECTIVES, counts_updates=True,
-                         inert_when=ZSCRGAN_INERT, ablations=TABLE8),
+                         inert_when=ZSCRGAN_INERT),
     "cmgan": ModelSpec(CMGAN, CMGANConfig, objective="zsl/mfr", mode="min", baseline="ridge-zsl", unit="image",
                        query_kind="class", gallery="conse", extra_validation=("val_lsup", "validation_measure"),
                        retriever=_SERVE + "CMGANRetriever", objectives=(*ZSL_OBJECTIVES, "val_lsup"),
-                       counts_updates=True, inert_when=CMGAN_INERT, ablations=TABLE5),
+                       counts_updates=True, inert_when=CMGAN_INERT),
     "ridge": ModelSpec(RidgeRetrieval, RidgeConfig, objective="precision@50", mode="max",          # retrieval
                        retriever=_SERVE + "RidgeRetriever", objectives=RETRIEVAL_OBJECTIVES),
     "ridge-zsl": ModelSpec(RidgeZSL, RidgeZSLConfig, objective="zsl/mfr", mode="min", unit="image",  # ZSL

@@ -6,7 +6,6 @@ import math
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,34 +15,6 @@ from torch import nn
 
 from zsexp.errors import ZsexpError
 from zsexp.metrics import zsl_chance, zsl_metrics_from_ranks, zsl_ranks_from_embeddings
-
-
-@dataclass(frozen=True)
-class AblationRow:
-    """One row of a paper's ablation table: its label, the config overrides that make it, and the
-    paper's figures (metric -> paper dataset -> value) where the paper reports them."""
-
-    label: str
-    overrides: dict[str, Any]
-    paper: dict[str, dict[str, float]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class AblationTable:
-    """A paper's ablation table for one model family: the rows in the paper's order, ``rows[complete]``
-    being the complete model every other row is compared with; the metrics the table reports; the keys
-    whose values are also offered as named variants (``zsexp ablate --variants``)."""
-
-    title: str
-    rows: tuple[AblationRow, ...]
-    metrics: tuple[str, ...]
-    variant_keys: tuple[str, ...]
-    source: str = ""        # where the paper's figures come from (table, datasets)
-    complete: int = 0       # index of the complete model's row
-
-    @property
-    def reference(self) -> AblationRow:
-        return self.rows[self.complete]
 
 
 class DivergenceError(FloatingPointError):

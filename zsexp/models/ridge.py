@@ -24,7 +24,7 @@ penalty is per fitted pair (the mean, not the sum), so one ``lam`` means the sam
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,8 @@ from zsexp.config import param
 from zsexp.data.schema import ZSLData
 from zsexp.errors import ZsexpError
 from zsexp.metrics import retrieval_chance, retrieval_evaluation
-from zsexp.models.common import check_eval_split, check_fit_split, zsl_candidates, zsl_chance_of, zsl_evaluation
+from zsexp.models.base import Trainer
+from zsexp.models.common import check_eval_split, zsl_candidates, zsl_chance_of, zsl_evaluation
 from zsexp.models.zscrgan import pool_queries, query_inputs
 
 
@@ -76,15 +77,14 @@ class RidgeZSLConfig:
     ks: list[int] = param([1, 2, 5, 10, 20], low=1, high=100000, help="k of the Flat-Hit@k metrics")
 
 
-class _ClosedForm:
+class _ClosedForm(Trainer):
     """Shared plumbing: one round (the fit), state as plain tensors."""
 
     family = ""
 
     def __init__(self, cfg: Any, data: ZSLData, device: torch.device | str = "cpu", seed: int = 0,
                  fit_split: str = "train"):
-        self.cfg, self.data, self.device, self.seed = cfg, data, torch.device(device), seed
-        self.fit_split = check_fit_split(fit_split)
+        super().__init__(cfg, data, device, seed, fit_split)
         self.w: torch.Tensor | None = None
         self.b: torch.Tensor | None = None
         self.origin: torch.Tensor | None = None     # the point cosines are measured around
@@ -111,12 +111,11 @@ class _ClosedForm:
         return torch.as_tensor(y).float() - self.origin
 
     def state_dict(self) -> dict[str, Any]:
-        return {"family": self.family, "config": asdict(self.cfg), "seed": self.seed, "fit_split": self.fit_split,
+        return {**self.state_header(),
                 "iteration": self.iteration, "w": self.w, "b": self.b, "origin": self.origin}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("family") != self.family:
-            raise ZsexpError(f"checkpoint is for model {state.get('family')!r}, not {self.family!r}")
+        self.check_state(state)
         self.w, self.b, self.origin = state["w"], state["b"], state["origin"]
         self.iteration = int(state["iteration"])
 

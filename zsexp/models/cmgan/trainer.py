@@ -1,53 +1,9 @@
-"""CM-GAN (Cross-Modal CycleGAN for transductive zero-shot learning).
-
-Code (paper): ``t0`` (T0, label embeddings), ``v0`` (V0, CONSE image representations, eq. 1),
-``v_hat``/``t_hat`` (v̂ = T̂_{k-1}(v), t̂ = V̂_{k-1}(t)), ``t_map``/``v_map`` (T_k image -> text,
-V_k text -> image), ``d_t``/``d_v`` (D_T, D_V), ``kept`` (the composed T̂_k / V̂_k).
-
-Learning (§3.4): step k = 1, 2, ... alternates a supervised step (odd k: train T_k, V_k with
-L_sup, eq. 2; keep T_k, so T̂_k = T_k ∘ T̂_{k-1}) and a transductive step (even k: train with
-L_cgan, eqs. 3-6; keep V_k, so V̂_k = V_k ∘ V̂_{k-1}).  Each step trains on representations
-frozen from the previous step.  After each step the validation measure -- L_sup (eq. 2) on
-held-out seen-class images -- decides: if step k+1 does not improve on step k, step k+1 is
-discarded and training stops (§3.4 "Outcome"); otherwise training stops at ``max_steps`` K.
-Retrieval is a nearest-neighbour (cosine) search between T̂_K(v) and V̂_K(t) in the shared space.
-
-Choices where the paper is open (all switchable):
-
-* Role of classes.  ``fit_split="train"`` (tuning): seen = train classes, the transductive
-  "unseen" set = val classes and their unlabelled images; ``fit_split="trainval"`` (final
-  model): seen = train + val, unseen = the test classes and their unlabelled images, the
-  transductive protocol of the paper.  Test classes are never touched when fitting on train.
-* Maps T_k, V_k: 2-layer perceptrons.  ``map_init="residual"`` (default) adds the identity and
-  zero-initialises the output layer, so a step starts from the previous representation instead
-  of a random scramble of it; ``"plain"`` is a bare perceptron.
-* Adversarial losses (eqs. 4-5): binary cross-entropy on discriminator logits; the maps minimise
-  the non-saturating form -log D(.) rather than log(1 - D(.)).
-* Cycle loss (eq. 6): the L2 norm, **not squared**, averaged over samples (``cycle_norm``:
-  ``l2`` | ``l2_squared`` | ``l1``).
-* Negatives of eq. 2: t⁻ a uniformly drawn other seen class; v⁻ an image of another uniformly
-  drawn seen class (class first, then one of its images, so v⁻ never shares v's class).  Class
-  positions come from a lookup table, not a search: with ``fit_split="trainval"`` the seen classes
-  are train followed by val, which is not sorted.
-* Stopping rule: step 1 is compared with the CONSE start (V0, T0) like every later step with its
-  predecessor, so a first step that makes validation L_sup worse is discarded too.
-* CONSE probabilities (eq. 1) for ``fit_split="train"`` (tuning) come from a softmax classifier
-  fitted here on the train classes' images, never on the images held out for validation L_sup:
-  probabilities a dataset ships were made by a classifier that knew every seen class, validation
-  classes included.  For ``trainval`` the shipped ones are used (a warning says the held-out
-  images may have trained them); ``conse_probs="fit"`` always fits.
-* λ_c: one value per transductive step (``lambda_c``, paper's final model 1, 10, 1); when there
-  are more transductive steps than values, the last value repeats.
-* Ablations (Table 5) each run one step of one objective: ``conse`` (no training: V0 and T0),
-  ``cycle`` (L_c), ``gan`` (L_gan), ``cgan`` (L_gan + λ_c L_c), ``sup`` (L_sup); ``full`` alternates.
-* Sentence mode (§4.7): per-image caption embeddings are the labels; no supervision, one
-  transductive step; validation = mean cosine between the images and their predicted (nearest)
-  sentences.  Evaluation: text->image and image->text retrieval, MFR and FH@{1,5,10}.
+"""CM-GAN's training procedure (§3.4): alternating supervised and transductive steps, the stopping rule,
+evaluation (§4.2) and the checkpoint state.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -55,19 +11,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zsexp.config import param
 from zsexp.data.conse import conse_image_representations
 from zsexp.data.schema import ZSLData
 from zsexp.errors import ZsexpError
 from zsexp.metrics import zsl_chance, zsl_metrics_from_ranks, zsl_ranks_from_embeddings
+from zsexp.models.base import Trainer
+from zsexp.models.cmgan.model import (
+    CMGANConfig,
+    Critic,
+    CrossModalMap,
+    _class_table,
+    adversarial_map_loss,
+    cycle_loss,
+    discriminator_loss,
+    supervised_loss,
+)
 from zsexp.models.common import (
-    PRECISIONS,
-    AblationRow,
-    AblationTable,
     adam_kwargs,
     apply_precision,
     check_finite,
-    check_fit_split,
     compile_forward,
     device_generator,
     optimizer_to,
@@ -80,175 +42,15 @@ from zsexp.models.common import (
     zsl_evaluation,
 )
 
-ABLATIONS = ("full", "conse", "cycle", "gan", "cgan", "sup")
 
-
-def _mfr(zsl: float, gzsl: float) -> dict[str, dict[str, float]]:
-    return {"zsl/mfr": {"ImageNet": zsl}, "gzsl/mfr": {"ImageNet": gzsl}}
-
-
-# Table 5 (§4.5): MFR on ImageNet, column "All" of ZSL and G-ZSL, rows in the paper's order; the
-# complete model (CM-GAN, the last row) is the one every other row is compared with
-TABLE5 = AblationTable(
-    title="CM-GAN Table 5 (ablation study)",
-    rows=(AblationRow("Init. CONSE", {"ablation": "conse"}, _mfr(15.35, 15.65)),
-          AblationRow("cycle L_c", {"ablation": "cycle"}, _mfr(13.87, 14.3)),
-          AblationRow("gan L_gan", {"ablation": "gan"}, _mfr(14.25, 13.68)),
-          AblationRow("cgan L_gan + λc L_c", {"ablation": "cgan"}, _mfr(13.34, 13.32)),
-          AblationRow("sup L_sup", {"ablation": "sup"}, _mfr(11.07, 11.13)),
-          AblationRow("CM-GAN", {"ablation": "full"}, _mfr(9.98, 9.97))),
-    complete=5,
-    metrics=("zsl/mfr", "gzsl/mfr", "zsl/fh@5"),
-    variant_keys=("ablation", "mode"),          # mode=sentence: §4.7 sentence matching
-    source="Table 5: MFR (%) on ImageNet, column All (2-hop and 3-hop not reproduced)")
-
-
-@dataclass
-class CMGANConfig:
-    mode: str = param("zsl", choices=("zsl", "sentence"), help="ZSL on class labels, or §4.7 sentence matching")
-    ablation: str = param("full", choices=ABLATIONS, help="Table 5 ablations")
-    gamma: float = param(0.5, low=0.0, high=2.0, help="margin of L_sup (eq. 2)")
-    lambda_c: list[float] = param([1.0, 10.0, 1.0], low=0.0, high=1000.0,
-                                  help="cycle weight per transductive step (eq. 3)")
-    max_steps: int = param(6, low=1, high=100, help="maximum number of alternating steps K")
-    early_stop: bool = param(True, help="stop when step k+1 does not improve validation L_sup")
-    iters_per_step: int = param(2000, low=1, high=10_000_000, help="optimiser iterations per step")
-    slices_per_step: int = param(1, low=1, high=1000, help="rounds a step is cut into (for early stopping)")
-    batch_size: int = param(128, low=2, high=1_000_000)
-    lr: float = param(1e-4, low=0.0, high=1.0, help="Adam lr of T_k and V_k")
-    lr_d: float = param(1e-4, low=0.0, high=1.0, help="Adam lr of D_T and D_V")
-    hidden: int = param(500, low=1, high=65536, help="hidden width of T_k and V_k")
-    d_hidden: int = param(500, low=1, high=65536, help="hidden width of D_T and D_V")
-    map_init: str = param("residual", choices=("residual", "plain"))
-    cycle_norm: str = param("l2", choices=("l2", "l2_squared", "l1"))
-    conse_k: int = param(10, low=1, high=100000, help="top-K of CONSE (eq. 1)")
-    val_fraction: float = param(0.1, low=0.01, high=0.5, help="seen images held out for validation L_sup")
-    conse_probs: str = param("auto", choices=("auto", "fit"),
-                             help="auto: fit a classifier when tuning, the dataset's seen_probs for the final "
-                                  "model; fit: always fit one on the seen training images")
-    ks: list[int] = param([1, 2, 5, 10, 20], low=1, high=1_000_000, help="Flat-Hit@k values")
-    precision: str = param("fp32", choices=PRECISIONS,
-                           help="fp32 (paper); tf32: TF32 matmuls on Ampere+ GPUs; bf16: bfloat16 autocast in training")
-    fused_adam: bool = param(False, help="torch's fused Adam kernels for the maps and critics (speed path)")
-    compile: bool = param(False, help="torch.compile the current step's maps and critics (speed path)")
-
-    def lambda_for(self, trans_index: int) -> float:
-        return self.lambda_c[min(trans_index, len(self.lambda_c) - 1)] if self.lambda_c else 0.0
-
-    def check(self) -> None:
-        if self.iters_per_step < self.slices_per_step:
-            raise ZsexpError(f"`slices_per_step` ({self.slices_per_step}) must not exceed `iters_per_step` "
-                             f"({self.iters_per_step})")
-
-
-# --------------------------------------------------------------------------- losses (pure functions)
-def supervised_loss(tv: torch.Tensor, t: torch.Tensor, t_neg: torch.Tensor,
-                    v: torch.Tensor, vt: torch.Tensor, v_neg: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Eq. 2: [γ - cos(T(v̂), t̂) + cos(T(v̂), t̂⁻)]_+ + [γ - cos(v̂, V(t̂)) + cos(v̂⁻, V(t̂))]_+.
-
-    ``tv`` = T(v̂), ``vt`` = V(t̂) with t̂ the label of v̂; ``t_neg``/``v_neg`` the negatives.
-    """
-    img_side = F.relu(gamma - F.cosine_similarity(tv, t, dim=1) + F.cosine_similarity(tv, t_neg, dim=1))
-    txt_side = F.relu(gamma - F.cosine_similarity(v, vt, dim=1) + F.cosine_similarity(v_neg, vt, dim=1))
-    return (img_side + txt_side).mean()
-
-
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """The discriminator's side of eqs. 4-5: maximise log D(real) + log(1 - D(fake))."""
-    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
-
-
-def adversarial_map_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """The map's side of eqs. 4-5, non-saturating: -log D(T(v̂)) (resp. -log D(V(t̂)))."""
-    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-
-
-def cycle_loss(t: torch.Tensor, t_cycled: torch.Tensor, v: torch.Tensor, v_cycled: torch.Tensor,
-               norm: str = "l2") -> torch.Tensor:
-    """Eq. 6: E_t ||T(V(t̂)) - t̂|| + E_v ||V(T(v̂)) - v̂||, L2 norm not squared by default."""
-    def dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if norm == "l1":
-            return (a - b).abs().sum(dim=1)
-        sq = (a - b).pow(2).sum(dim=1)
-        return sq if norm == "l2_squared" else torch.sqrt(sq + 1e-12)
-    return dist(t_cycled, t).mean() + dist(v_cycled, v).mean()
-
-
-# --------------------------------------------------------------------------- networks
-class CrossModalMap(nn.Module):
-    """T_k or V_k: a 2-layer perceptron d -> hidden -> d (optionally plus the identity)."""
-
-    def __init__(self, dim: int, hidden: int, residual: bool):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
-        self.residual = residual
-        if residual:
-            nn.init.zeros_(self.fc2.weight)
-            nn.init.zeros_(self.fc2.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.fc2(F.relu(self.fc1(x)))
-        return x + y if self.residual else y
-
-
-class Critic(nn.Module):
-    """D_T or D_V: d -> hidden (LeakyReLU) -> 1 logit."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(1)
-
-
-class _ClassTable:
-    """Images of a pool grouped by seen-class position, for drawing an image of *another* class."""
-
-    def __init__(self, table: torch.Tensor, counts: torch.Tensor):
-        self.table, self.counts = table, counts
-        self.present = torch.nonzero(counts > 0).squeeze(1)           # positions with images in the pool
-        self.rank = torch.full((len(counts),), -1, dtype=torch.long, device=counts.device)
-        self.rank[self.present] = torch.arange(len(self.present), device=counts.device)
-
-    def to(self, device: torch.device) -> _ClassTable:
-        return _ClassTable(self.table.to(device), self.counts.to(device))
-
-    def negatives(self, pos: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """One image per entry of ``pos`` (class positions), of a uniformly drawn other present class."""
-        m = len(self.present)
-        if m < 2:
-            raise ZsexpError("CM-GAN needs images of at least 2 seen classes in each image pool for negatives")
-        r, dev = self.rank[pos], self.table.device
-        other = (r.clamp_min(0) + torch.randint(1, m, (len(pos),), generator=gen, device=dev)) % m
-        # a class absent from the pool (r = -1) may draw any present class
-        other = torch.where(r < 0, torch.randint(0, m, (len(pos),), generator=gen, device=dev), other)
-        cls = self.present[other]
-        slot = (torch.rand(len(pos), generator=gen, device=dev) * self.counts[cls]).long()
-        return self.table[cls, slot]
-
-
-def _class_table(labels: torch.Tensor, images: torch.Tensor, seen_pos: torch.Tensor, n_seen: int) -> _ClassTable:
-    pos = seen_pos[labels]
-    counts = torch.bincount(pos, minlength=n_seen)
-    table = torch.zeros(n_seen, max(1, int(counts.max())), dtype=torch.long)
-    for j in torch.nonzero(counts).squeeze(1).tolist():
-        members = images[pos == j]
-        table[j, : len(members)] = members
-    return _ClassTable(table, counts)
-
-
-# --------------------------------------------------------------------------- the model
-class CMGAN:
+class CMGAN(Trainer):
     """A plain object: ``train_round()`` runs one step (or one slice of it); ``evaluate(split)``."""
 
     family = "cmgan"
 
     def __init__(self, cfg: CMGANConfig, data: ZSLData, device: torch.device | str = "cpu", seed: int = 0,
                  fit_split: str = "train"):
-        self.cfg, self.data, self.device, self.seed = cfg, data, torch.device(device), seed
-        self.fit_split = check_fit_split(fit_split)
+        super().__init__(cfg, data, device, seed, fit_split)
         self.gen = device_generator(self.device, seed)     # training randomness, on the model's device
         apply_precision(cfg.precision, self.device)
         torch.manual_seed(seed)
@@ -533,7 +335,7 @@ class CMGAN:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {"family": self.family, "config": asdict(self.cfg), "seed": self.seed, "fit_split": self.fit_split,
+        return {**self.state_header(),
                 "step": self.step, "iter_in_step": self.iter_in_step, "done": self.done,
                 "val_history": list(self.val_history), "rng": rng_state(self.gen),
                 "kept": [{"side": s, "state": m.state_dict()} for s, m in self.kept],
@@ -542,8 +344,7 @@ class CMGAN:
                             "opt_maps": self.opt_maps.state_dict(), "opt_d": self.opt_d.state_dict()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("family") != self.family:
-            raise ZsexpError(f"checkpoint is for model {state.get('family')!r}, not {self.family!r}")
+        self.check_state(state)
         dim, res = self.t0.shape[1], self.cfg.map_init == "residual"
         self.v_hat, self.t_hat = self.v0.clone(), self.t0.clone()
         self.kept = []

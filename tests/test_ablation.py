@@ -14,8 +14,7 @@ import pytest
 from scipy import stats
 
 from tests.helpers import CLI, assert_refused, cli, cli_env, copy_home
-from zsexp.ablation.variants import named_variants, resolve_variants
-from zsexp.ablation.variants import reference_index
+from zsexp.ablation.variants import named_variants, reference_index, resolve_variants
 from zsexp.errors import ZsexpError
 from zsexp.tracking import client
 

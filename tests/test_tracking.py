@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from zsexp.cli import main
-from zsexp.search.storage import read_progress
+from zsexp.search.record import read_progress
 
 pytestmark = pytest.mark.slow
 

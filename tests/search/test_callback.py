@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from zsexp.search.callback import MlflowSweepCallback, read_marker, run_name
-from zsexp.search.storage import read_progress
+from zsexp.search.callback import MlflowSweepCallback, run_name
+from zsexp.search.record import read_marker, read_progress
 from zsexp.tracking import Progress, client, ensure_experiment
 
 

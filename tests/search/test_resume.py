@@ -22,7 +22,8 @@ import pytest
 from tests.helpers import CLI, cli, cli_env, mlflow_runs, wait_for
 from zsexp.cli import main
 from zsexp.search.optuna_search import journal_storage
-from zsexp.search.storage import SWEEP_FILE, read_progress
+from zsexp.search.record import read_progress
+from zsexp.search.storage import SWEEP_FILE
 from zsexp.tracking import client
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from zsexp.search.storage import CALLBACK_FILE, ProgressRecord, read_progress, snapshot_trials
+from zsexp.search.record import ProgressRecord, read_progress
+from zsexp.search.storage import CALLBACK_FILE, snapshot_trials
 
 
 def _entry(tid: str, **maps) -> dict:

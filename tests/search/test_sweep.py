@@ -12,7 +12,8 @@ import pytest
 from tests.helpers import DIVERGE, cli, mlflow_runs
 from zsexp.cli import main
 from zsexp.data import load_dataset, save_npz
-from zsexp.search.storage import SWEEP_FILE, read_meta, read_progress
+from zsexp.search.record import read_progress
+from zsexp.search.storage import SWEEP_FILE, read_meta
 
 pytestmark = pytest.mark.slow
 

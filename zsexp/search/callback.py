@@ -20,10 +20,7 @@ logged are skipped, and a finished run is not reopened.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -33,49 +30,10 @@ from typing import Any
 from ray import tune
 
 from zsexp.faults import kill_point
-from zsexp.search.storage import PER_TRIAL, ProgressRecord, read_progress, write_json_atomic
-from zsexp.tags import TAG_ERROR, TAG_KIND, TAG_OUTCOME, TAG_SWEEP, TAG_TRIAL
-from zsexp.tracking import Progress, find_child_run, numeric_metrics
-
-MARKER_DIR = "zsexp_trials"
-
-
-def trial_marker(sweep_dir: str | Path, trial_id: str) -> Path:
-    """A trial's finish marker; ``trial_id`` may come from a file in storage, so only Tune's id characters
-    are accepted (no separator can take the path out of the sweep)."""
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(trial_id)):
-        raise ValueError(f"not a trial id: {trial_id!r}")
-    return Path(sweep_dir) / MARKER_DIR / f"{trial_id}.json"
-
-
-def write_marker(sweep_dir: str | Path, trial_id: str, outcome: str, error: str | None = None,
-                 best: dict[str, Any] | None = None, by: str = "driver") -> None:
-    """``by``: the driver (after Tune and the searcher processed the trial's end) or the trial itself (a
-    diverged trial, before it raises)."""
-    marker = trial_marker(sweep_dir, trial_id)
-    marker.parent.mkdir(exist_ok=True)
-    write_json_atomic(marker, {"outcome": outcome, "error": (error or "")[-2000:], "best": best, "by": by})
-
-
-def read_marker(sweep_dir: str | Path, trial_id: str) -> dict[str, Any] | None:
-    p = trial_marker(sweep_dir, trial_id)
-    try:
-        return json.loads(p.read_text()) if p.is_file() else None
-    except (OSError, ValueError):
-        return None
-
-
-def driver_staging_dir(experiment: str) -> Path | None:
-    """Where this driver's Tune writes its snapshot before copying it to storage:
-    ``<Ray session>/artifacts/<start time>/<experiment>/driver_artifacts`` of the current Ray session,
-    the newest if a Tuner of that name ran before in this session.  (A restored trial's own storage
-    context keeps the start time of the run that created it, so it cannot say.)"""
-    import glob
-
-    from ray.train.constants import _get_ray_train_session_dir  # Tune's own rule for this path
-
-    found = glob.glob(str(Path(_get_ray_train_session_dir()) / "*" / experiment / "driver_artifacts"))
-    return Path(max(found, key=os.path.getmtime)) if found else None
+from zsexp.search.integrity import SnapshotSigning, driver_staging_dir
+from zsexp.search.mlflow_writes import MlflowWrites
+from zsexp.search.record import PER_TRIAL, ProgressRecord, read_progress, write_marker
+from zsexp.tracking import Progress, numeric_metrics
 
 
 def run_name(trial_id: str, searched: dict[str, Any], width: int = 72) -> str:
@@ -86,7 +44,7 @@ def run_name(trial_id: str, searched: dict[str, Any], width: int = 72) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
-class MlflowSweepCallback(tune.Callback):
+class MlflowSweepCallback(MlflowWrites, SnapshotSigning, tune.Callback):
     """Logs every trial to MLflow from the driver, prints progress, counts failures."""
 
     def __init__(self, *, tracking_uri: str, experiment_id: str, parent_run_id: str, sweep: str,
@@ -126,85 +84,6 @@ class MlflowSweepCallback(tune.Callback):
     @property
     def sweep_dir(self) -> Path | None:
         return Path(self.state_file).parent if self.state_file else None
-
-    # -------------------------------------------------------------- MLflow operations
-    @property
-    def client(self):
-        if self._client is None:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
-        return self._client
-
-    def _enqueue(self, trial_id: str, op: list[Any], flush: bool = True) -> None:
-        self.pending.setdefault(trial_id, []).append(op)
-        if flush:
-            self._flush()
-
-    def _flush(self) -> None:
-        for tid in list(self.pending):
-            ops = self.pending[tid]
-            while ops:
-                try:
-                    self._apply(tid, ops[0])
-                except Exception as exc:  # noqa: BLE001 - any tracking failure: keep the op, retry later
-                    self.replayed.add(tid)        # the failed write may have reached the server
-                    if self._outage_since is None:
-                        self._outage_since = time.time()
-                        print(f"[{self.sweep}] MLflow at {self.tracking_uri} failed "
-                              f"({str(exc).splitlines()[0][:160]}); trials keep running, tracking writes "
-                              f"are queued and retried")
-                    self._save(tid)
-                    return
-                ops.pop(0)
-            del self.pending[tid]
-            self._save(tid)                       # its queue is empty: not replayed after a kill
-        if self._outage_since is not None:
-            print(f"[{self.sweep}] MLflow is back after {time.time() - self._outage_since:.0f}s; queued writes done")
-            self._outage_since = None
-
-    def _apply(self, tid: str, op: list[Any]) -> None:
-        from mlflow.entities import Metric, Param
-
-        kind = op[0]
-        c = self.client
-        if kind == "start":
-            # a run is looked up only for a replayed or retried start: a start queued and applied in this
-            # process cannot have made one before (a search per new trial grows with the sweep)
-            run_id = self.runs.get(tid) or (find_child_run(c, self.experiment_id, self.sweep, tid)
-                                            if tid in self.replayed else None)
-            if run_id is None:
-                name = op[2] if len(op) > 2 else f"{self.sweep}-{tid}"
-                tags = {**self.common_tags, "mlflow.parentRunId": self.parent_run_id, TAG_SWEEP: self.sweep,
-                        TAG_TRIAL: tid, TAG_KIND: "trial", "mlflow.runName": name}
-                run_id = c.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
-            self.runs[tid] = run_id
-            # re-logging identical params is allowed: a replay after a kill completes a half-written start
-            c.log_batch(run_id, params=[Param(k, v) for k, v in op[1].items()])
-            c.update_run(run_id, status="RUNNING")
-        elif kind == "metrics":
-            c.log_batch(self.runs[tid], metrics=[Metric(k, v, ts, step) for k, v, ts, step in op[1]])
-        elif kind == "node":              # the Ray node (id, IP, host) that ran the trial's latest round
-            keys = ("zsexp.node_id", "zsexp.node_ip", "zsexp.node_host", "zsexp.node_hosts")   # hosts: all so far
-            for key, value in zip(keys, op[1:], strict=False):
-                if value:
-                    c.set_tag(self.runs[tid], key, value)
-        elif kind == "finish":
-            _, outcome, error, ckpt_path, ckpt_round, best = op
-            run_id = self.runs[tid]
-            c.set_tag(run_id, TAG_OUTCOME, outcome)
-            if error:
-                c.set_tag(run_id, TAG_ERROR, error[-4500:])
-            if ckpt_path and Path(ckpt_path).is_dir():
-                kill_point("checkpoint_upload")
-                c.log_artifacts(run_id, ckpt_path, artifact_path="best_checkpoint")
-                c.set_tag(run_id, "zsexp.best_checkpoint_round", str(ckpt_round))
-            if best:
-                c.set_tag(run_id, "zsexp.best_round", str(best["round"]))
-                key = f"best_{self.metric_key}"
-                if key not in c.get_run(run_id).data.metrics:      # a replay logs it once
-                    c.log_metric(run_id, key, best["value"])
-            c.set_terminated(run_id, "FAILED" if outcome == "failed" else "FINISHED")
 
     # -------------------------------------------------------------- helpers
     def _save(self, tid: str | None = None) -> None:
@@ -332,54 +211,8 @@ class MlflowSweepCallback(tune.Callback):
         if self.sweep_dir:
             self.drop_own_files_from_staging(driver_staging_dir(self.sweep))
 
-    @staticmethod
-    def drop_own_files_from_staging(staging: Path | None) -> None:
-        """On restore Tune copies every top-level ``.json`` / ``.pkl`` of the sweep directory into its local
-        staging directory and uploads that directory back at every step: zsexp's own files (metadata,
-        durable record, signatures) would be put back as they were at the restore, over the newer
-        ones this driver writes to storage.  They are taken out of the staging copy."""
-        from zsexp.search.integrity import OWN_FILES
-
-        for name in OWN_FILES if staging else ():
-            (staging / name).unlink(missing_ok=True)
-
     def on_step_end(self, iteration, trials, **info):
         self.sign_snapshot(trials)
-
-    def sign_snapshot(self, trials) -> None:
-        """Record the digests of the state Tune just wrote (its local staging copy: the bytes this driver
-        wrote) so that a resume can tell them from planted files (``zsexp.search.integrity``)."""
-        if not self.sweep_dir or not trials:
-            return
-        from zsexp.search.integrity import record
-
-        staging = driver_staging_dir(self.sweep)
-        self.drop_own_files_from_staging(staging)
-        sources = {p.name: p for p in self._state_files(staging)}
-        # every trial once per session (errors restored from storage), then the ones failed or retried since
-        # (a retried trial keeps the error.pkl of its failed attempt, whatever its status now)
-        for t in self._errored if self._signed_once else trials:
-            if t.pickled_error_file and Path(t.pickled_error_file).is_file():
-                sources[f"{Path(t.storage.trial_fs_path).name}/error.pkl"] = Path(t.pickled_error_file)
-        self._signed_once = True
-        record(self.sweep_dir, sources)
-
-    def _state_files(self, staging: Path | None) -> list[Path]:
-        """Tune's top-level state files in its staging directory, which also holds a folder per trial: the
-        directory is listed again only when its mtime moved (an entry added, removed or renamed), so a
-        step costs a stat per state file, not one per trial."""
-        try:
-            stamp = (staging, staging.stat().st_mtime_ns) if staging else None
-        except OSError:
-            return []
-        if stamp is None:
-            return []
-        if self._listing is None or self._listing[0] != stamp:
-            with os.scandir(staging) as entries:
-                names = [e.name for e in entries if e.name.endswith((".json", ".pkl"))
-                         and not e.name.startswith("tmp-") and e.is_file(follow_symlinks=False)]
-            self._listing = (stamp, names)
-        return [staging / n for n in self._listing[1] if (staging / n).is_file()]
 
     def on_experiment_end(self, trials, **info):
         self.sign_snapshot(trials)                 # Tune's final snapshot, written just before this call

@@ -30,6 +30,8 @@ from pathlib import Path
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.search_generator import SearchGenerator
 
+from zsexp.compat import ray_tune
+
 RUNGS_FILE = "zsexp_rungs.jsonl"
 _TRIAL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # the sweep directory each driver-side scheduler appends to, set by the driver before Tune starts it: the
@@ -54,9 +56,8 @@ class GrowableSearchGenerator(SearchGenerator):
     def set_state(self, state: dict) -> None:
         super().set_state(state)
         target = getattr(base_searcher(self), "total_trials", None)   # restored just before (restore_from_dir)
-        if target and target > self._total_samples:
-            self._total_samples = target
-            self._finished = False
+        if target and target > ray_tune.search_target(self):
+            ray_tune.raise_search_target(self, target)
 
 
 class DurableASHA(ASHAScheduler):
@@ -87,18 +88,20 @@ class DurableASHA(ASHAScheduler):
                     b, milestone, tid, value = e["bracket"], e["milestone"], e["trial"], float(e["value"])
                 except (ValueError, KeyError, TypeError):
                     continue
-                if (not isinstance(b, int) or not 0 <= b < len(self._brackets) or not isinstance(tid, str)
+                brackets = ray_tune.asha_brackets(self)
+                if (not isinstance(b, int) or not 0 <= b < len(brackets) or not isinstance(tid, str)
                         or not _TRIAL_ID.match(tid) or not math.isfinite(value)):
                     continue
-                for m, recorded in self._brackets[b]._rungs:                   # noqa: SLF001
+                for m, recorded in ray_tune.bracket_rungs(brackets[b]):
                     if m == milestone:
                         recorded.setdefault(tid, value)
 
     def _recorded(self, trial_id: str) -> tuple[int, set]:
-        bracket = self._trial_info.get(trial_id)
+        bracket = ray_tune.asha_trial_brackets(self).get(trial_id)
         if bracket is None:
             return -1, set()
-        return self._brackets.index(bracket), {m for m, rec in bracket._rungs if trial_id in rec}   # noqa: SLF001
+        return (ray_tune.asha_brackets(self).index(bracket),
+                {m for m, rec in ray_tune.bracket_rungs(bracket) if trial_id in rec})
 
     def _append_new(self, trial_id: str, before: tuple[int, set]) -> None:
         b, seen = before
@@ -106,7 +109,8 @@ class DurableASHA(ASHAScheduler):
         if b < 0 or path is None:
             return
         lines = [json.dumps({"trial": trial_id, "bracket": b, "milestone": m, "value": rec[trial_id]})
-                 for m, rec in self._brackets[b]._rungs if trial_id in rec and m not in seen]   # noqa: SLF001
+                 for m, rec in ray_tune.bracket_rungs(ray_tune.asha_brackets(self)[b])
+                 if trial_id in rec and m not in seen]
         if lines:
             fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "a+b") as f:
@@ -122,11 +126,12 @@ class DurableASHA(ASHAScheduler):
 
     def on_trial_complete(self, tune_controller, trial, result):
         before = self._recorded(trial.trial_id)
-        bracket = self._trial_info.get(trial.trial_id)
+        info = ray_tune.asha_trial_brackets(self)
+        bracket = info.get(trial.trial_id)
         super().on_trial_complete(tune_controller, trial, result)
-        if bracket is not None and trial.trial_id not in self._trial_info:
-            self._trial_info[trial.trial_id] = bracket          # for _append_new only
+        if bracket is not None and trial.trial_id not in info:
+            info[trial.trial_id] = bracket          # for _append_new only
             try:
                 self._append_new(trial.trial_id, before)
             finally:
-                del self._trial_info[trial.trial_id]
+                del info[trial.trial_id]

@@ -36,7 +36,7 @@ import stat
 from pathlib import Path
 
 from zsexp.errors import ZsexpError
-from zsexp.search.storage import is_journal
+from zsexp.search.record import is_journal
 
 SIGNATURES_FILE = "zsexp_signatures.json"
 KEEP_DIGESTS = 32           # storage may still hold an earlier version while later ones are copied up
@@ -284,3 +284,63 @@ def verified(d: Path, trust_storage: bool = False) -> None:
 def signed_digests(d: Path) -> dict[str, list[str]]:
     """The verified record of ``d`` ({} where it has none)."""
     return read_signatures(d, state_key()) or {}
+
+
+def driver_staging_dir(experiment: str) -> Path | None:
+    """Where this driver's Tune writes its snapshot before copying it to storage:
+    ``<Ray session>/artifacts/<start time>/<experiment>/driver_artifacts`` of the current Ray session,
+    the newest if a Tuner of that name ran before in this session.  (A restored trial's own storage
+    context keeps the start time of the run that created it, so it cannot say.)"""
+    import glob
+
+    from zsexp.compat.ray_tune import train_session_dir  # Tune's own rule for this path
+
+    found = glob.glob(str(Path(train_session_dir()) / "*" / experiment / "driver_artifacts"))
+    return Path(max(found, key=os.path.getmtime)) if found else None
+
+
+class SnapshotSigning:
+    """The sweep callback's signing of Tune's state as Tune writes it (attributes set by its constructor:
+    ``sweep``, ``sweep_dir``, ``_errored``, ``_signed_once``, ``_listing``)."""
+
+    @staticmethod
+    def drop_own_files_from_staging(staging: Path | None) -> None:
+        """On restore Tune copies every top-level ``.json`` / ``.pkl`` of the sweep directory into its local
+        staging directory and uploads that directory back at every step: zsexp's own files (metadata,
+        durable record, signatures) would be put back as they were at the restore, over the newer
+        ones this driver writes to storage.  They are taken out of the staging copy."""
+        for name in OWN_FILES if staging else ():
+            (staging / name).unlink(missing_ok=True)
+
+    def sign_snapshot(self, trials) -> None:
+        """Record the digests of the state Tune just wrote (its local staging copy: the bytes this driver
+        wrote) so that a resume can tell them from planted files (``zsexp.search.integrity``)."""
+        if not self.sweep_dir or not trials:
+            return
+        staging = driver_staging_dir(self.sweep)
+        self.drop_own_files_from_staging(staging)
+        sources = {p.name: p for p in self._state_files(staging)}
+        # every trial once per session (errors restored from storage), then the ones failed or retried since
+        # (a retried trial keeps the error.pkl of its failed attempt, whatever its status now)
+        for t in self._errored if self._signed_once else trials:
+            if t.pickled_error_file and Path(t.pickled_error_file).is_file():
+                sources[f"{Path(t.storage.trial_fs_path).name}/error.pkl"] = Path(t.pickled_error_file)
+        self._signed_once = True
+        record(self.sweep_dir, sources)
+
+    def _state_files(self, staging: Path | None) -> list[Path]:
+        """Tune's top-level state files in its staging directory, which also holds a folder per trial: the
+        directory is listed again only when its mtime moved (an entry added, removed or renamed), so a
+        step costs a stat per state file, not one per trial."""
+        try:
+            stamp = (staging, staging.stat().st_mtime_ns) if staging else None
+        except OSError:
+            return []
+        if stamp is None:
+            return []
+        if self._listing is None or self._listing[0] != stamp:
+            with os.scandir(staging) as entries:
+                names = [e.name for e in entries if e.name.endswith((".json", ".pkl"))
+                         and not e.name.startswith("tmp-") and e.is_file(follow_symlinks=False)]
+            self._listing = (stamp, names)
+        return [staging / n for n in self._listing[1] if (staging / n).is_file()]

@@ -39,6 +39,9 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from zsexp.compat import optuna as ot_compat
+from zsexp.compat import ray_tune
+
 JOURNAL_FILE = "optuna_journal.log"
 TUNE_ID_ATTR = "tune_trial_id"
 LOST_ATTR = "zsexp_lost"
@@ -75,10 +78,10 @@ def reconcile_study(study: optuna.Study, known: set[int]) -> tuple[list[str], in
     Returns (the lost trials' Tune ids, how many finished trials count)."""
     lost, finished = [], 0
     for frozen in study.get_trials(deepcopy=False):
-        if frozen._trial_id in known:                                                # noqa: SLF001
+        if ot_compat.trial_storage_id(frozen) in known:
             continue
         if frozen.state == TrialState.RUNNING:
-            study._storage.set_trial_user_attr(frozen._trial_id, LOST_ATTR, True)    # noqa: SLF001
+            ot_compat.set_trial_user_attr(study, ot_compat.trial_storage_id(frozen), LOST_ATTR, True)
             study.tell(frozen.number, state=TrialState.FAIL)
             lost.append(str(frozen.user_attrs.get(TUNE_ID_ATTR, f"optuna#{frozen.number}")))
         elif counts(frozen):
@@ -103,7 +106,7 @@ class TuneGridSampler(optuna.samplers.GridSampler):
 
     def _get_unvisited_grid_ids(self, study: optuna.Study) -> list[int]:
         done, running = set(), set()
-        for t in study._storage.get_all_trials(study._study_id, deepcopy=False):    # noqa: SLF001
+        for t in ot_compat.all_trials(study):
             gid = t.system_attrs.get("grid_id")
             if gid is None or t.user_attrs.get(LOST_ATTR):
                 continue
@@ -111,7 +114,7 @@ class TuneGridSampler(optuna.samplers.GridSampler):
                 done.add(gid)
             elif t.state == TrialState.RUNNING:
                 running.add(gid)
-        every = set(range(len(self._all_grids)))
+        every = set(range(ot_compat.grid_size(self)))
         return sorted(every - done - running) or sorted(every - done)
 
 
@@ -122,10 +125,10 @@ class ResumableOptunaSearch(OptunaSearch):
 
     # -------------------------------------------------------------- helpers
     def _frozen(self, trial_id: str):
-        ot_trial = self._ot_trials.get(trial_id)
+        ot_trial = ray_tune.optuna_trials(self).get(trial_id)
         if ot_trial is None:
             return None
-        return self._ot_study._storage.get_trial(ot_trial._trial_id)   # noqa: SLF001
+        return ot_compat.get_trial(ray_tune.optuna_study(self), ot_compat.trial_storage_id(ot_trial))
 
     def _is_finished(self, trial_id: str) -> bool:
         frozen = self._frozen(trial_id)
@@ -133,21 +136,22 @@ class ResumableOptunaSearch(OptunaSearch):
 
     # -------------------------------------------------------------- Tune hooks
     def suggest(self, trial_id: str):
-        if self.total_trials and len(self._ot_trials) + self.finished_elsewhere >= self.total_trials:
+        if self.total_trials and len(ray_tune.optuna_trials(self)) + self.finished_elsewhere >= self.total_trials:
             return OptunaSearch.FINISHED
         config = super().suggest(trial_id)
-        ot_trial = self._ot_trials.get(trial_id)
+        ot_trial = ray_tune.optuna_trials(self).get(trial_id)
         if isinstance(config, dict) and ot_trial is not None:
             ot_trial.set_user_attr(TUNE_ID_ATTR, trial_id)
         return config
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
-        self.total_trials = _TARGETS.get(self._study_name, self.total_trials)      # grown since the snapshot
-        known = {ot._trial_id for ot in self._ot_trials.values()}         # noqa: SLF001
-        self.lost, self.finished_elsewhere = reconcile_study(self._ot_study, known)
-        if hasattr(self._ot_study.sampler, "reseed_rng"):
-            self._ot_study.sampler.reseed_rng()
+        self.total_trials = _TARGETS.get(ray_tune.optuna_study_name(self), self.total_trials)   # grown since then
+        known = {ot_compat.trial_storage_id(ot) for ot in ray_tune.optuna_trials(self).values()}
+        study = ray_tune.optuna_study(self)
+        self.lost, self.finished_elsewhere = reconcile_study(study, known)
+        if hasattr(study.sampler, "reseed_rng"):
+            study.sampler.reseed_rng()
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         frozen = self._frozen(trial_id)
@@ -168,10 +172,10 @@ class ResumableOptunaSearch(OptunaSearch):
             values.append(float(last))
         if not values:
             return result
-        return {**result, self.metric: max(values) if self._mode == "max" else min(values)}
+        return {**result, self.metric: max(values) if ray_tune.optuna_mode(self) == "max" else min(values)}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id not in self._ot_trials or self._is_finished(trial_id):
-            self._completed_trials.add(trial_id)        # told before a kill: never told twice
+        if trial_id not in ray_tune.optuna_trials(self) or self._is_finished(trial_id):
+            ray_tune.optuna_completed(self).add(trial_id)        # told before a kill: never told twice
             return None
         return super().on_trial_complete(trial_id, self._best_round_result(trial_id, result), error)

@@ -15,7 +15,8 @@ import optuna
 from zsexp.errors import ZsexpError
 from zsexp.search import integrity
 from zsexp.search.meta import SweepMeta
-from zsexp.search.storage import PER_TRIAL, ProgressRecord, read_progress, snapshot_trials
+from zsexp.search.record import PER_TRIAL, ProgressRecord, read_progress
+from zsexp.search.storage import snapshot_trials
 from zsexp.tags import TAG_TRIAL
 
 STATE_FILES = ("experiment_state-{}.json", "search_gen_state-{}.json", "searcher-state-{}.pkl",
@@ -83,7 +84,7 @@ def reconcile(meta: SweepMeta, known: set[str], retry_errored: bool) -> dict[str
     study already counts it) or was still running (Tune will not run it again: its MLflow child run is
     deleted, its entries leave the record, and the searcher fails its Optuna trial on restore).  With
     ``--retry-errored`` the failed trials' outcomes and markers are cleared so they run again."""
-    from zsexp.search.callback import read_marker
+    from zsexp.search.record import read_marker
     from zsexp.tracking import client, search_all_runs
     from zsexp.ui_links import sweep_filter
 
@@ -117,7 +118,7 @@ def reconcile(meta: SweepMeta, known: set[str], retry_errored: bool) -> dict[str
 
 
 def _settle_record(d: Path, progress: dict[str, Any], drop: set[str], retry_errored: bool) -> None:
-    from zsexp.search.callback import trial_marker
+    from zsexp.search.record import trial_marker
 
     if retry_errored:
         for t in [t for t, o in progress.get("outcomes", {}).items() if o == "failed"]:

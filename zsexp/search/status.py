@@ -11,7 +11,8 @@ from zsexp.names import metric_key
 from zsexp.protocol import margin
 from zsexp.search import integrity
 from zsexp.search.meta import SweepMeta, TrialRecord
-from zsexp.search.storage import read_meta, read_progress, snapshot_trials, sweep_names
+from zsexp.search.record import read_progress
+from zsexp.search.storage import read_meta, snapshot_trials, sweep_names
 from zsexp.tags import TAG_BASELINE
 
 if TYPE_CHECKING:

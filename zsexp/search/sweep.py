@@ -66,36 +66,21 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
     from zsexp.baselines import sweep_reference
     from zsexp.data import dataset_ref, load_dataset
     from zsexp.models import require_discriminative_validation
-    from zsexp.tracking import check_tracking_uri, client, git_commit, redact_uri
+    from zsexp.tracking import check_tracking_uri, client
 
     validate_options(o)
-    from zsexp.search.integrity import key_file
-
-    if not key_file().exists():
-        from zsexp.paths import check_writable
-
-        check_writable(key_file().parent, "signing key folder")
+    _check_key_folder()
     o = dataclasses.replace(o, dataset=dataset_ref(o.dataset))     # trials run in their own working directory
     space = prepare_space(o)
-    scheduler = o.scheduler or space.scheduler
     data = load_dataset(o.dataset, seed=o.data_seed)
     require_discriminative_validation(data)
     name = o.name or f"{o.model}-{data.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     d = sweep_dir(check_name(name, "sweep name (from the model and dataset; pass --name)"), o.storage)
-    if (d / SWEEP_FILE).exists():
-        raise ZsexpError(f"sweep {name!r} already exists at {d}; continue it with `zsexp resume {name}` "
-                         f"or choose another --name")
+    _refuse_existing(d, name)
     trial_meta = {"model": o.model, "dataset": o.dataset, "data_seed": o.data_seed, "seed": o.seed,
                   "fixed": space.fixed, "fit_split": "train", "max_rounds": space.max_rounds,
                   "device": o.device, "sweep_dir": str(d), "metric_key": space.metric_key}
-    warm = None
-    if o.warm_start is not None:
-        from zsexp.search import warm as warm_start
-
-        if o.warm_start == name:
-            raise ZsexpError(f"--warm-start {o.warm_start}: a sweep cannot warm-start itself; to run it on, use "
-                             f"`zsexp resume {name} --trials N`")
-        warm = warm_start.plan(read_meta(o.warm_start, o.storage), o.model, data, space, trial_meta)
+    warm = _warm_plan(o, name, data, space, trial_meta)
     uri = o.tracking_uri or default_tracking_uri()
     check_tracking_uri(uri)                                     # reachable, without creating a store yet
     reference = sweep_reference(o.model, data, space.fixed)      # validation classes only, like the trials
@@ -105,23 +90,10 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
     try:
         resources = trial_resources(opts)                        # the cluster can run it: only now write anything
         with SweepLock(d.parent, name, "search"):
-            if (d / SWEEP_FILE).exists():                   # another driver made it while we started Ray
-                raise ZsexpError(f"sweep {name!r} already exists at {d}; continue it with `zsexp resume {name}` "
-                                 f"or choose another --name")
-            c = client(uri)
-            experiment = o.experiment or f"zsexp-{o.model}-{data.name}"
-            tags = {"zsexp.model": o.model, "zsexp.dataset": data.name, TAG_FINGERPRINT: data.fingerprint(),
-                    "zsexp.git_commit": git_commit(), "zsexp.storage": str(d)}
-            meta = SweepMeta(
-                name=name, dir=str(d), model=o.model, dataset=o.dataset, dataset_name=data.name,
-                fingerprint=data.fingerprint(), trials=o.trials, scheduler=scheduler, seed=o.seed,
-                space=space.raw | {"fixed": space.fixed}, space_source=space.source,
-                tracking_uri=redact_uri(uri), experiment=experiment, tags=tags,
-                options=opts, retries=o.retries, max_failed_trials=o.max_failed_trials,
-                keep_checkpoints=o.keep_checkpoints, reference=reference, growable=True,
-                progress_every_s=o.progress_every_s, created=dt.datetime.now().isoformat(),
-                trial_meta=trial_meta)
+            _refuse_existing(d, name)                       # another driver made it while we started Ray
+            meta = _new_meta(o, name, d, data, space, uri, opts, reference, trial_meta)
             with failed_on_error(meta):
+                c = client(uri)
                 _open_parent(c, meta, space, o)
                 if warm is not None:
                     _warm(c, meta, space, warm)
@@ -130,6 +102,52 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
     finally:
         if started:
             ray.shutdown()
+
+
+def _check_key_folder() -> None:
+    """The signing key's folder can be written (a new key is made there with the sweep's first signature)."""
+    from zsexp.search.integrity import key_file
+
+    if not key_file().exists():
+        from zsexp.paths import check_writable
+
+        check_writable(key_file().parent, "signing key folder")
+
+
+def _refuse_existing(d: Path, name: str) -> None:
+    if (d / SWEEP_FILE).exists():
+        raise ZsexpError(f"sweep {name!r} already exists at {d}; continue it with `zsexp resume {name}` "
+                         f"or choose another --name")
+
+
+def _warm_plan(o: SweepOptions, name: str, data: Any, space: SearchSpace, trial_meta: dict[str, Any]) -> Any:
+    """``--warm-start``: which of the earlier sweep's trials the new study takes (None without it)."""
+    if o.warm_start is None:
+        return None
+    from zsexp.search import warm as warm_start
+
+    if o.warm_start == name:
+        raise ZsexpError(f"--warm-start {o.warm_start}: a sweep cannot warm-start itself; to run it on, use "
+                         f"`zsexp resume {name} --trials N`")
+    return warm_start.plan(read_meta(o.warm_start, o.storage), o.model, data, space, trial_meta)
+
+
+def _new_meta(o: SweepOptions, name: str, d: Path, data: Any, space: SearchSpace, uri: str, opts: dict[str, Any],
+              reference: Any, trial_meta: dict[str, Any]) -> SweepMeta:
+    """What the sweep file records of a new sweep: enough to resume, grow, select and show it."""
+    from zsexp.tracking import git_commit, redact_uri
+
+    tags = {"zsexp.model": o.model, "zsexp.dataset": data.name, TAG_FINGERPRINT: data.fingerprint(),
+            "zsexp.git_commit": git_commit(), "zsexp.storage": str(d)}
+    return SweepMeta(
+        name=name, dir=str(d), model=o.model, dataset=o.dataset, dataset_name=data.name,
+        fingerprint=data.fingerprint(), trials=o.trials, scheduler=o.scheduler or space.scheduler, seed=o.seed,
+        space=space.raw | {"fixed": space.fixed}, space_source=space.source,
+        tracking_uri=redact_uri(uri), experiment=o.experiment or f"zsexp-{o.model}-{data.name}", tags=tags,
+        options=opts, retries=o.retries, max_failed_trials=o.max_failed_trials,
+        keep_checkpoints=o.keep_checkpoints, reference=reference, growable=True,
+        progress_every_s=o.progress_every_s, created=dt.datetime.now().isoformat(),
+        trial_meta=trial_meta)
 
 
 def _open_parent(c: Any, meta: SweepMeta, space: SearchSpace, o: SweepOptions) -> None:

@@ -56,7 +56,7 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
 
     from zsexp.models import build_model, get_spec, train_rounds
     from zsexp.models.common import DivergenceError, configure_cpu_math, load_checkpoint, resolve_device, trial_threads
-    from zsexp.search.callback import read_marker, write_marker
+    from zsexp.search.record import read_marker, write_marker
 
     trial_id = tune.get_context().get_trial_id()
     sweep_dir = meta.get("sweep_dir")

@@ -30,6 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from zsexp.compat import optuna as ot_compat
 from zsexp.errors import ZsexpError
 from zsexp.search.meta import SweepMeta
 from zsexp.search.space import SearchSpace, parse_space
@@ -110,7 +111,7 @@ def plan(source: SweepMeta, model: str, data: Any, space: SearchSpace, trial_met
         params, reason = {}, None
         for key, dist in dists.items():
             v = _value_of(src_cfg, key)
-            if v is None or not dist._contains(dist.to_internal_repr(v)):         # noqa: SLF001
+            if v is None or not ot_compat.distribution_contains(dist, v):
                 reason = f"{key}={v!r} is outside this space's {key}"
                 break
             params[key] = v

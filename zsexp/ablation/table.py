@@ -43,61 +43,19 @@ def summarise_table(plan: Any, results: list[dict[str, Any]], ref: int, baseline
                     datas: dict[int, Any], seeds: int) -> dict[str, Any]:
     from zsexp.ablation.paper import table_of
     from zsexp.models import get_spec
-    from zsexp.selection import paired_units, summarise, test_candidate_counts
+    from zsexp.selection import test_candidate_counts
 
     spec = get_spec(plan.model)
     table_def = table_of(plan.model)
-    objective = spec.objective
     ncand = {d: test_candidate_counts(data) for d, data in datas.items()}
     ref_key = plan.variants[ref].key
     ref_runs = [r for r in results if r["variant"] == ref_key and not r.get("diverged")]
     metrics = [m for m in table_def.metrics if ref_runs and all(m in r["metrics"] for r in ref_runs)] or \
         [m for m in table_def.metrics if any(m in r["metrics"] for r in results)]
     kind = paper_dataset(plan.dataset_name, table_def)
-
-    def units_of(key: str) -> np.ndarray | None:
-        """The row's per-unit objective values, each averaged over seeds, splits one after another."""
-        parts = []
-        for d in plan.data_seeds:
-            per_seed = [None if r.get("diverged") else _units(objective, r, ncand[d])
-                        for r in results if r["variant"] == key and r["data_seed"] == d]
-            if not per_seed or any(u is None for u in per_seed) or len({u.shape for u in per_seed}) != 1:
-                return None
-            parts.append(np.mean(per_seed, axis=0))
-        return np.concatenate(parts)
-
-    ref_units = units_of(ref_key)
-    unit = spec.unit
-    rows = []
-    for i, v in enumerate(plan.variants):
-        every = [r for r in results if r["variant"] == v.key]
-        runs = [r for r in every if not r.get("diverged")]          # a diverged run has no metrics
-        cells = {m: summarise([r["metrics"][m] for r in runs]) for m in metrics if all(m in r["metrics"] for r in runs)}
-        row_units = units_of(v.key)
-        if i == ref:
-            test = None
-        elif row_units is None or ref_units is None or row_units.shape != ref_units.shape:
-            test = {"test": "wilcoxon", "unit": unit, "n": 0, "p_value": None, "significant": False,
-                    "note": "not comparable (another task or other units)"}
-        else:
-            test = paired_units(row_units, ref_units, unit)
-        rows.append({"key": v.key, "slug": v.slug, "label": v.label, "overrides": v.overrides, "complete": i == ref,
-                     "cells": cells,
-                     "values": {m: [r["metrics"][m] for r in runs if m in r["metrics"]] for m in metrics},
-                     "runs": len(every), "diverged": len(every) - len(runs), "vs_complete": test,
-                     "paper": (v.paper.get(table_def.metrics[0], {}).get(kind) if kind else None)})
-    base_rows = [b for b in baseline.values() if b is not None]
-    base_row = None
-    if len(base_rows) == len(plan.data_seeds):        # the baseline on every split, else it is not beside all
-        b_units = np.concatenate([_units(objective, {"per": {k: v for k, v in baseline[d]["test"].items()
-                                                               if not isinstance(v, float)}}, ncand[d])
-                                  for d in plan.data_seeds])
-        base_row = {"model": base_rows[0]["model"], "lam": [b["config"]["lam"] for b in base_rows],
-                    "chosen_by": base_rows[0]["chosen_by"],
-                    "cells": {m: summarise([b["test"][m] for b in base_rows]) for m in metrics
-                              if all(m in b["test"] for b in base_rows)},
-                    "vs_complete": (paired_units(b_units, ref_units, unit) if ref_units is not None
-                                    and b_units.shape == ref_units.shape else None)}
+    ref_units = _row_units(plan, results, ref_key, spec.objective, ncand)
+    rows = [_row(plan, results, i, ref, metrics, ref_units, spec, ncand, table_def, kind)
+            for i in range(len(plan.variants))]
     chance: dict[str, float] = {}
     for m in metrics:
         vals = [r["chance"][m] for r in ref_runs if r["seed"] == 0 and m in r.get("chance", {})]
@@ -105,9 +63,66 @@ def summarise_table(plan: Any, results: list[dict[str, Any]], ref: int, baseline
             chance[m] = float(np.mean(vals))
     return {"model": plan.model, "dataset": plan.dataset, "dataset_name": plan.dataset_name, "title": table_def.title,
             "base": plan.base, "budget": plan.budget, "seeds": seeds, "data_seeds": list(plan.data_seeds),
-            "objective": objective, "mode": spec.mode, "unit": unit, "metrics": metrics, "complete": ref_key,
-            "n_units": None if ref_units is None else int(ref_units.size), "rows": rows, "baseline": base_row,
+            "objective": spec.objective, "mode": spec.mode, "unit": spec.unit, "metrics": metrics,
+            "complete": ref_key, "n_units": None if ref_units is None else int(ref_units.size), "rows": rows,
+            "baseline": _baseline_row(plan, baseline, metrics, ref_units, spec, ncand),
             "chance": chance, "paper_dataset": kind, "paper_source": table_def.source}
+
+
+def _row_units(plan: Any, results: list[dict[str, Any]], key: str, objective: str,
+               ncand: dict[int, Any]) -> np.ndarray | None:
+    """The row's per-unit objective values, each averaged over seeds, splits one after another."""
+    parts = []
+    for d in plan.data_seeds:
+        per_seed = [None if r.get("diverged") else _units(objective, r, ncand[d])
+                    for r in results if r["variant"] == key and r["data_seed"] == d]
+        if not per_seed or any(u is None for u in per_seed) or len({u.shape for u in per_seed}) != 1:
+            return None
+        parts.append(np.mean(per_seed, axis=0))
+    return np.concatenate(parts)
+
+
+def _row(plan: Any, results: list[dict[str, Any]], i: int, ref: int, metrics: list[str],
+         ref_units: np.ndarray | None, spec: Any, ncand: dict[int, Any], table_def: Any,
+         kind: str | None) -> dict[str, Any]:
+    """One row of the table: its cells over seeds and splits, its paired test against the complete model."""
+    from zsexp.selection import paired_units, summarise
+
+    v = plan.variants[i]
+    every = [r for r in results if r["variant"] == v.key]
+    runs = [r for r in every if not r.get("diverged")]          # a diverged run has no metrics
+    cells = {m: summarise([r["metrics"][m] for r in runs]) for m in metrics if all(m in r["metrics"] for r in runs)}
+    row_units = _row_units(plan, results, v.key, spec.objective, ncand)
+    if i == ref:
+        test = None
+    elif row_units is None or ref_units is None or row_units.shape != ref_units.shape:
+        test = {"test": "wilcoxon", "unit": spec.unit, "n": 0, "p_value": None, "significant": False,
+                "note": "not comparable (another task or other units)"}
+    else:
+        test = paired_units(row_units, ref_units, spec.unit)
+    return {"key": v.key, "slug": v.slug, "label": v.label, "overrides": v.overrides, "complete": i == ref,
+            "cells": cells, "values": {m: [r["metrics"][m] for r in runs if m in r["metrics"]] for m in metrics},
+            "runs": len(every), "diverged": len(every) - len(runs), "vs_complete": test,
+            "paper": (v.paper.get(table_def.metrics[0], {}).get(kind) if kind else None)}
+
+
+def _baseline_row(plan: Any, baseline: dict[int, Any], metrics: list[str], ref_units: np.ndarray | None,
+                  spec: Any, ncand: dict[int, Any]) -> dict[str, Any] | None:
+    """The task's baseline on the same splits, when it ran on every one (else it is not beside them all)."""
+    from zsexp.selection import paired_units, summarise
+
+    base_rows = [b for b in baseline.values() if b is not None]
+    if len(base_rows) != len(plan.data_seeds):
+        return None
+    b_units = np.concatenate([_units(spec.objective, {"per": {k: v for k, v in baseline[d]["test"].items()
+                                                               if not isinstance(v, float)}}, ncand[d])
+                              for d in plan.data_seeds])
+    return {"model": base_rows[0]["model"], "lam": [b["config"]["lam"] for b in base_rows],
+            "chosen_by": base_rows[0]["chosen_by"],
+            "cells": {m: summarise([b["test"][m] for b in base_rows]) for m in metrics
+                      if all(m in b["test"] for b in base_rows)},
+            "vs_complete": (paired_units(b_units, ref_units, spec.unit) if ref_units is not None
+                            and b_units.shape == ref_units.shape else None)}
 
 
 def paper_dataset(dataset_name: str, table_def: Any) -> str | None:

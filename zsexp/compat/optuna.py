@@ -37,8 +37,13 @@ def all_trials(study: Any) -> list[Any]:
 
 
 def distribution_contains(dist: Any, value: Any) -> bool:
-    """Whether ``value`` (external representation) lies in ``dist``."""
-    return dist._contains(dist.to_internal_repr(value))
+    """Whether ``value`` (external representation) lies in ``dist``; a categorical value that is not one of
+    the choices has no internal representation (Optuna raises ValueError) and lies outside."""
+    try:
+        internal = dist.to_internal_repr(value)
+    except ValueError:
+        return False
+    return dist._contains(internal)
 
 
 def grid_size(sampler: Any) -> int:

@@ -96,12 +96,10 @@ def _seen_class_probs(feats: np.ndarray, labels: np.ndarray, prob_classes: np.nd
     return _softmax((fn @ pn.T) / temperature).astype(np.float32)
 
 
-def make_synthetic(name: str, seed: int = 0, spec: SyntheticSpec | None = None) -> ZSLData:
-    """Generate the named synthetic dataset (or one from ``spec``); same seed, same bytes."""
-    spec = spec or SPECS[name]
-    rng = np.random.default_rng(seed)
-    n_seen = spec.n_train + spec.n_val
-    n_cls = n_seen + spec.n_test
+def _generate(spec: SyntheticSpec, rng: np.random.Generator, n_seen: int,
+              n_cls: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Steps 1-4 of the generator, in generation order (seen classes first): labels, image features, class
+    text and per-image captions (None unless the spec has them).  Draws from ``rng`` in a fixed order."""
     d = spec.latent_dim
 
     # 1. class semantics around super-class centres
@@ -134,6 +132,16 @@ def make_synthetic(name: str, seed: int = 0, spec: SyntheticSpec | None = None) 
     if spec.per_image_text:
         captions = (text[labels] + spec.caption_noise * np.abs(text).mean()
                     * rng.standard_normal((labels.size, spec.text_dim))).astype(np.float32)
+    return labels, feats, text, captions
+
+
+def make_synthetic(name: str, seed: int = 0, spec: SyntheticSpec | None = None) -> ZSLData:
+    """Generate the named synthetic dataset (or one from ``spec``); same seed, same bytes."""
+    spec = spec or SPECS[name]
+    rng = np.random.default_rng(seed)
+    n_seen = spec.n_train + spec.n_val
+    n_cls = n_seen + spec.n_test
+    labels, feats, text, captions = _generate(spec, rng, n_seen, n_cls)
 
     # class splits: generation index g (seen first) becomes class id perm[g], so split membership
     # cannot be read from the class index and super-classes straddle seen and unseen

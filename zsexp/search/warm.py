@@ -68,11 +68,36 @@ def _differences(a: Any, b: Any) -> list[str]:
 def plan(source: SweepMeta, model: str, data: Any, space: SearchSpace, trial_meta: dict[str, Any]) -> WarmPlan:
     """Which of ``source``'s trials the new sweep (``space``, ``trial_meta``) takes, and why not the others.
     Every refusal is raised before anything of the new sweep exists."""
-    from zsexp.search.optuna_search import journal_storage
-    from zsexp.search.storage import own_regular_file
-    from zsexp.search.trainable import config_for
+    from zsexp.search.optuna_search import LOST_ATTR, TUNE_ID_ATTR, WARM_ATTR
 
     where = f"--warm-start {source.name}"
+    study = _source_study(source, model, data, space, where)
+    dists = space.distributions()
+    out = WarmPlan(source.name)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        tid = str(t.user_attrs.get(SOURCE_TRIAL_ATTR) or t.user_attrs.get(TUNE_ID_ATTR) or f"optuna#{t.number}")
+        if t.user_attrs.get(LOST_ATTR) or t.value is None:
+            continue
+        params, reason = _fit_here(source, data, dict(t.params), dists, trial_meta)
+        if reason:
+            out.skipped.append({"trial": tid, "reason": reason})
+            continue
+        out.taken.append({"trial": tid, "params": params, "value": float(t.value),
+                          "origin": str(t.user_attrs.get(WARM_ATTR) or source.name)})
+    if not out.taken and not out.skipped:
+        raise ZsexpError(f"{where}: that sweep has no completed trial to start from")
+    if not out.taken:
+        raise ZsexpError(f"{where}: none of its {len(out.skipped)} completed trials fits this space (the first: "
+                         f"{out.skipped[0]['reason'][:200]}); widen the space or start without --warm-start")
+    return out
+
+
+def _source_study(source: SweepMeta, model: str, data: Any, space: SearchSpace, where: str) -> optuna.Study:
+    """The earlier sweep's study, once it is known to have measured the same objective on the same data
+    with the same budget (else one line saying which differs)."""
+    from zsexp.search.optuna_search import journal_storage
+    from zsexp.search.storage import own_regular_file
+
     if source.model != model:
         raise ZsexpError(f"{where}: that sweep tuned {source.model}, not {model}; warm starting needs the same model")
     if source.fingerprint != data.fingerprint():
@@ -88,51 +113,37 @@ def plan(source: SweepMeta, model: str, data: Any, space: SearchSpace, trial_met
     if space.sampler == "grid":
         raise ZsexpError(f"{where}: this sweep's sampler is grid, which visits every point once whatever the history; "
                          f"warm starting gives it nothing (use tpe, gp, cmaes or qmc)")
-    journal = own_regular_file(Path(source.dir), "optuna_journal.log")
-    if journal is None:
+    if own_regular_file(Path(source.dir), "optuna_journal.log") is None:
         raise ZsexpError(f"{where}: it has no Optuna journal ({Path(source.dir) / 'optuna_journal.log'})")
     try:
-        study = optuna.load_study(study_name=source.name, storage=journal_storage(source.dir))
+        return optuna.load_study(study_name=source.name, storage=journal_storage(source.dir))
     except KeyError:
         raise ZsexpError(f"{where}: its Optuna journal holds no study {source.name!r}") from None
-    dists = space.distributions()
-    out = WarmPlan(source.name)
-    from zsexp.search.optuna_search import LOST_ATTR, TUNE_ID_ATTR, WARM_ATTR
 
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        tid = str(t.user_attrs.get(SOURCE_TRIAL_ATTR) or t.user_attrs.get(TUNE_ID_ATTR) or f"optuna#{t.number}")
-        if t.user_attrs.get(LOST_ATTR) or t.value is None:
-            continue
-        try:
-            src_cfg = config_for(source.trial_meta, data, dict(t.params))
-        except ZsexpError as exc:
-            out.skipped.append({"trial": tid, "reason": f"its configuration is not valid here ({exc})"})
-            continue
-        params, reason = {}, None
-        for key, dist in dists.items():
-            v = _value_of(src_cfg, key)
-            if v is None or not ot_compat.distribution_contains(dist, v):
-                reason = f"{key}={v!r} is outside this space's {key}"
-                break
-            params[key] = v
-        if reason is None:
-            try:
-                diff = _differences(src_cfg, config_for(trial_meta, data, params))
-            except ZsexpError as exc:
-                diff = [str(exc)]
-            if diff:
-                reason = "this space would train another configuration: " + "; ".join(diff[:3])
-        if reason:
-            out.skipped.append({"trial": tid, "reason": reason})
-            continue
-        out.taken.append({"trial": tid, "params": params, "value": float(t.value),
-                          "origin": str(t.user_attrs.get(WARM_ATTR) or source.name)})
-    if not out.taken and not out.skipped:
-        raise ZsexpError(f"{where}: that sweep has no completed trial to start from")
-    if not out.taken:
-        raise ZsexpError(f"{where}: none of its {len(out.skipped)} completed trials fits this space (the first: "
-                         f"{out.skipped[0]['reason'][:200]}); widen the space or start without --warm-start")
-    return out
+
+def _fit_here(source: SweepMeta, data: Any, src_params: dict[str, Any], dists: dict[str, Any],
+              trial_meta: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """An earlier trial's values in this space, or the reason it does not fit: a value outside the space, or
+    a configuration this space would not train the same way."""
+    from zsexp.search.trainable import config_for
+
+    try:
+        src_cfg = config_for(source.trial_meta, data, src_params)
+    except ZsexpError as exc:
+        return {}, f"its configuration is not valid here ({exc})"
+    params = {}
+    for key, dist in dists.items():
+        v = _value_of(src_cfg, key)
+        if v is None or not ot_compat.distribution_contains(dist, v):
+            return {}, f"{key}={v!r} is outside this space's {key}"
+        params[key] = v
+    try:
+        diff = _differences(src_cfg, config_for(trial_meta, data, params))
+    except ZsexpError as exc:
+        diff = [str(exc)]
+    if diff:
+        return {}, "this space would train another configuration: " + "; ".join(diff[:3])
+    return params, None
 
 
 def apply(plan_: WarmPlan, sweep_dir: Path, study_name: str, space: SearchSpace) -> int:

@@ -125,6 +125,27 @@ def test_image_layout_matches_settings():
     assert {"ray", "optuna", "mlflow"} <= set(pins)
 
 
+def _pins(path: Path) -> dict[str, str]:
+    return {name.lower().replace("_", "-"): version for name, version in
+            (line.split("==") for line in path.read_text().splitlines() if "==" in line and not line.startswith("#"))}
+
+
+def test_one_set_of_versions():
+    """The image and a fresh clone run the same versions: every package both locks pin is pinned alike, the
+    lock satisfies pyproject's bounds, and torch is pinned without a local build label."""
+    from packaging.requirements import Requirement
+
+    lock, image = _pins(ROOT / "constraints.txt"), _pins(ROOT / "docker" / "constraints.txt")
+    differ = {k: (lock[k], image[k]) for k in set(lock) & set(image) if lock[k] != image[k]}
+    assert not differ, f"constraints.txt and docker/constraints.txt pin these differently: {differ}"
+    import tomllib
+
+    for req in map(Requirement, tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]):
+        assert req.name.lower() in lock, f"{req.name} is not in constraints.txt"
+        assert req.specifier.contains(lock[req.name.lower()]), f"constraints.txt pins {req.name} outside {req}"
+    assert "+" not in lock["torch"]
+
+
 def test_rayjob_manifests_agree_with_image_and_entrypoints():
     image = re.sub(r"\$\{ZSEXP_IMAGE:-(.*)\}", r"\1", yaml.safe_load(COMPOSE.read_text())["x-zsexp"]["image"])
     for manifest, script in (("rayjob-sweep.yaml", "sweep_job.py"), ("rayjob-select.yaml", "select_job.py"),

@@ -1,4 +1,4 @@
-"""Hard edges, second pass: the five rules of README *Safety* that hold wherever a user's input enters.
+"""Hard edges, second pass: the five rules of docs/safety.md that hold wherever a user's input enters.
 
 1. bounded input (YAML structure, sizes, numeric options, echoed values), 2. degenerate data refused,
 3. the environment is input, 4. read-only and failing storage, 5. a sweep's files are its own.

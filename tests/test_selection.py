@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import cli
 from zsexp.cli import main
-from zsexp.search.meta import TrialRecord
+from zsexp.meta import TrialRecord
 from zsexp.search.space import load_space
 from zsexp.search.storage import read_meta
 from zsexp.selection import choose_winner, decide, fmt_stats, paired_test, rank_configs, summarise, typical_seed

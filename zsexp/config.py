@@ -102,7 +102,7 @@ def build_config(cls: type[T], *overrides: tuple[str, Mapping[str, Any]]) -> T:
     return cfg
 
 
-# What parsing one of the user's YAML texts may cost, whatever its structure (stated in README, *Safety*)
+# What parsing one of the user's YAML texts may cost, whatever its structure (stated in docs/safety.md)
 MAX_YAML_BYTES = 1 << 20          # a config or search space is a few hundred bytes
 MAX_YAML_NODES = 100_000          # values after anchors and aliases are expanded
 MAX_YAML_DEPTH = 32

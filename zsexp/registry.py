@@ -20,10 +20,10 @@ import numpy as np
 
 from zsexp.errors import ZsexpError
 from zsexp.faults import kill_point
+from zsexp.meta import SweepMeta
 from zsexp.models import get_spec
 from zsexp.names import check_alias, check_name, filter_value
 from zsexp.protocol import PROTOCOL, SEED_RULE, Decision
-from zsexp.search.meta import SweepMeta
 from zsexp.tags import (
     TAG_BASELINE,
     TAG_FINGERPRINT,

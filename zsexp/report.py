@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from zsexp.meta import SweepMeta, TrialRecord
 from zsexp.protocol import PLURAL, PROTOCOL, SEED_RULE, Decision, fmt_stats
-from zsexp.search.meta import SweepMeta, TrialRecord
 from zsexp.search.space import SearchSpace
 
 

@@ -38,9 +38,9 @@ import numpy as np
 
 from zsexp.errors import ZsexpError
 from zsexp.fitting import GridProgress
+from zsexp.meta import SweepMeta, TrialRecord
 from zsexp.models import get_spec
 from zsexp.protocol import MAX_K, MAX_SEEDS, PHASES, PLURAL, PROTOCOL, SEED_RULE, Decision, SelectOptions, fmt_stats
-from zsexp.search.meta import SweepMeta, TrialRecord
 from zsexp.search.space import SearchSpace, parse_space
 from zsexp.search.status import sweep_trials
 from zsexp.search.storage import read_meta
@@ -95,7 +95,7 @@ def selection_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
     from ray import tune
 
     from zsexp.fitting import fit_and_evaluate, write_result
-    from zsexp.models.common import trial_threads
+    from zsexp.search.cluster import trial_threads
 
     trial_threads()
     ci, seed, phase = job["pairs"][config["pair"]]

@@ -26,7 +26,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from zsexp.search.meta import SweepMeta
+from zsexp.meta import SweepMeta
 from zsexp.tags import SHARED_VIEW_PREFIX, TAG_KIND, TAG_SWEEP
 
 DEFAULT_UI = "http://127.0.0.1:5000"

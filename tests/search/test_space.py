@@ -23,8 +23,8 @@ def test_shipped_spaces_load(model):
 
 
 def test_shipped_zscrgan_spaces_reach_working_budgets():
-    """The small-data rule trains ZSCRGAN 2,000 updates (README, budgets): a sweep can reach it and more,
-    and ASHA compares trials at equal updates, not at equal iterations of unequal size."""
+    """The small-data rule trains ZSCRGAN 2,000 updates (docs/science.md, training budgets): a sweep can reach it
+    and more, and ASHA compares trials at equal updates, not at equal iterations of unequal size."""
     for path in (None, default_space_path("zscrgan").parent / "zscrgan-small.yaml"):
         space = load_space(path, "zscrgan")
         assert space.unit == "updates" and space.fixed["em_schedule"] == "fixed"

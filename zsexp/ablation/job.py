@@ -41,7 +41,8 @@ def run_stem(v: Variant, seed: int, data_seed: int) -> str:
 def ablation_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
     """One variant x seed x data split: fit on train + val for the budget, evaluate the test classes once."""
     from zsexp.fitting import fit_and_evaluate, write_result
-    from zsexp.models.common import DivergenceError, trial_threads
+    from zsexp.models.common import DivergenceError
+    from zsexp.search.cluster import trial_threads
 
     trial_threads()
     run = job["runs"][config["pair"]]

@@ -152,7 +152,7 @@ def _check_finite(name: str, arr: np.ndarray, where: str) -> None:
             f"(rows {_preview(rows)})")
 
 
-MAX_DATA_BYTES = 8 << 30       # what one dataset file may hold once decompressed (README, *Safety*)
+MAX_DATA_BYTES = 8 << 30       # what one dataset file may hold once decompressed (docs/safety.md)
 
 
 def check_data_size(path: Any, arrays: list[tuple[str, tuple[int, ...], int]]) -> None:

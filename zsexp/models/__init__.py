@@ -107,7 +107,7 @@ def size_defaults(family: str, data: ZSLData) -> dict[str, Any]:
     The paper's widths (ZSCRGAN G 2048-4096, latent 1024; CM-GAN 500) were set for CUB/Flowers/ImageNet
     feature sets of 10^4-10^6 images.  On a few thousand images, with ZSCRGAN's linear E-M schedule
     (Alg. 1: 1 + 2 + ... updates, 465 in 30 iterations), they train poorly: on 5 class splits of the UCI
-    digits (`benchmarks/vs_baselines.py --data ../shared/data/uci-mfeat`, README "Training budgets") the
+    digits (`benchmarks/vs_baselines.py --data ../shared/data/uci-mfeat`, docs/science.md "Training budgets") the
     paper defaults score 60.2 test P@50 (chance 50, ridge 73.6) and this rule 68.6, at a sixth of the
     time; the split-to-split spread is larger than that gap.  So a dataset with fewer training
     images gets :data:`SMALL_DATA_DEFAULTS` (ZSCRGAN: G [256, 512], D 256, latent 64, noise 32, a fixed

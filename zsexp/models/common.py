@@ -92,15 +92,6 @@ def set_threads(n: int | None) -> int:
     return torch.get_num_threads()
 
 
-def trial_threads() -> int:
-    """Under Ray: one intra-op thread per CPU the trial was granted, at least one.  Trials that share a
-    machine then do not oversubscribe its cores (torch's default is one thread per core *each*)."""
-    import ray
-
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    return set_threads(max(1, int(cpus)))
-
-
 def mlp(sizes: list[int], hidden_act: nn.Module, out_act: nn.Module | None = None) -> nn.Sequential:
     """Linear layers between consecutive ``sizes`` with ``hidden_act`` between them."""
     layers: list[nn.Module] = []

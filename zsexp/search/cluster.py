@@ -138,3 +138,12 @@ def trial_resources(opts: dict[str, Any]) -> tuple[dict[str, float], int]:
     return res, concurrency
 
 
+def trial_threads() -> int:
+    """Under Ray: one intra-op thread per CPU the trial was granted, at least one.  Trials that share a
+    machine then do not oversubscribe its cores (torch's default is one thread per core *each*)."""
+    import ray
+
+    from zsexp.models.common import set_threads
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    return set_threads(max(1, int(cpus)))

@@ -13,8 +13,8 @@ from typing import Any
 import optuna
 
 from zsexp.errors import ZsexpError
+from zsexp.meta import SweepMeta
 from zsexp.search import integrity
-from zsexp.search.meta import SweepMeta
 from zsexp.search.record import PER_TRIAL, ProgressRecord, read_progress
 from zsexp.search.storage import snapshot_trials
 from zsexp.tags import TAG_TRIAL

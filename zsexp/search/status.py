@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zsexp.meta import SweepMeta, TrialRecord
 from zsexp.names import metric_key
 from zsexp.protocol import margin
 from zsexp.search import integrity
-from zsexp.search.meta import SweepMeta, TrialRecord
 from zsexp.search.record import read_progress
 from zsexp.search.storage import read_meta, snapshot_trials, sweep_names
 from zsexp.tags import TAG_BASELINE

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from zsexp.errors import ZsexpError
+from zsexp.meta import SweepMeta
 from zsexp.names import check_name
 from zsexp.paths import zsexp_home
-from zsexp.search.meta import SweepMeta
 
 SWEEP_FILE = "zsexp_sweep.json"
 CALLBACK_FILE = "zsexp_progress.json"

@@ -17,12 +17,12 @@ from typing import Any
 
 from zsexp.errors import ZsexpError
 from zsexp.faults import kill_point
+from zsexp.meta import SweepMeta
 from zsexp.names import check_name, filter_value
 from zsexp.paths import default_tracking_uri
 from zsexp.search import integrity
 from zsexp.search.cluster import init_ray, trial_resources
 from zsexp.search.lock import SweepLock
-from zsexp.search.meta import SweepMeta
 from zsexp.search.options import MAX_TRIALS, SweepOptions, validate_options
 from zsexp.search.recovery import reconcile, recover_snapshot, snapshot_trial_ids
 from zsexp.search.space import SearchSpace, load_space, parse_space

@@ -55,7 +55,8 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
     from ray import tune
 
     from zsexp.models import build_model, get_spec, train_rounds
-    from zsexp.models.common import DivergenceError, configure_cpu_math, load_checkpoint, resolve_device, trial_threads
+    from zsexp.models.common import DivergenceError, configure_cpu_math, load_checkpoint, resolve_device
+    from zsexp.search.cluster import trial_threads
     from zsexp.search.record import read_marker, write_marker
 
     trial_id = tune.get_context().get_trial_id()

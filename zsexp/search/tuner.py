@@ -6,8 +6,8 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from zsexp.meta import SweepMeta
 from zsexp.search.growth import RUNGS_FILE
-from zsexp.search.meta import SweepMeta
 from zsexp.search.optuna_search import JOURNAL_FILE
 from zsexp.search.space import SearchSpace
 from zsexp.search.storage import CALLBACK_FILE, SWEEP_FILE

@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 
 from zsexp.compat import optuna as ot_compat
 from zsexp.errors import ZsexpError
-from zsexp.search.meta import SweepMeta
+from zsexp.meta import SweepMeta
 from zsexp.search.space import SearchSpace, parse_space
 
 SOURCE_TRIAL_ATTR = "zsexp_warm_trial"     # the earlier sweep's Tune trial id (or Optuna number)

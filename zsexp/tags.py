@@ -19,6 +19,7 @@ TAG_BASELINE = "zsexp.baseline"          # the task's baseline beside the figure
 TAG_BEST_TRIAL = "zsexp.best_trial"
 TAG_TRIALS = "zsexp.trials"              # a sweep's trial target after `resume --trials` (the param is the first)
 TAG_WARM_START = "zsexp.warm_start"      # the earlier sweep a sweep's sampler started from
+TAG_REMOVED = "zsexp.removed"            # why a trial's run was ended KILLED and removed (resume: Tune never saved it)
 
 # model versions
 V_SWEEP = TAG_SWEEP

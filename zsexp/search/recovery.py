@@ -82,7 +82,8 @@ def reconcile(meta: SweepMeta, known: set[str], retry_errored: bool) -> dict[str
     saw either finished since (its outcome is in the record or its finish marker exists: it is kept,
     its queued MLflow writes are replayed, and it counts towards the sweep's trials, as the Optuna
     study already counts it) or was still running (Tune will not run it again: its MLflow child run is
-    deleted, its entries leave the record, and the searcher fails its Optuna trial on restore).  With
+    ended KILLED with the reason as a tag, then deleted, the folder it left in the sweep is removed, its
+    entries leave the record, and the searcher fails its Optuna trial on restore).  With
     ``--retry-errored`` the failed trials' outcomes and markers are cleared so they run again."""
     from zsexp.search.record import read_marker
     from zsexp.tracking import client, search_all_runs
@@ -108,13 +109,37 @@ def reconcile(meta: SweepMeta, known: set[str], retry_errored: bool) -> dict[str
     for run in runs:
         tid = run.data.tags.get(TAG_TRIAL)
         if tid in unknown and tid not in kept and run.info.status not in ("FINISHED", "FAILED"):
-            c.delete_run(run.info.run_id)
+            remove_unsaved_trial(c, d, run.info.run_id, tid)
             deleted.append(tid)
         elif tid in unknown and tid not in kept:
             kept.append(tid)                          # a finished run whose record was lost: kept
     if progress:
         _settle_record(d, progress, drop=unknown - set(kept), retry_errored=retry_errored)
     return {"deleted_runs": deleted, "finished_unknown": kept}
+
+
+REMOVED_REASON = ("started just before the driver died and never saved by Tune; Tune will not run it again "
+                  "and the sweep draws another trial in its place")
+
+
+def remove_unsaved_trial(c: Any, d: Path, run_id: str, tid: str) -> None:
+    """A trial Tune will never run again: its MLflow run is ended KILLED with the reason as a tag (so no run
+    is deleted while RUNNING), then deleted; its folder in the sweep (Tune's ``<trainable>_<id>_...``) is
+    removed, so nothing it wrote is mistaken for a trial of the sweep.  ``tid`` is checked as a Tune trial
+    id before it names a path."""
+    import shutil
+
+    from zsexp.search.record import trial_marker
+    from zsexp.tags import TAG_REMOVED
+
+    marker = trial_marker(d, tid)                     # raises ValueError unless tid is a trial id
+    c.set_tag(run_id, TAG_REMOVED, REMOVED_REASON)
+    c.set_terminated(run_id, "KILLED")
+    c.delete_run(run_id)
+    for folder in d.glob(f"*_{tid}_*"):
+        if folder.is_dir() and not folder.is_symlink() and folder.parent == d:
+            shutil.rmtree(folder)
+    marker.unlink(missing_ok=True)                    # a marker the trial wrote itself (it diverged)
 
 
 def _settle_record(d: Path, progress: dict[str, Any], drop: set[str], retry_errored: bool) -> None:

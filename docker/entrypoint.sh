@@ -38,6 +38,11 @@ case "${1:-}" in
     : "${MLFLOW_ADMIN_PASSWORD:?set MLFLOW_ADMIN_PASSWORD}"
     refuse_placeholders mlflow-server MLFLOW_ADMIN_PASSWORD MLFLOW_BACKEND_STORE_URI AWS_SECRET_ACCESS_KEY \
       MLFLOW_FLASK_SERVER_SECRET_KEY
+    # one secret, one purpose: the key that signs the server's sessions is not the admin's password
+    if [ -z "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" ] || [ "${MLFLOW_FLASK_SERVER_SECRET_KEY}" = "${MLFLOW_ADMIN_PASSWORD}" ]; then
+      echo "zsexp-entrypoint: error: mlflow-server: MLFLOW_FLASK_SERVER_SECRET_KEY must be set and differ from MLFLOW_ADMIN_PASSWORD (make stack-env adds MLFLOW_FLASK_SECRET_KEY to docker/.env)" >&2
+      exit 2
+    fi
     # the basic-auth app reads its admin account from an ini file; written at start, never baked in
     umask 077
     cat > /etc/mlflow/basic_auth.ini <<INI
@@ -49,8 +54,9 @@ admin_password = ${MLFLOW_ADMIN_PASSWORD}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 INI
     export MLFLOW_AUTH_CONFIG_PATH=/etc/mlflow/basic_auth.ini
+    # the backend store URI holds the database password: mlflow reads it from MLFLOW_BACKEND_STORE_URI
+    # (never an argument, which every process of the host can read)
     exec mlflow server --app-name basic-auth \
-      --backend-store-uri "${MLFLOW_BACKEND_STORE_URI}" \
       --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION}" \
       --host 0.0.0.0 --port "${MLFLOW_PORT:-5000}" \
       --allowed-hosts "${MLFLOW_ALLOWED_HOSTS:-mlflow,mlflow:*,localhost,localhost:*,127.0.0.1,127.0.0.1:*}" \

@@ -1,7 +1,7 @@
 """Build, configure, start and stop zsexp's compose stack on a machine without an image registry.
 
     python3 docker/stack.py build        # every image of the local stack (`make stack`)
-    python3 docker/stack.py env          # docker/.env with fresh random secrets, mode 0600, if absent
+    python3 docker/stack.py env          # docker/.env with fresh random secrets, mode 0600; new keys added
     python3 docker/stack.py up           # start the stack, wait until every service is healthy, print URLs
     python3 docker/stack.py down [--volumes]
 
@@ -51,7 +51,9 @@ OBJECTSTORE_IMAGE = "zsexp-objectstore:seaweedfs"
 ZSEXP_IMAGE = "zsexp:0.1.0"
 DEBIAN_MIRROR = os.environ.get("ZSEXP_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 PLACEHOLDER = "change-me"
-SECRET_KEYS = ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "RAY_AUTH_TOKEN")
+# Every secret has one purpose and its own value: a login password is never also a signing key
+SECRET_KEYS = ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY",
+               "RAY_AUTH_TOKEN")
 
 
 class StackError(Exception):
@@ -218,20 +220,49 @@ def write_env(path: Path, text: str) -> None:
         f.write(text)
 
 
+def parse_env(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#") and "=" in line)
+
+
 def read_env(path: Path) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in path.read_text().splitlines()
-                if line and not line.startswith("#") and "=" in line)
+    return parse_env(path.read_text())
 
 
 def ensure_env(path: Path = ENV_FILE) -> bool:
-    """Create ``path`` with fresh secrets if absent (True when made); refuse a readable-by-others one."""
+    """Create ``path`` with fresh secrets if absent (True when made).  An existing file is kept as it is,
+    except that a key the example has gained since is added (a fresh secret for a secret): a stack made
+    before a new key existed gets it without losing anything.  A file readable by others, a secret that is
+    missing or empty, or two secrets with the same value are refused."""
     if not path.exists():
         write_env(path, fresh_env())
         return True
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise StackError(f"{path}: mode {mode:o} lets others read its secrets; chmod 600 {path}")
+    have = read_env(path)
+    new = {k: v for k, v in parse_env(fresh_env()).items() if k not in have}
+    if new:
+        with open(path, "a") as f:
+            f.write("".join(f"{k}={v}\n" for k, v in new.items()))
+        print(f"{path}: added {', '.join(sorted(new))} (the other settings are kept)")
+    check_secrets(read_env(path), path)
     return False
+
+
+def check_secrets(env: dict[str, str], where: Path) -> None:
+    """Every secret present, not the example's, and its own: names the keys, never the values."""
+    missing = [k for k in SECRET_KEYS if not env.get(k, "").strip()]
+    if missing:
+        raise StackError(f"{where}: {', '.join(missing)} missing or empty; run make stack-env")
+    placeholder = [k for k in SECRET_KEYS if PLACEHOLDER in env[k]]
+    if placeholder:
+        raise StackError(f"{where}: {', '.join(placeholder)} still the example's change-me value")
+    seen: dict[str, str] = {}
+    for k in SECRET_KEYS:
+        if env[k] in seen:
+            raise StackError(f"{where}: {seen[env[k]]} and {k} have the same value; each secret must be its own "
+                             f"(delete one line and run make stack-env for a fresh value)")
+        seen[env[k]] = k
 
 
 # ------------------------------------------------------------------ up / down
@@ -264,6 +295,7 @@ def wait_healthy(project: str, timeout: float = 600.0) -> float:
 
 
 def up(project: str = PROJECT, env_file: Path = ENV_FILE, workers: int | None = None) -> float:
+    check_secrets(read_env(env_file), env_file)
     env = read_env(env_file)
     n = workers if workers is not None else int(env.get("RAY_WORKERS", "2"))
     t0 = time.perf_counter()

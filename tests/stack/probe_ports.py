@@ -1,0 +1,51 @@
+"""Probe listening ports from a container on the stack's network, without any credential.
+
+    docker run --rm --network zsexp_default -v $PWD/tests/stack/probe_ports.py:/tmp/p.py:ro zsexp:0.1.0 \
+        python /tmp/p.py '[["HOST", PORT], ...]'
+
+For each target: whether TCP connects; an HTTP ``GET /metrics`` (200 means an unauthenticated read);
+and gRPC calls of Ray's own services with no token, where ``UNAUTHENTICATED`` means the port checks
+Ray's token and ``UNIMPLEMENTED`` that it serves another service.  One JSON line per target.  Used to
+measure the ports table of docs/stack.md; it only reads (the calls list nodes, keys and jobs, or ask a
+node's stats).
+"""
+
+import json
+import socket
+import sys
+import urllib.error
+import urllib.request
+
+import grpc
+
+READS = ("/ray.rpc.NodeInfoGcsService/GetAllNodeInfo", "/ray.rpc.InternalKVGcsService/InternalKVKeys",
+         "/ray.rpc.JobInfoGcsService/GetAllJobInfo", "/ray.rpc.NodeManagerService/GetNodeStats")
+
+
+def probe(host: str, port: int) -> dict:
+    row: dict = {"target": f"{host}:{port}"}
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as exc:
+        return {**row, "tcp": f"closed ({type(exc).__name__})"}
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=4) as r:
+            row["http"] = r.status
+    except urllib.error.HTTPError as exc:
+        row["http"] = exc.code
+    except Exception as exc:  # noqa: BLE001 - not HTTP
+        row["http"] = type(exc).__name__
+    with grpc.insecure_channel(f"{host}:{port}") as ch:
+        for method in READS:
+            call = ch.unary_unary(method, request_serializer=lambda x: x, response_deserializer=lambda x: x)
+            try:
+                row[method.rsplit("/", 1)[1]] = f"OK {len(call(b'', timeout=4))} bytes"
+            except grpc.RpcError as exc:
+                if exc.code() not in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAVAILABLE):
+                    row[method.rsplit("/", 1)[1]] = exc.code().name
+    return row
+
+
+if __name__ == "__main__":
+    for host, port in json.loads(sys.argv[1]):
+        print(json.dumps(probe(host, int(port))), flush=True)

@@ -6,8 +6,8 @@
 For each target: whether TCP connects; an HTTP ``GET /metrics`` (200 means an unauthenticated read);
 and gRPC calls of Ray's own services with no token, where ``UNAUTHENTICATED`` means the port checks
 Ray's token and ``UNIMPLEMENTED`` that it serves another service.  One JSON line per target.  Used to
-measure the ports table of docs/stack.md; it only reads (the calls list nodes, keys and jobs, or ask a
-node's stats).
+measure the ports table of docs/stack.md; every call carries an empty request, which reads or changes
+nothing on a port that checks the token.
 """
 
 import json
@@ -18,8 +18,14 @@ import urllib.request
 
 import grpc
 
+# one call of each of Ray's gRPC services that listen beyond a node's loopback: GCS, raylet, core workers
+# (drivers and workers), the dashboard agent's reporter and log services, the object manager and the
+# client server (an empty request: nothing is created, pulled or changed)
 READS = ("/ray.rpc.NodeInfoGcsService/GetAllNodeInfo", "/ray.rpc.InternalKVGcsService/InternalKVKeys",
-         "/ray.rpc.JobInfoGcsService/GetAllJobInfo", "/ray.rpc.NodeManagerService/GetNodeStats")
+         "/ray.rpc.JobInfoGcsService/GetAllJobInfo", "/ray.rpc.NodeManagerService/GetNodeStats",
+         "/ray.rpc.CoreWorkerService/GetCoreWorkerStats", "/ray.rpc.LogService/ListLogs",
+         "/ray.rpc.ReporterService/HealthCheck", "/ray.rpc.ObjectManagerService/Pull",
+         "/ray.rpc.RayletDriver/ClusterInfo")
 
 
 def probe(host: str, port: int) -> dict:

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import stat
 import subprocess
@@ -300,8 +301,60 @@ def up(project: str = PROJECT, env_file: Path = ENV_FILE, workers: int | None = 
     n = workers if workers is not None else int(env.get("RAY_WORKERS", "2"))
     t0 = time.perf_counter()
     compose(project, env_file, "up", "-d", "--no-build", "--scale", f"ray-worker={n}")
+    guard_bridges(project)
     wait_healthy(project)
     return time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------ the host's forwarding
+def bridges(project: str) -> dict[str, str]:
+    """The stack's networks that are not internal: network name -> its bridge interface (``br-`` + id)."""
+    out = _run(["docker", "network", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"])
+    found = {}
+    for net in out.stdout.split():
+        info = json.loads(_run(["docker", "network", "inspect", net]).stdout)[0]
+        if not info.get("Internal"):
+            options = info.get("Options") or {}
+            found[info["Name"]] = options.get("com.docker.network.bridge.name") or f"br-{info['Id'][:12]}"
+    return found
+
+
+def guard_rule(project: str, bridge: str) -> list[str]:
+    """Docker forwards to a published port's container address from every interface of the host, whatever
+    address the port was published on.  This DOCKER-USER rule drops new connections into the bridge that
+    do not come from the bridge itself: other containers of the network and the host's own published
+    ports (loopback, not forwarded) still reach the services; a machine routing the subnet through the
+    host does not."""
+    return ["DOCKER-USER", "-o", bridge, "!", "-i", bridge, "-m", "conntrack", "--ctstate", "NEW",
+            "-m", "comment", "--comment", f"zsexp-stack:{project}", "-j", "DROP"]
+
+
+def guard_bridges(project: str) -> list[str]:
+    """Add the :func:`guard_rule` of every non-internal network of the stack (once); the bridges guarded.
+    Needs root (the Docker engine's own rules need it too); without iptables it says so and goes on."""
+    if not shutil.which("iptables"):
+        print("warning: iptables not found: the stack's container addresses stay reachable from other "
+              "interfaces of this host (docs/stack.md, *Ports*)", file=sys.stderr)
+        return []
+    done = []
+    for bridge in bridges(project).values():
+        rule = guard_rule(project, bridge)
+        if subprocess.run(["iptables", "-C", *rule], capture_output=True).returncode != 0:
+            _run(["iptables", "-I", *rule])
+        done.append(bridge)
+    return done
+
+
+def unguard_bridges(project: str) -> int:
+    """Remove every rule :func:`guard_bridges` added for ``project`` (found by their comment)."""
+    if not shutil.which("iptables"):
+        return 0
+    removed = 0
+    for line in _run(["iptables", "-S", "DOCKER-USER"]).stdout.splitlines():
+        if f"zsexp-stack:{project}" in line and line.startswith("-A "):
+            _run(["iptables", "-D", *shlex.split(line)[1:]])
+            removed += 1
+    return removed
 
 
 def urls(env_file: Path = ENV_FILE) -> list[str]:
@@ -343,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             if not ENV_FILE.exists():
                 raise StackError(f"{ENV_FILE} is missing: the stack was never started from this checkout")
             compose(PROJECT, ENV_FILE, "down", *(["--volumes"] if a.volumes else []), quiet=False)
+            unguard_bridges(PROJECT)
     except StackError as exc:
         print(f"zsexp stack: error: {exc}", file=sys.stderr)
         return 2

@@ -405,3 +405,38 @@ def test_a_sweeps_files_must_be_its_own(case, template, tmp_path, capfd, monkeyp
         res = cli(h, *argv, capfd=capfd, monkeypatch=monkeypatch)
         assert_refused(res, "symbolic link" if "link" in case[0] else "not a regular file")
         assert tree(h, template) == before, argv
+
+
+ABSENT_HOME_REFUSALS = [
+    (["status", "nosuch"], {}, "no sweep"), (["resume", "nosuch"], {}, "no sweep"),
+    (["select", "nosuch"], {}, "no sweep"), (["ui", "nosuch"], {}, "no sweep"),
+    (["promote", "zsexp-zscrgan-synthetic-tiny"], {}, "no MLflow store"),
+    (["ablate", "zscrgan", "--from", "nosuch"], {}, "no sweep"),
+    (["search", "zscrgan", "--warm-start", "nosuch"], {}, "no sweep"),
+    (["search", "zscrgan"], {"MLFLOW_TRACKING_URI": "bogus://tracking"}, "MLFLOW_TRACKING_URI"),
+    (["search", "zscrgan"], {"ZSEXP_SIMULATE_GPUS": "many"}, "ZSEXP_SIMULATE_GPUS"),
+    (["status", "nosuch"], {"OMP_NUM_THREADS": "-3"}, "OMP_NUM_THREADS"),
+]
+
+
+@pytest.mark.parametrize("argv,env,needle", ABSENT_HOME_REFUSALS, ids=lambda v: str(v)[:40])
+def test_a_refused_command_creates_no_home(argv, env, needle, tmp_path, capfd, monkeypatch):
+    """A command refused on a `$ZSEXP_HOME` that does not exist yet (environment cases included) leaves
+    it absent: not even an empty folder is made before the refusal."""
+    home = tmp_path / "home"
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    if "MLFLOW_TRACKING_URI" not in env:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    res = cli(home, *argv, capfd=capfd, monkeypatch=monkeypatch)
+    assert_refused(res, needle)
+    assert not home.exists(), f"`zsexp {' '.join(argv)}` made {home} before refusing"
+
+
+def test_reading_commands_create_no_home(tmp_path, capfd, monkeypatch):
+    """`zsexp status` on a home that does not exist says there is no sweep and makes nothing."""
+    home = tmp_path / "home"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    res = cli(home, "status", capfd=capfd, monkeypatch=monkeypatch)
+    assert res.returncode == 0 and "no sweeps under" in res.stdout
+    assert not home.exists()

@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 
-def zsexp_home(create: bool = True) -> Path:
+def zsexp_home(create: bool = False) -> Path:
+    """``$ZSEXP_HOME``; made only when ``create`` (a command creates it where it first writes, after every
+    check: a refused or read-only command leaves no empty folder behind)."""
     home = Path(os.environ.get("ZSEXP_HOME", Path.home() / ".zsexp")).expanduser()
     if create and not home.is_dir():
         home.mkdir(parents=True, exist_ok=True)

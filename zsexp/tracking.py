@@ -77,9 +77,9 @@ def check_tracking_uri(uri: str, writes: bool = True) -> None:
                          f"http(s)://HOST:PORT or a database URI)")
     if scheme == "sqlite":
         path = Path(uri.split("sqlite:///", 1)[-1]) if uri.startswith("sqlite:///") else None
-        if path is not None and not path.parent.is_dir():
-            raise ZsexpError(f"tracking URI {uri}: folder {path.parent} is missing or not writable")
-        if path is not None and writes:
+        if path is not None and not path.parent.is_dir() and not writes:
+            raise ZsexpError(f"tracking URI {uri}: folder {path.parent} is missing (no MLflow store there yet)")
+        if path is not None and writes:                # a missing folder is made when the store is
             from zsexp.paths import check_writable
 
             check_writable(path.parent, f"tracking URI {uri}:")
@@ -116,6 +116,8 @@ def client(tracking_uri: str | None = None, create: bool = True):
     if not create and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise ZsexpError(f"no MLflow store at {uri[len('sqlite:///'):]} yet (run a sweep first, or pass "
                          f"--tracking-uri)")
+    if create and uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)     # checked writable above
     if uri.startswith("http"):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

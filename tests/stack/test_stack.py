@@ -80,14 +80,15 @@ class Stack:
         return _sh("docker", "exec", self.containers(service)[0], *cmd, timeout=timeout, check=check)
 
     def client(self, script: str, timeout: float = 300) -> str:
-        """Python in a separate client container on the stack's network (zsexp's image, no Ray of its own)."""
+        """Python in a separate client container on the stack's internal network, where MLflow and the object
+        store are (zsexp's image, no Ray of its own)."""
         values = {"MLFLOW_TRACKING_URI": "http://mlflow:5000",
                   "MLFLOW_TRACKING_USERNAME": self.env["MLFLOW_ADMIN_USERNAME"],
                   "MLFLOW_TRACKING_PASSWORD": self.env["MLFLOW_ADMIN_PASSWORD"],
                   "AWS_ACCESS_KEY_ID": self.env["MINIO_ROOT_USER"],
                   "AWS_SECRET_ACCESS_KEY": self.env["MINIO_ROOT_PASSWORD"], "MLFLOW_BUCKET": self.env["MLFLOW_BUCKET"]}
         names = [arg for k in values for arg in ("-e", k)]      # `-e NAME`: the value travels by environment
-        out = _sh("docker", "run", "--rm", "--network", f"{PROJECT}_default", *names,
+        out = _sh("docker", "run", "--rm", "--network", f"{PROJECT}_backend", *names,
                   stack.ZSEXP_IMAGE, "python", "-c", script, timeout=timeout, env={**os.environ, **values})
         return out.stdout
 
@@ -150,6 +151,7 @@ def st():
                                               "-f", str(stack.DOCKER / "compose.local.yaml"),
                                               "down", "--volumes", "--timeout", "5"],
                        capture_output=True, cwd=stack.DOCKER, timeout=300)
+        stack.unguard_bridges(PROJECT)
         shutil.rmtree(tmp, ignore_errors=True)
         if FIGURES:
             print("\nstack test figures:")
@@ -221,6 +223,14 @@ def test_stack_comes_up_healthy_and_locked(st):
     # no service runs as root
     for service in ("postgres", "minio", "mlflow", "ray-head", "ray-worker"):
         assert st.exec(service, "id", "-u").stdout.strip() != "0", service
+    # the services nothing outside needs are on the internal network only
+    internal = json.loads(_sh("docker", "network", "inspect", f"{PROJECT}_backend").stdout)[0]
+    assert internal["Internal"] is True
+    for service, nets in (("postgres", {"backend"}), ("minio", {"backend"}), ("mlflow", {"default", "backend"}),
+                          ("ray-head", {"default"}), ("ray-worker", {"default"})):
+        got = json.loads(_sh("docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}",
+                             st.containers(service)[0]).stdout)
+        assert {n.removeprefix(f"{PROJECT}_") for n in got} == nets, (service, sorted(got))
     # one secret, one purpose: the MLflow server's session key is its own, not the login password
     key = st.exec("mlflow", "printenv", "MLFLOW_FLASK_SERVER_SECRET_KEY").stdout.strip()
     assert len(key) >= 32 and key != st.env["MLFLOW_ADMIN_PASSWORD"] and key == st.env["MLFLOW_FLASK_SECRET_KEY"]
@@ -238,6 +248,43 @@ def test_stack_comes_up_healthy_and_locked(st):
         urllib.request.urlopen(st.jobs + "/api/jobs/", timeout=10)
     assert err.value.code == 401
     assert st.exec("ray-head", "ls", "/tmp/pwned", check=False).returncode != 0
+
+
+def test_container_addresses_unreachable_from_another_machine(st):
+    """A machine that routes the stack's subnet through this host (a network namespace on a veth pair stands
+    in for it) reaches no container address: Docker forwards to a published port's container address from
+    every interface, whatever address it was published on, and the DOCKER-USER rule `docker/stack.py up`
+    adds drops that.  Taken out for a moment, the same connection reaches MLflow's container address (so the
+    namespace does reach the stack, and the rule is what stops it); then it is put back."""
+    mlflow = st.containers("mlflow")[0]
+    nets = json.loads(_sh("docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", mlflow).stdout)
+    ip = nets[f"{PROJECT}_default"]["IPAddress"]
+    subnet = json.loads(_sh("docker", "network", "inspect", f"{PROJECT}_default").stdout)[0]["IPAM"]["Config"][0]
+    ns, near, far = "zsexplan", "zsxlan0", "zsxlan1"
+    setup = [("ip", "netns", "add", ns), ("ip", "link", "add", near, "type", "veth", "peer", "name", far),
+             ("ip", "link", "set", far, "netns", ns), ("ip", "addr", "add", "10.213.0.1/30", "dev", near),
+             ("ip", "link", "set", near, "up"),
+             ("ip", "netns", "exec", ns, "ip", "addr", "add", "10.213.0.2/30", "dev", far),
+             ("ip", "netns", "exec", ns, "ip", "link", "set", far, "up"),
+             ("ip", "netns", "exec", ns, "ip", "route", "add", subnet["Subnet"], "via", "10.213.0.1")]
+
+    def reaches() -> bool:
+        probe = f"import socket; socket.create_connection(({ip!r}, 5000), timeout=3)"
+        return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", probe], capture_output=True,
+                              timeout=30).returncode == 0
+    try:
+        for cmd in setup:
+            _sh(*cmd)
+        assert f"{PROJECT}_backend" not in stack.bridges(PROJECT)       # internal: Docker isolates it itself
+        assert not reaches(), f"{ip}:5000 answered a connection routed from another machine"
+        assert stack.unguard_bridges(PROJECT) >= 1
+        assert reaches(), "without the rule the namespace does not reach the stack either: the test shows nothing"
+        stack.guard_bridges(PROJECT)
+        assert not reaches()
+    finally:
+        stack.guard_bridges(PROJECT)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", near], capture_output=True)
 
 
 def _zsexp_lines(logs: str) -> str:
@@ -390,6 +437,37 @@ def test_listening_ports(st):
         FIGURES[f"listening {service} {c[:6]}"] = " ".join(f"{port}({ip})" for ip, port in ports)
         if service in expected:
             assert open_ == expected[service], f"{service} listens beyond loopback on {sorted(open_)}"
+
+
+def _guarded(row: dict) -> bool:
+    """A probe's row (tests/stack/probe_ports.py) of a port that refused the credential-less request."""
+    return (row.get("http") in (401, 403) or "UNAUTHENTICATED" in row.values()
+            or any(s in str(row.get("postgres", "")) for s in ("password authentication failed", "no password")))
+
+
+def test_every_port_refuses_without_credentials(st):
+    """Every port any container listens on beyond its loopback is probed from a container on the same
+    network with no credential (HTTP, gRPC of every Ray service, a Postgres login): each refuses, except
+    Ray's Prometheus metrics endpoints, which answer metrics text (docs/stack.md says why they stay)."""
+    probe = ROOT / "tests" / "stack" / "probe_ports.py"
+    targets: dict[str, list] = {"default": [], "backend": []}
+    for c, service in _containers(st).items():
+        nets = json.loads(_sh("docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", c).stdout)
+        net = "default" if f"{PROJECT}_default" in nets else "backend"
+        ip = nets[f"{PROJECT}_{net}"]["IPAddress"]
+        targets[net] += [[ip, port, service] for where, port in _listening(c) if where in ("any", "container")]
+    rows = []
+    for net, tg in targets.items():
+        out = _sh("docker", "run", "--rm", "--network", f"{PROJECT}_{net}", "-v", f"{probe}:/tmp/probe.py:ro",
+                  stack.ZSEXP_IMAGE, "python", "/tmp/probe.py", json.dumps([t[:2] for t in tg]), timeout=600)
+        for t, line in zip(tg, out.stdout.splitlines(), strict=True):
+            rows.append((t[2], json.loads(line)))
+    metrics = [f"{svc} {r['target']}" for svc, r in rows if r.get("http") == 200 and r.get("prometheus")]
+    open_ = [f"{svc} {r}" for svc, r in rows if not _guarded(r) and not (r.get("http") == 200 and r.get("prometheus"))]
+    FIGURES["ports probed without credentials"] = f"{len(rows)}: {len(rows) - len(metrics)} refused, " \
+                                                  f"{len(metrics)} Ray metrics endpoints answered"
+    assert len(rows) >= 15 and not open_, f"ports that answer without credentials: {open_}"
+    assert all(svc.startswith("ray") for svc, r in rows if r.get("http") == 200)
 
 
 def test_a_client_reads_everything_back(st):

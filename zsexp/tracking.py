@@ -234,6 +234,10 @@ def check_port_free(host: str, port: int) -> None:
                              f"--port") from None
 
 
+def sqlite_folder_missing(uri: str) -> bool:
+    return uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).parent.is_dir()
+
+
 def start_ui(tracking_uri: str | None, host: str, port: int, links: Callable[[str], None] | None = None) -> int:
     """``mlflow ui`` on zsexp's store (the SQLite file under ZSEXP_HOME unless a URI is given);
     ``links(ui_url)`` prints the links of a sweep before the server starts.  A tracking *server*
@@ -245,8 +249,11 @@ def start_ui(tracking_uri: str | None, host: str, port: int, links: Callable[[st
             links(redact_uri(uri))
         print(f"the tracking server {redact_uri(uri)} serves the MLflow UI itself: open it in a browser")
         return 0
-    check_tracking_uri(uri, writes=False)          # the UI only reads: a read-only store is served
+    missing = sqlite_folder_missing(uri)          # a first `zsexp ui`: MLflow makes an empty store there
+    check_tracking_uri(uri, writes=missing)       # the UI only reads: a read-only store is served
     check_port_free(host, port)
+    if missing:
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     if links is not None:
         links(f"http://{host}:{port}")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]

@@ -15,11 +15,13 @@ import torch
 
 from zsexp.data.schema import ZSLData
 from zsexp.errors import ZsexpError
-from zsexp.models.common import check_fit_split
+from zsexp.models.common import check_fit_split, device_generator
 
 
 class Trainer:
-    """The constructor every family takes and the header of every checkpoint."""
+    """The constructor every family takes (config, data, device, seed, the classes it fits; its random
+    generator on the device, which draws nothing from torch's global one) and the header of every
+    checkpoint."""
 
     family = ""
 
@@ -27,6 +29,7 @@ class Trainer:
                  fit_split: str = "train"):
         self.cfg, self.data, self.device, self.seed = cfg, data, torch.device(device), seed
         self.fit_split = check_fit_split(fit_split)
+        self.gen = device_generator(self.device, seed)      # all training randomness, on the model's device
 
     def total_rounds(self) -> int:
         raise NotImplementedError

@@ -31,7 +31,6 @@ from zsexp.models.common import (
     apply_precision,
     check_finite,
     compile_forward,
-    device_generator,
     optimizer_to,
     read_means,
     restore_rng,
@@ -51,7 +50,6 @@ class CMGAN(Trainer):
     def __init__(self, cfg: CMGANConfig, data: ZSLData, device: torch.device | str = "cpu", seed: int = 0,
                  fit_split: str = "train"):
         super().__init__(cfg, data, device, seed, fit_split)
-        self.gen = device_generator(self.device, seed)     # training randomness, on the model's device
         apply_precision(cfg.precision, self.device)
         torch.manual_seed(seed)
         self.step = 0                 # completed steps

@@ -20,7 +20,6 @@ from zsexp.models.common import (
     check_eval_split,
     check_finite,
     compile_forward,
-    device_generator,
     normal_init_,
     optimizer_to,
     read_means,
@@ -55,7 +54,6 @@ class ZSCRGAN(Trainer):
                  fit_split: str = "train"):
         super().__init__(cfg, data, device, seed, fit_split)
         self.iteration = 0
-        self.gen = device_generator(self.device, seed)      # all training randomness, on the model's device
         torch.manual_seed(seed)                              # only used for network init below
         dv, dt, lat = data.image_dim, data.text_dim, cfg.latent_dim
         self._prepare_data()

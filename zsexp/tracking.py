@@ -77,9 +77,10 @@ def check_tracking_uri(uri: str, writes: bool = True) -> None:
                          f"http(s)://HOST:PORT or a database URI)")
     if scheme == "sqlite":
         path = Path(uri.split("sqlite:///", 1)[-1]) if uri.startswith("sqlite:///") else None
-        if path is not None and not path.parent.is_dir() and not writes:
-            raise ZsexpError(f"tracking URI {uri}: folder {path.parent} is missing (no MLflow store there yet)")
-        if path is not None and writes:                # a missing folder is made when the store is
+        if path is not None and not path.parent.is_dir() and not (writes and _is_home(path.parent)):
+            raise ZsexpError(f"tracking URI {uri}: folder {path.parent} is missing" +
+                             (" (no MLflow store there yet)" if _is_home(path.parent) else " or not writable"))
+        if path is not None and writes:                # $ZSEXP_HOME, if missing, is made when the store is
             from zsexp.paths import check_writable
 
             check_writable(path.parent, f"tracking URI {uri}:")
@@ -116,8 +117,8 @@ def client(tracking_uri: str | None = None, create: bool = True):
     if not create and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise ZsexpError(f"no MLflow store at {uri[len('sqlite:///'):]} yet (run a sweep first, or pass "
                          f"--tracking-uri)")
-    if create and uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)     # checked writable above
+    if create and sqlite_folder_missing(uri):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)     # $ZSEXP_HOME, checked above
     if uri.startswith("http"):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -234,8 +235,17 @@ def check_port_free(host: str, port: int) -> None:
                              f"--port") from None
 
 
+def _is_home(folder: Path) -> bool:
+    from zsexp.paths import zsexp_home
+
+    return folder == zsexp_home()
+
+
 def sqlite_folder_missing(uri: str) -> bool:
-    return uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).parent.is_dir()
+    """The default store's folder, ``$ZSEXP_HOME``, not made yet (a first command made it where it writes;
+    a missing folder of another SQLite URI is refused, not made)."""
+    folder = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else None
+    return folder is not None and not folder.is_dir() and _is_home(folder)
 
 
 def start_ui(tracking_uri: str | None, host: str, port: int, links: Callable[[str], None] | None = None) -> int:

@@ -23,7 +23,8 @@ class AblateOptions:
                                                 help="data splits (seeds of a synthetic set or of the UCI digits' "
                                                      "class split; default 0, or the --from sweep's)")
     sets: tuple[str, ...] = opt.sets("fix a config key of the base configuration")
-    config_file: str | None = option(flag="--config", help="YAML file of config keys for the base configuration")
+    config_file: str | None = option(flag="--config", metavar="FILE",
+                                     help="YAML file of config keys for the base configuration")
     name: str | None = option(help="the job's name (default MODEL-DATASET-ablation[-from-SWEEP]); the same name "
                                    "resumes it")
     storage: str | None = opt.storage("ablations")

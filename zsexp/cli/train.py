@@ -16,7 +16,7 @@ from zsexp.options import add_options, option
 class TrainOptions:
     model: str = opt.model()
     dataset: str = opt.dataset()
-    config: str | None = option(help="YAML file of config keys")
+    config: str | None = option(metavar="FILE", help="YAML file of config keys")
     sets: tuple[str, ...] = opt.sets("override one key")
     seed: int = option(0, **opt.SEED, help="model seed (default %(default)s)")
     data_seed: int = option(0, **opt.SEED, help="seed of a synthetic dataset (default %(default)s)")

@@ -296,8 +296,8 @@ def wait_healthy(project: str, timeout: float = 600.0) -> float:
 
 
 def up(project: str = PROJECT, env_file: Path = ENV_FILE, workers: int | None = None) -> float:
-    check_secrets(read_env(env_file), env_file)
     env = read_env(env_file)
+    check_secrets(env, env_file)
     n = workers if workers is not None else int(env.get("RAY_WORKERS", "2"))
     t0 = time.perf_counter()
     compose(project, env_file, "up", "-d", "--no-build", "--scale", f"ray-worker={n}")

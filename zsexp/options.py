@@ -97,13 +97,10 @@ def _argparse_kwargs(f: dataclasses.Field) -> dict[str, Any]:
     return kw
 
 
-def add_options(parser: argparse.ArgumentParser, *classes: type, skip: Iterable[str] = ()) -> None:
+def add_options(parser: argparse.ArgumentParser, *classes: type) -> None:
     """Declare every option field of ``classes`` (in field order) on ``parser``."""
-    skipped = set(skip)
     for cls in classes:
         for f in cli_fields(cls):
-            if f.name in skipped:
-                continue
             m = f.metadata[CLI]
             kw = _argparse_kwargs(f)
             if m["positional"]:
@@ -112,7 +109,7 @@ def add_options(parser: argparse.ArgumentParser, *classes: type, skip: Iterable[
                 parser.add_argument(m["flag"] or "--" + f.name.replace("_", "-"), dest=f.name, **kw)
 
 
-def from_args(cls: type, args: argparse.Namespace, **extra: Any) -> Any:
+def from_args(cls: type, args: argparse.Namespace) -> Any:
     """``cls`` filled from the parsed ``args`` (repeated and many-valued options as tuples)."""
     values = {}
     for f in cli_fields(cls):
@@ -121,7 +118,7 @@ def from_args(cls: type, args: argparse.Namespace, **extra: Any) -> Any:
         v = getattr(args, f.name)
         m = f.metadata[CLI]
         values[f.name] = tuple(v) if (m["repeat"] or m["many"]) and v is not None else v
-    return cls(**{**values, **extra})
+    return cls(**values)
 
 
 # --------------------------------------------------------------------------- options several commands share

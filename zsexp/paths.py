@@ -6,13 +6,10 @@ import os
 from pathlib import Path
 
 
-def zsexp_home(create: bool = False) -> Path:
-    """``$ZSEXP_HOME``; made only when ``create`` (a command creates it where it first writes, after every
-    check: a refused or read-only command leaves no empty folder behind)."""
-    home = Path(os.environ.get("ZSEXP_HOME", Path.home() / ".zsexp")).expanduser()
-    if create and not home.is_dir():
-        home.mkdir(parents=True, exist_ok=True)
-    return home
+def zsexp_home() -> Path:
+    """``$ZSEXP_HOME``, not made here: a command makes it where it first writes, after every check, so a
+    refused or read-only command leaves no empty folder behind."""
+    return Path(os.environ.get("ZSEXP_HOME", Path.home() / ".zsexp")).expanduser()
 
 
 def default_tracking_uri() -> str:

@@ -76,7 +76,7 @@ def check_tracking_uri(uri: str, writes: bool = True) -> None:
         raise ZsexpError(f"tracking URI {redact_uri(uri)!r}: unsupported scheme {scheme!r} (use sqlite:///FILE, "
                          f"http(s)://HOST:PORT or a database URI)")
     if scheme == "sqlite":
-        path = Path(uri.split("sqlite:///", 1)[-1]) if uri.startswith("sqlite:///") else None
+        path = sqlite_file(uri)
         if path is not None and not path.parent.is_dir() and not (writes and _is_home(path.parent)):
             raise ZsexpError(f"tracking URI {uri}: folder {path.parent} is missing" +
                              (" (no MLflow store there yet)" if _is_home(path.parent) else " or not writable"))
@@ -114,11 +114,11 @@ def client(tracking_uri: str | None = None, create: bool = True):
         logging.getLogger(name).setLevel(logging.WARNING)
     uri = credentials_from_uri(tracking_uri or default_tracking_uri())
     check_tracking_uri(uri, writes=create)
-    if not create and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+    if not create and sqlite_file(uri) is not None and not sqlite_file(uri).is_file():
         raise ZsexpError(f"no MLflow store at {uri[len('sqlite:///'):]} yet (run a sweep first, or pass "
                          f"--tracking-uri)")
     if create and sqlite_folder_missing(uri):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)     # $ZSEXP_HOME, checked above
+        sqlite_file(uri).parent.mkdir(parents=True, exist_ok=True)     # $ZSEXP_HOME, checked writable above
     if uri.startswith("http"):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -241,11 +241,16 @@ def _is_home(folder: Path) -> bool:
     return folder == zsexp_home()
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The file of a ``sqlite:///FILE`` tracking URI (None for any other URI)."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
 def sqlite_folder_missing(uri: str) -> bool:
     """The default store's folder, ``$ZSEXP_HOME``, not made yet (a first command made it where it writes;
     a missing folder of another SQLite URI is refused, not made)."""
-    folder = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else None
-    return folder is not None and not folder.is_dir() and _is_home(folder)
+    path = sqlite_file(uri)
+    return path is not None and not path.parent.is_dir() and _is_home(path.parent)
 
 
 def start_ui(tracking_uri: str | None, host: str, port: int, links: Callable[[str], None] | None = None) -> int:
@@ -263,7 +268,7 @@ def start_ui(tracking_uri: str | None, host: str, port: int, links: Callable[[st
     check_tracking_uri(uri, writes=missing)       # the UI only reads: a read-only store is served
     check_port_free(host, port)
     if missing:
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        sqlite_file(uri).parent.mkdir(parents=True, exist_ok=True)
     if links is not None:
         links(f"http://{host}:{port}")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]

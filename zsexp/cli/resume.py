@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from zsexp import options as opt
 from zsexp.cli.common import command
-from zsexp.options import option
+from zsexp.options import from_args, option
 
 
 @dataclass
@@ -37,6 +37,5 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from zsexp.search.sweep import resume_sweep
 
-    summary = resume_sweep(args.name, storage=args.storage, address=args.address, retry_errored=args.retry_errored,
-                           trust_storage=args.trust_storage, trials=args.trials)
+    summary = resume_sweep(**dataclasses.asdict(from_args(ResumeOptions, args)))
     return 0 if summary.get("complete", True) else 130

@@ -50,8 +50,14 @@ def maybe_kill_worker(sweep_dir: str | None, round_: int) -> None:
     want = os.environ.get("ZSEXP_FAULT_KILL_WORKER")
     if not want or not sweep_dir or int(want) != round_:
         return
-    flag = Path(sweep_dir) / "fault_worker_killed"
-    if flag.exists():
-        return
-    flag.write_text(str(os.getpid()))
+    from zsexp import objectstore
+
+    if objectstore.is_uri(sweep_dir):          # once per sweep: the flag is created only if absent
+        if objectstore.put_conditional(objectstore.parse(sweep_dir), "fault_worker_killed", b"1", None) is None:
+            return
+    else:
+        flag = Path(sweep_dir) / "fault_worker_killed"
+        if flag.exists():
+            return
+        flag.write_text(str(os.getpid()))
     os.kill(os.getpid(), signal.SIGKILL)

@@ -61,7 +61,10 @@ class SweepMeta:
                 raise ZsexpError(f"{where}: key `{key}` is missing or not a {typ.__name__}; the file is damaged")
         known = {f.name for f in dataclasses.fields(cls)} - {"dir", "resources"}
         meta = cls(dir=str(sweep_dir), **{k: v for k, v in data.items() if k in known})
-        meta.trial_meta = {**meta.trial_meta, "sweep_dir": str(sweep_dir)}
+        from zsexp.workcopy import describe
+
+        # the trials' view of the sweep: its folder, or its object-store URI (they may run on other machines)
+        meta.trial_meta = {**meta.trial_meta, "sweep_dir": describe(sweep_dir)}
         return meta
 
     def to_json(self) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from zsexp import workcopy
 from zsexp.errors import ZsexpError
 from zsexp.fitting import GridProgress
 from zsexp.meta import SweepMeta, TrialRecord
@@ -100,7 +101,7 @@ def selection_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
     trial_threads()
     ci, seed, phase = job["pairs"][config["pair"]]
     cand = job["candidates"][ci]
-    out = Path(job["dir"])
+    out = job["dir"]           # a folder, or an object-store URI (zsexp.fitting.RunFolder)
     stem = run_stem(ci, seed, phase)
     result = fit_and_evaluate(job["trial_meta"], cand["params"], seed, PHASES[phase], cand.get("round"), out, stem,
                               split=phase)
@@ -352,7 +353,7 @@ def finish_selection(o: SelectOptions, meta: SweepMeta, space: SearchSpace, cand
            "test_objective": d.test_objective, "test_mode": d.test_mode, "summary": d.summary,
            "winner": d.winner, "winner_seed": d.seed, "seed_rule": SEED_RULE, "test": d.test,
            "baseline": d.baseline,
-           "report": str(report), "dir": str(sel_dir)}
+           "report": workcopy.describe(report), "dir": workcopy.describe(sel_dir)}
     out.update(log_selection(o, meta, d, results, sel_dir, data))
     (sel_dir / "selection.json").write_text(json.dumps(out, indent=2, default=str))
     print_selection(out, d.order)

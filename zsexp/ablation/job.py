@@ -46,7 +46,7 @@ def ablation_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
 
     trial_threads()
     run = job["runs"][config["pair"]]
-    out = Path(job["dir"])
+    out = job["dir"]           # a folder, or an object-store URI (zsexp.fitting.RunFolder)
     tmeta = dict(job["tmeta"], data_seed=run["data_seed"])
     try:
         result = fit_and_evaluate(tmeta, job["flat"], run["seed"], "trainval", job["budget"], out, run["stem"],

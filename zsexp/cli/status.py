@@ -79,7 +79,9 @@ def print_sweep(st: dict[str, Any]) -> None:
     """One sweep: where it lives, its objective and reference values, its growth, a line per trial."""
     m = st["meta"]
     print(f"sweep {m.name}: {m.model} on {m.dataset_name}, {m.trials} trials, status {m.status}")
-    print(f"  storage {m.dir}")
+    from zsexp.workcopy import describe
+
+    print(f"  storage {describe(m.dir)}")
     print(f"  MLflow {m.tracking_uri} experiment {m.experiment!r}, parent run {m.parent_run_id}")
     print(f"  objective val {st['metric']} ({st['mode']})")
     print(f"  reference: {st['reference']}")

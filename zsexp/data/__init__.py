@@ -33,6 +33,9 @@ def dataset_ref(name_or_path: str) -> str:
     its own working directory, where a relative path means nothing), keeping the UCI digits' ``:VIEWS``."""
     if name_or_path in SPECS:
         return name_or_path
+    if "://" in name_or_path:                      # an object-store URI: every machine reads it from there
+        _remote_parts(name_or_path)
+        return name_or_path
     path = Path(name_or_path).expanduser()
     if path.exists():
         return str(path.resolve())
@@ -40,6 +43,18 @@ def dataset_ref(name_or_path: str) -> str:
     if base and Path(base).expanduser().exists():
         return f"{Path(base).expanduser().resolve()}:{views}"
     return name_or_path
+
+
+def _remote_parts(ref: str) -> tuple[str, str]:
+    """(URI, UCI digits views or "") of a dataset URI (``s3://b/p/mfeat:fou-pix`` names the views)."""
+    from zsexp import objectstore
+
+    base, sep, views = ref.rpartition(":")
+    if sep and "/" not in views and base.count("://") == 1:
+        objectstore.parse(base, "dataset")
+        return base, views
+    objectstore.parse(ref, "dataset")
+    return ref, ""
 
 
 def load_dataset(name_or_path: str, seed: int = 0) -> ZSLData:
@@ -50,6 +65,12 @@ def load_dataset(name_or_path: str, seed: int = 0) -> ZSLData:
         if key not in _CACHE:
             _CACHE[key] = make_synthetic(name_or_path, seed=seed)
         return _CACHE[key]
+    if "://" in name_or_path:
+        uri, views = _remote_parts(name_or_path)
+        from zsexp.data.remote import fetch
+
+        local = str(fetch(uri))
+        return load_dataset(f"{local}:{views}" if views else local, seed=seed)
     path = Path(name_or_path).expanduser()
     base, _, views = name_or_path.rpartition(":")
     if base and not path.exists() and is_mfeat(Path(base).expanduser()):

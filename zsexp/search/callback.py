@@ -81,6 +81,17 @@ class MlflowSweepCallback(MlflowWrites, SnapshotSigning, tune.Callback):
         state.update(_errored=[], _signed_once=False, _listing=None, _nodes={}, _hosts={})
         return state
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickled from Tune's state: the durable record is in the sweep's current folder (on an object
+        store, this driver's working copy, not the one of the driver that pickled it)."""
+        from zsexp.search.record import current_dir
+
+        self.__dict__.update(state)
+        now = current_dir(self.sweep)
+        if now and self.state_file and Path(self.state_file).parent != Path(now):
+            self.state_file = str(Path(now) / Path(self.state_file).name)
+            self.record = ProgressRecord(Path(now))
+
     @property
     def sweep_dir(self) -> Path | None:
         return Path(self.state_file).parent if self.state_file else None

@@ -40,7 +40,10 @@ _RUNG_DIRS: dict[str, str] = {}
 
 
 def set_sweep_dir(sweep: str, sweep_dir: str | Path) -> None:
+    from zsexp.search.record import set_current_dir
+
     _RUNG_DIRS[sweep] = str(sweep_dir)
+    set_current_dir(sweep, sweep_dir)
 
 
 def base_searcher(search_alg):
@@ -117,6 +120,9 @@ class DurableASHA(ASHAScheduler):
                 cut = f.seek(0, os.SEEK_END) > 0 and os.pread(fd, 1, f.tell() - 1) != b"\n"
                 # a line cut by a kill is closed first, so that it spoils no later record
                 f.write((("\n" if cut else "") + "".join(line + "\n" for line in lines)).encode())
+            from zsexp import workcopy
+
+            workcopy.written(path)          # on an object store: uploaded before the decision is acted on
 
     def on_trial_result(self, tune_controller, trial, result):
         before = self._recorded(trial.trial_id)

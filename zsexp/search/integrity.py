@@ -79,8 +79,32 @@ def key_file() -> Path:
     return Path(env).expanduser() if env else zsexp_home() / "keys" / "sweep-state.key"
 
 
+KEY_VARIABLE = "ZSEXP_STATE_KEY"
+
+
+def require_given_key() -> None:
+    """A sweep kept in an object store is resumed, selected and shown from other machines, which must
+    all verify it with the same key: it is given as a secret (``$ZSEXP_STATE_KEY``, or a mounted file named
+    by ``$ZSEXP_KEY_FILE``), never made on the spot.  Refused in one line when absent or unusable."""
+    if os.environ.get(KEY_VARIABLE) is None and not os.environ.get("ZSEXP_KEY_FILE"):
+        raise ZsexpError(f"a sweep in an object store needs its signing key given as a secret: set ${KEY_VARIABLE} "
+                         f"(at least 32 characters) or $ZSEXP_KEY_FILE (a file of mode 0600) on every machine "
+                         f"that runs a zsexp command on it; nothing was written")
+    if os.environ.get(KEY_VARIABLE) is None and not key_file().is_file():
+        raise ZsexpError(f"$ZSEXP_KEY_FILE={key_file()}: no such file; nothing was written")
+    state_key()
+
+
 def state_key() -> bytes:
-    """The per-user signing key, created (0600, in a 0700 folder) on first use."""
+    """The signing key: ``$ZSEXP_STATE_KEY`` when set, else the per-user key file, created (0600, in a 0700
+    folder) on first use."""
+    given = os.environ.get(KEY_VARIABLE)
+    if given is not None:
+        key = given.strip().encode()
+        if len(key) < 32 or len(key) > 4096:
+            raise ZsexpError(f"${KEY_VARIABLE}: the sweep-state key must be 32 to 4096 characters (it has "
+                             f"{len(key)})")
+        return key
     path = key_file()
     if not path.exists():
         try:
@@ -135,6 +159,9 @@ def _write_record(d: Path, key: bytes, files: dict[str, list[str]]) -> None:
     tmp.write_text(json.dumps({"version": 1, "files": files, "mac": _mac(key, files)}, sort_keys=True))
     path = d / SIGNATURES_FILE
     os.replace(tmp, path)
+    from zsexp import workcopy
+
+    workcopy.written(path)
     _REMEMBERED[f"record:{path}"] = (_stamp(path), {k: list(v) for k, v in files.items()})
 
 
@@ -169,7 +196,8 @@ def record(d: Path, sources: dict[str, Path]) -> None:
     if not sources:
         return
     kf = key_file()
-    key = _remembered(kf, "key", lambda _: state_key()) if kf.is_file() else state_key()
+    key = (_remembered(kf, "key", lambda _: state_key()) if kf.is_file() and KEY_VARIABLE not in os.environ
+           else state_key())
     try:
         files = _remembered(d / SIGNATURES_FILE, "record", lambda p: read_signatures(d, key) or {})
     except (OSError, ZsexpError):
@@ -234,6 +262,10 @@ def unsafe_mode(path: Path) -> str | None:
 def check(d: Path, files: list[Path] | None = None) -> list[Path]:
     """Refuse any guarded file of ``d`` that this user's driver did not write; returns the files that
     are merely incomplete (cut by a kill), for the caller to recover or set aside."""
+    from zsexp import workcopy
+
+    if workcopy.remote(d) is not None:
+        require_given_key()
     key = state_key()
     files = guarded_files(d) if files is None else files
     if not files:
@@ -261,6 +293,10 @@ def check(d: Path, files: list[Path] | None = None) -> list[Path]:
 
 def trust(d: Path) -> None:
     """``--trust-storage``: sign the sweep's current files with this user's key."""
+    from zsexp import workcopy
+
+    if workcopy.remote(d) is not None:
+        require_given_key()
     files = guarded_files(d)
     key = state_key()
     for p in files:

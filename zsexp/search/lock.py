@@ -10,6 +10,11 @@ close-on-exec), so Ray's processes cannot keep a dead driver's lock alive.
 On a shared file system the lock is as good as the file system's ``flock``: NFSv4 and Lustre/GPFS
 (with their lock options) implement it across machines; NFSv3 without a lock daemon may grant it on
 every machine at once.  Two drivers on different machines of such a file system are not kept apart.
+
+On an object store (``--storage s3://...``) the root is a working copy (``zsexp.workcopy``) and the
+lock is a lease in the store (``zsexp.search.lease``): taken, the sweep's working copy is filled from the
+store afresh (what the last writer left), every upload checks the lease is still held, and at the end
+whatever changed is uploaded before the lease is given back.
 """
 
 from __future__ import annotations
@@ -31,8 +36,26 @@ class SweepLock:
         self.path = Path(root) / f".{name}.lock"
         self.name, self.command, self.kind = name, command, kind
         self._fd: int | None = None
+        self.root = Path(root)
+        self._lease = None
 
     def acquire(self) -> SweepLock:
+        from zsexp import workcopy
+
+        loc = workcopy.remote(self.root)
+        if loc is not None:
+            from zsexp.search.lease import Lease
+
+            self._lease = Lease(loc, self.name, self.command, self.kind).acquire()
+            folder = self.root / self.name
+            try:
+                workcopy.pull(folder)          # what the last writer left, read under the lease
+            except BaseException:
+                self._lease.release()
+                self._lease = None
+                raise
+            workcopy.guard(folder, self._lease.check)
+            return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -58,6 +81,18 @@ class SweepLock:
         return self
 
     def release(self) -> None:
+        if self._lease is not None:
+            from zsexp import workcopy
+
+            folder = self.root / self.name
+            try:
+                if not self._lease.lost and folder.is_dir():
+                    workcopy.push(folder)
+            finally:
+                workcopy.guard(folder, None)
+                self._lease.release()
+                self._lease = None
+            return
         if self._fd is not None:
             self.path.unlink(missing_ok=True)    # nothing is left behind; a waiter re-checks the inode
             os.close(self._fd)                   # closing drops the flock

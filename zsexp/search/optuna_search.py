@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import optuna
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
@@ -63,13 +65,36 @@ def counts(frozen) -> bool:
             and not frozen.user_attrs.get(WARM_ATTR))
 
 
-def journal_storage(sweep_dir: str | Path) -> optuna.storages.JournalStorage:
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+def journal_storage(sweep_dir: str | Path, sweep: str | None = None) -> optuna.storages.JournalStorage:
+    return optuna.storages.JournalStorage(SweepJournalBackend(sweep_dir, sweep))
 
-    path = str(Path(sweep_dir) / JOURNAL_FILE)
-    # an O_EXCL lock file: a lock left by a killed driver is broken after the grace period
-    return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path,
-                                                                                                grace_period=5)))
+
+class SweepJournalBackend(JournalFileBackend):
+    """Optuna's journal file of a sweep.  Every append is uploaded before it returns when the sweep lives
+    in an object store (``zsexp.workcopy``).  Unpickled from Tune's state (the searcher holds it), it
+    opens the journal in the sweep's current folder (``record.current_dir``), not in the folder of the
+    driver that pickled it, which may be another machine's working copy."""
+
+    def __init__(self, sweep_dir: str | Path, sweep: str | None = None):
+        path = str(Path(sweep_dir) / JOURNAL_FILE)
+        # an O_EXCL lock file: a lock left by a killed driver is broken after the grace period
+        super().__init__(path, lock_obj=JournalFileOpenLock(path, grace_period=5))
+        self._sweep = sweep
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        super().append_logs(logs)
+        from zsexp import workcopy
+
+        workcopy.written(self._file_path)
+
+    def __reduce__(self):
+        return (_reopen_journal, (self._sweep, str(Path(self._file_path).parent)))
+
+
+def _reopen_journal(sweep: str | None, folder: str) -> SweepJournalBackend:
+    from zsexp.search.record import current_dir
+
+    return SweepJournalBackend(current_dir(sweep) or folder, sweep)
 
 
 def reconcile_study(study: optuna.Study, known: set[int]) -> tuple[list[str], int]:

@@ -15,6 +15,18 @@ from typing import Any
 from zsexp.search.storage import CALLBACK_FILE, own_regular_file, read_own_json, write_json_atomic
 
 MARKER_DIR = "zsexp_trials"
+# the folder each sweep's driver works in now, set before Tune restores anything: a callback, searcher
+# journal or scheduler unpickled from Tune's state names the folder of the driver that pickled it (on
+# an object store, another machine's working copy) and is pointed here instead
+_CURRENT: dict[str, str] = {}
+
+
+def set_current_dir(sweep: str, sweep_dir: str | Path) -> None:
+    _CURRENT[sweep] = str(sweep_dir)
+
+
+def current_dir(sweep: str | None) -> str | None:
+    return _CURRENT.get(sweep) if sweep else None
 
 
 def trial_marker(sweep_dir: str | Path, trial_id: str) -> Path:
@@ -25,16 +37,42 @@ def trial_marker(sweep_dir: str | Path, trial_id: str) -> Path:
     return Path(sweep_dir) / MARKER_DIR / f"{trial_id}.json"
 
 
+def _remote(sweep_dir: str | Path) -> Any:
+    """The object-store location of a trial's view of the sweep (``s3://...``), else None."""
+    from zsexp import objectstore
+
+    return objectstore.parse(str(sweep_dir), "sweep") if objectstore.is_uri(sweep_dir) else None
+
+
 def write_marker(sweep_dir: str | Path, trial_id: str, outcome: str, error: str | None = None,
                  best: dict[str, Any] | None = None, by: str = "driver") -> None:
     """``by``: the driver (after Tune and the searcher processed the trial's end) or the trial itself (a
-    diverged trial, before it raises)."""
+    diverged trial, before it raises).  A trial on another machine writes it straight to the object store."""
+    body = {"outcome": outcome, "error": (error or "")[-2000:], "best": best, "by": by}
+    loc = _remote(sweep_dir)
+    if loc is not None:
+        from zsexp import objectstore
+
+        trial_marker("", trial_id)                     # the id check
+        objectstore.put(loc, f"{MARKER_DIR}/{trial_id}.json", json.dumps(body, default=str).encode())
+        return
     marker = trial_marker(sweep_dir, trial_id)
     marker.parent.mkdir(exist_ok=True)
-    write_json_atomic(marker, {"outcome": outcome, "error": (error or "")[-2000:], "best": best, "by": by})
+    write_json_atomic(marker, body)
 
 
 def read_marker(sweep_dir: str | Path, trial_id: str) -> dict[str, Any] | None:
+    loc = _remote(sweep_dir)
+    if loc is not None:
+        from zsexp import objectstore
+
+        trial_marker("", trial_id)
+        try:
+            raw = objectstore.get(loc, f"{MARKER_DIR}/{trial_id}.json", limit=1 << 20)
+            found = json.loads(raw) if raw is not None else None
+        except ValueError:
+            return None
+        return found if isinstance(found, dict) else None
     p = trial_marker(sweep_dir, trial_id)
     try:
         return json.loads(p.read_text()) if p.is_file() else None
@@ -96,6 +134,9 @@ class ProgressRecord:
         with open(self.journal(self.generation), "ab") as f:
             f.write(line)
         self.journal_bytes += len(line)
+        from zsexp import workcopy
+
+        workcopy.written(self.journal(self.generation))    # on an object store: uploaded before returning
 
 
 def apply_entry(state: dict[str, Any], entry: dict[str, Any]) -> None:

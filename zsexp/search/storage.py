@@ -8,6 +8,10 @@ Layout on Ray's storage (``--storage``, default ``$ZSEXP_HOME/sweeps``)::
     <storage>/.<name>.lock               held while a command writes the sweep (``zsexp.search.lock``)
 
 A sweep's directory is always ``<root>/<checked name>``: paths stored in its files are never used.
+
+``--storage`` may also be an object-store URI (``s3://BUCKET/PREFIX``): the same layout is then kept
+under that prefix, and a command works on a local working copy of it (``zsexp.workcopy``), taken from
+the store when a sweep is read and written back to it as the command writes.
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ def default_storage() -> Path:
 
 
 def storage_root(storage: str | None, default: Path, why: str = "") -> Path:
-    """A directory of named jobs: ``--storage`` (a file system path, never a URI), else ``default``."""
+    """A directory of named jobs: ``--storage`` (a file system path, or an ``s3://`` URI whose local
+    working copy is returned), else ``default``."""
+    from zsexp import objectstore, workcopy
+
     if storage is not None and not str(storage).strip():
         raise ZsexpError("--storage must not be empty")
     base = storage or str(default)
-    if "://" in base:
-        raise ZsexpError(f"{why}--storage must be a (shared) file system path")
+    if objectstore.is_uri(base):
+        return workcopy.root_for(objectstore.parse(base))
     return Path(base).expanduser().resolve()
 
 
@@ -46,10 +53,27 @@ def sweeps_root(storage: str | None) -> Path:
 
 
 def check_writable_root(root: Path) -> None:
-    """Refuse a sweeps root that cannot be created or written, before anything is written."""
+    """Refuse a sweeps root that cannot be created or written, before anything is written (on an object
+    store: reachable, credentials accepted, the bucket there, a write allowed)."""
+    from zsexp import objectstore, workcopy
     from zsexp.paths import check_writable
 
+    loc = workcopy.remote(root)
+    if loc is not None:
+        objectstore.check(loc, write=True)
+        return
     check_writable(root, "--storage")
+
+
+def tune_storage(d: Path) -> tuple[str, object | None]:
+    """``(storage_path, storage_filesystem)`` for Ray Tune's ``RunConfig`` / ``Tuner.restore`` of the
+    sweep directory ``d``'s root: the local root, or the object-store prefix with pyarrow's S3 file system."""
+    from zsexp import objectstore, workcopy
+
+    loc = workcopy.remote(d.parent)
+    if loc is None:
+        return str(d.parent), None
+    return loc.arrow_path(), objectstore.arrow_fs()
 
 
 def named_dir(root: Path, name: str, what: str = "sweep name", kind: str = "sweeps") -> Path:
@@ -89,7 +113,21 @@ def own_regular_file(d: Path, rel: str) -> Path | None:
 
 def sweep_names(storage: str | None) -> list[str]:
     """The sweeps under ``storage`` (directories holding a sweep file), sorted by name."""
+    from zsexp import objectstore, workcopy
+
+    loc = workcopy.remote(sweeps_root(storage))
+    if loc is not None:
+        names = [n for n in objectstore.folders(loc) if _is_name(n)]
+        return [n for n in names if objectstore.head(loc.child(n), SWEEP_FILE) is not None]
     return sorted(p.parent.name for p in sweeps_root(storage).glob(f"*/{SWEEP_FILE}"))
+
+
+def _is_name(name: str) -> bool:
+    try:
+        check_name(name)
+        return True
+    except ZsexpError:
+        return False
 
 
 MAX_OWN_JSON = 256 << 20      # a sweep's own JSON files (metadata, progress record, signatures), at most
@@ -137,12 +175,15 @@ def read_meta(name: str, storage: str | None) -> SweepMeta:
     """The sweep's metadata, checked: a corrupt or edited file is one clear error.  Its directory is
     where it was found, never a path read from the file (``dir`` and ``trial_meta.sweep_dir`` are set
     from it), so no stored path can point zsexp outside the sweep."""
+    from zsexp import workcopy
+
     d = sweep_dir(name, storage)
+    workcopy.pull(d)                   # on an object store: the sweep as the store holds it now
     path = own_regular_file(d, SWEEP_FILE) if d.is_dir() else None
     if path is None:
         known = sweep_names(storage)
         shown = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
-        raise ZsexpError(f"no sweep {name!r} under {d.parent} (known: {shown or 'none'}); "
+        raise ZsexpError(f"no sweep {name!r} under {workcopy.describe(d.parent)} (known: {shown or 'none'}); "
                          f"pass --storage if it lives elsewhere")
     check_sweep_files(d)
     try:
@@ -165,6 +206,9 @@ def write_json_atomic(path: str | Path, data: Any, **dumps: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, default=str, **dumps))
     os.replace(tmp, path)
+    from zsexp import workcopy
+
+    workcopy.written(path)             # in a working copy of an object store: uploaded before returning
 
 
 def snapshot_trials(sweep_dir: str | Path) -> list[dict[str, Any]] | None:

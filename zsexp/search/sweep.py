@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from zsexp import workcopy
 from zsexp.errors import ZsexpError
 from zsexp.faults import kill_point
 from zsexp.meta import SweepMeta
@@ -69,17 +70,17 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
     from zsexp.tracking import check_tracking_uri, client
 
     validate_options(o)
-    _check_key_folder()
     o = dataclasses.replace(o, dataset=dataset_ref(o.dataset))     # trials run in their own working directory
     space = prepare_space(o)
     data = load_dataset(o.dataset, seed=o.data_seed)
     require_discriminative_validation(data)
     name = o.name or f"{o.model}-{data.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     d = sweep_dir(check_name(name, "sweep name (from the model and dataset; pass --name)"), o.storage)
+    _check_key_folder(d)
     _refuse_existing(d, name)
     trial_meta = {"model": o.model, "dataset": o.dataset, "data_seed": o.data_seed, "seed": o.seed,
                   "fixed": space.fixed, "fit_split": "train", "max_rounds": space.max_rounds,
-                  "device": o.device, "sweep_dir": str(d), "metric_key": space.metric_key}
+                  "device": o.device, "sweep_dir": workcopy.describe(d), "metric_key": space.metric_key}
     warm = _warm_plan(o, name, data, space, trial_meta)
     uri = o.tracking_uri or default_tracking_uri()
     check_tracking_uri(uri)                                     # reachable, without creating a store yet
@@ -104,10 +105,14 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
             ray.shutdown()
 
 
-def _check_key_folder() -> None:
-    """The signing key's folder can be written (a new key is made there with the sweep's first signature)."""
-    from zsexp.search.integrity import key_file
+def _check_key_folder(d: Path | None = None) -> None:
+    """The signing key's folder can be written (a new key is made there with the sweep's first signature);
+    for a sweep on an object store the key must be given (it is needed on every machine that resumes it)."""
+    from zsexp.search.integrity import key_file, require_given_key
 
+    if d is not None and workcopy.remote(d) is not None:
+        require_given_key()
+        return
     if not key_file().exists():
         from zsexp.paths import check_writable
 
@@ -115,6 +120,17 @@ def _check_key_folder() -> None:
 
 
 def _refuse_existing(d: Path, name: str) -> None:
+    loc = workcopy.remote(d)
+    if loc is not None:
+        from zsexp import objectstore
+
+        if objectstore.head(loc, SWEEP_FILE) is None and not objectstore.is_empty(loc):
+            raise ZsexpError(f"{loc.uri} holds objects but no zsexp sweep; refused (choose another --name or "
+                             f"--storage prefix)")
+        if objectstore.head(loc, SWEEP_FILE) is not None:
+            raise ZsexpError(f"sweep {name!r} already exists at {loc.uri}; continue it with `zsexp resume {name}` "
+                             f"or choose another --name")
+        return
     if (d / SWEEP_FILE).exists():
         raise ZsexpError(f"sweep {name!r} already exists at {d}; continue it with `zsexp resume {name}` "
                          f"or choose another --name")
@@ -138,7 +154,7 @@ def _new_meta(o: SweepOptions, name: str, d: Path, data: Any, space: SearchSpace
     from zsexp.tracking import git_commit, redact_uri
 
     tags = {"zsexp.model": o.model, "zsexp.dataset": data.name, TAG_FINGERPRINT: data.fingerprint(),
-            "zsexp.git_commit": git_commit(), "zsexp.storage": str(d)}
+            "zsexp.git_commit": git_commit(), "zsexp.storage": workcopy.describe(d)}
     return SweepMeta(
         name=name, dir=str(d), model=o.model, dataset=o.dataset, dataset_name=data.name,
         fingerprint=data.fingerprint(), trials=o.trials, scheduler=o.scheduler or space.scheduler, seed=o.seed,
@@ -227,8 +243,15 @@ def check_writable_state(d: Path) -> None:
     (Tune's files, checkpoints, the record), its storage root (the writer lock) and the signing key's
     folder when the key does not exist yet."""
     from zsexp.paths import check_writable
-    from zsexp.search.integrity import key_file
+    from zsexp.search.integrity import key_file, require_given_key
 
+    loc = workcopy.remote(d)
+    if loc is not None:                      # the store takes the writes; the key must be given
+        from zsexp import objectstore
+
+        objectstore.check(loc, write=True)
+        require_given_key()
+        return
     check_writable(d, "sweep")
     check_writable(d.parent, "sweep storage")
     if not key_file().exists():
@@ -269,6 +292,7 @@ def resume_sweep(name: str, storage: str | None = None, address: str | None = No
     check_writable_state(d)
     with SweepLock(d.parent, name, "resume"):
         notes = recover_snapshot(d, name, trust_storage)       # before Ray: nothing unverified is ever loaded
+        workcopy.push(d)                                       # what recovery set aside, in the store too
         started = init_ray(address)
         try:
             resources = trial_resources(meta.options)
@@ -306,9 +330,11 @@ def _fit(meta: SweepMeta, space: SearchSpace, resources: tuple[dict[str, float],
     known, rec = None, {"deleted_runs": [], "finished_unknown": []}
     if restore:
         known, rec = _reconcile(meta, notes or [], retry_errored)
+        workcopy.push(d)                 # cleared markers: trials on other machines read them from the store
     tuner = build_tuner(meta, space, concurrency, restore=restore, retry_errored=retry_errored, known=known)
     meta.status = "running"
     write_json_atomic(d / SWEEP_FILE, meta.to_json(), indent=2)
+    workcopy.fetch(d / "tuner.pkl")              # on an object store Tune wrote it there
     integrity.record(d, {"tuner.pkl": d / "tuner.pkl"})       # Tune wrote it just now, in this process
     kill_point("startup")
     t0 = time.time()
@@ -322,8 +348,8 @@ def _announce(meta: SweepMeta, space: SearchSpace, res: dict[str, float], concur
     print(f"[{meta.name}] {meta.model} on {meta.dataset_name}: {meta.trials} trials, up to "
           f"{concurrency} at once ({', '.join(f'{k}={v:g}' for k, v in res.items())} each), "
           f"objective val {space.metric} ({space.mode}), scheduler {meta.scheduler}, sampler {space.sampler}")
-    print(f"[{meta.name}] storage {meta.dir}; MLflow {meta.tracking_uri} experiment {meta.experiment!r}, "
-          f"parent run {meta.parent_run_id}")
+    print(f"[{meta.name}] storage {workcopy.describe(meta.dir)}; MLflow {meta.tracking_uri} experiment "
+          f"{meta.experiment!r}, parent run {meta.parent_run_id}")
 
 
 def _reconcile(meta: SweepMeta, notes: list[str], retry_errored: bool) -> tuple[set[str] | None, dict]:

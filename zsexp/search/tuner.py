@@ -55,21 +55,26 @@ def build_tuner(meta: SweepMeta, space: SearchSpace, concurrency: int, restore: 
     sweep, MLflow parent and study)."""
     from ray import tune
 
+    from zsexp import workcopy
     from zsexp.search.growth import set_sweep_dir
     from zsexp.search.optuna_search import set_target
+    from zsexp.search.storage import tune_storage
 
     d = Path(meta.dir)
+    root, fs = tune_storage(d)
+    tune_dir = f"{root}/{meta.name}"
     set_target(meta.name, meta.trials)           # what a restored searcher and generator are to reach
     set_sweep_dir(meta.name, d)                  # where a restored ASHA keeps its rungs
     trainable = make_trainable(meta)
-    if restore and known is not None and tune.Tuner.can_restore(str(d)):
-        return tune.Tuner.restore(str(d), trainable=trainable, resume_unfinished=True,
+    if restore and known is not None and tune.Tuner.can_restore(tune_dir, storage_filesystem=fs):
+        return tune.Tuner.restore(tune_dir, trainable=trainable, resume_unfinished=True, storage_filesystem=fs,
                                   resume_errored=retry_errored, restart_errored=False)
     if restore:
         print(f"[{meta.name}] no Tune snapshot yet (interrupted during start-up): starting the trials afresh")
         for f in d.glob("*"):
             if f.name not in (SWEEP_FILE, JOURNAL_FILE, RUNGS_FILE) and f.is_file():
                 f.unlink()
+        workcopy.push(d)                         # on an object store: removed there too
     return new_tuner(meta, space, concurrency, trainable, restarted=restore)
 
 
@@ -81,11 +86,13 @@ def new_tuner(meta: SweepMeta, space: SearchSpace, concurrency: int, trainable: 
     from zsexp.search.optuna_search import ResumableOptunaSearch, journal_storage
     from zsexp.search.recovery import fail_running_optuna_trials
     from zsexp.search.stopper import FailureBudget
+    from zsexp.search.storage import tune_storage
 
     d = Path(meta.dir)
+    root, fs = tune_storage(d)
     callback = make_callback(meta, space)
     searcher = ResumableOptunaSearch(space=space.distributions(), metric=space.metric_key, mode=space.mode,
-                                     sampler=space.make_sampler(meta.seed), storage=journal_storage(d),
+                                     sampler=space.make_sampler(meta.seed), storage=journal_storage(d, meta.name),
                                      study_name=meta.name)
     searcher.total_trials = meta.trials
     if restarted:
@@ -101,7 +108,7 @@ def new_tuner(meta: SweepMeta, space: SearchSpace, concurrency: int, trainable: 
                                     # Python, torch import and dataset build per trial
                                     reuse_actors=True),
         run_config=tune.RunConfig(
-            name=meta.name, storage_path=str(d.parent), callbacks=[callback], verbose=0,
+            name=meta.name, storage_path=root, storage_filesystem=fs, callbacks=[callback], verbose=0,
             stop=FailureBudget(callback, meta.max_failed_trials),
             failure_config=tune.FailureConfig(max_failures=meta.retries),
             # Every checkpoint is kept by default: Tune's snapshot may point at a checkpoint that a

@@ -1,0 +1,136 @@
+"""One writer per sweep on an object store, without ``flock``: a lease object renewed by its holder.
+
+The lease is the object ``<storage>/.<name>.lease`` (beside the sweep's prefix, like the local lock
+file).  It is created with a conditional write (``If-None-Match: *``): of two drivers that start at
+once, exactly one succeeds, wherever they run.  Its holder rewrites it every ``TTL / 4`` seconds with
+``If-Match`` on the version it wrote last, so a holder whose lease was taken over learns it at its next
+renewal and stops writing (its working copy refuses every later upload).
+
+A driver that died stops renewing.  A lease not renewed for ``TTL`` seconds is stale, judged on the
+store's own clock (its ``Date`` header less the object's ``Last-Modified``: no clock of a driver is
+compared with another's), and the next command takes it over with ``If-Match`` on the stale version:
+of two that try at once, one wins.  ``TTL`` is ``$ZSEXP_LEASE_TTL_S`` (default 60 s); a takeover is
+possible ``TTL`` seconds after the holder's last renewal, so at most ``TTL`` after it died (measured in
+``docs/benchmarks.md``).
+
+A holder cut from the store for longer than ``TTL`` counts itself as having lost the lease: it may
+have been taken over meanwhile.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+
+from zsexp import objectstore as store
+from zsexp.errors import ZsexpError
+
+DEFAULT_TTL_S = 60.0
+
+
+def ttl_s() -> float:
+    raw = os.environ.get("ZSEXP_LEASE_TTL_S", "")
+    try:
+        value = float(raw) if raw else DEFAULT_TTL_S
+    except ValueError:
+        raise ZsexpError(f"$ZSEXP_LEASE_TTL_S={raw!r}: not a number of seconds") from None
+    if not 1.0 <= value <= 3600.0:
+        raise ZsexpError(f"$ZSEXP_LEASE_TTL_S={raw!r}: must be between 1 and 3600 seconds")
+    return value
+
+
+class Lease:
+    """``Lease(root, name, command, kind).acquire()`` ... ``release()``; refuses at once if held."""
+
+    def __init__(self, root: store.Location, name: str, command: str, kind: str = "sweep"):
+        self.root, self.rel = root, f".{name}.lease"
+        self.name, self.command, self.kind = name, command, kind
+        self.ttl = ttl_s()
+        self.token = uuid.uuid4().hex
+        self.etag: str | None = None
+        self.lost: str | None = None
+        self.took_over: dict | None = None
+        self._beats = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._renewed = 0.0
+
+    def _body(self) -> bytes:
+        self._beats += 1          # a new body each time, so each version has its own ETag
+        return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "command": self.command,
+                           "token": self.token, "beat": self._beats, "ttl_s": self.ttl,
+                           "since": dt.datetime.now().isoformat(timespec="seconds")}).encode()
+
+    def acquire(self) -> Lease:
+        for _ in range(3):
+            self.etag = store.put_conditional(self.root, self.rel, self._body(), None)
+            if self.etag is not None:
+                break
+            held = store.head(self.root, self.rel)
+            if held is None:              # given back between our write and our look: try again
+                continue
+            if held["age_s"] < self.ttl:
+                raise ZsexpError(f"{self.kind} {self.name!r} is in use by {self._holder()}; its lease was renewed "
+                                 f"{held['age_s']:.0f} s ago. Wait for it to end (or stop it); a driver that died "
+                                 f"loses the lease {self.ttl:.0f} s after its last renewal")
+            self.took_over = {"holder": self._holder(), "age_s": held["age_s"]}
+            self.etag = store.put_conditional(self.root, self.rel, self._body(), held["etag"])
+            if self.etag is None:
+                raise ZsexpError(f"{self.kind} {self.name!r}: another command took over its stale lease at the "
+                                 f"same moment; it is in use by {self._holder()}")
+            print(f"[{self.name}] took over the lease of {self.took_over['holder']}, not renewed for "
+                  f"{held['age_s']:.0f} s (its driver is gone)")
+            break
+        if self.etag is None:
+            raise ZsexpError(f"{self.kind} {self.name!r}: its lease keeps changing; another command is starting")
+        self._renewed = time.monotonic()
+        self._thread = threading.Thread(target=self._renew_loop, name=f"zsexp-lease-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _holder(self) -> str:
+        try:
+            info = json.loads(store.get(self.root, self.rel, limit=64 << 10) or b"{}")
+            return (f"`zsexp {info.get('command', '?')}` (pid {info.get('pid', '?')} on {info.get('host', '?')}, "
+                    f"since {info.get('since', '?')})")
+        except (ZsexpError, ValueError, AttributeError):
+            return "another zsexp process"
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.ttl / 4):
+            try:
+                etag = store.put_conditional(self.root, self.rel, self._body(), self.etag)
+            except ZsexpError as exc:             # the store did not answer: try again at the next beat
+                if time.monotonic() - self._renewed > self.ttl:
+                    self.lost = f"the object store did not answer for {self.ttl:.0f} s ({exc})"
+                    return
+                continue
+            if etag is None:
+                self.lost = "another command took it over"
+                return
+            self.etag, self._renewed = etag, time.monotonic()
+
+    def check(self) -> None:
+        """Raise once the lease is lost: nothing more may be written for this sweep."""
+        if self.lost is None and self._thread is not None and time.monotonic() - self._renewed > self.ttl:
+            self.lost = f"not renewed for {self.ttl:.0f} s"
+        if self.lost:
+            raise ZsexpError(f"{self.kind} {self.name!r}: this driver lost its lease ({self.lost}); it stops "
+                             f"writing. `zsexp status {self.name}` shows who holds it now")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        if self.etag and not self.lost:
+            try:
+                store.delete(self.root, self.rel, self.etag)      # only while it is still ours
+            except ZsexpError:
+                pass                                              # it goes stale and is taken over
+        self.etag = None

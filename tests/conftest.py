@@ -74,3 +74,27 @@ def template(ray_cluster, tmp_path_factory) -> Path:
 # The compose stack test (tests/stack) builds images and starts containers: it is its own command,
 # `make stack-test` (also run by .ci/run), not part of the suite.
 collect_ignore_glob = [] if os.environ.get("ZSEXP_STACK_TEST") == "1" else ["stack/*"]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server (SeaweedFS) on loopback for the object-store tests, one per test process."""
+    from tests.s3server import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def s3(s3_server, monkeypatch, request):
+    """The S3 server's settings in this process's environment (admin keys, a signing key given as a
+    secret) and a fresh bucket for this test; yields ``(server, bucket)``."""
+    import re
+
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("ZSEXP_STATE_KEY", "k" * 40)
+    bucket = "t-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + os.urandom(3).hex()
+    s3_server.make_bucket(bucket)
+    yield s3_server, bucket

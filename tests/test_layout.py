@@ -43,6 +43,9 @@ LAYERS = {
     "meta.py": ("zsexp.search", "zsexp.models", "zsexp.cli", "zsexp.tracking"),
     "ui_links.py": ("zsexp.search", "zsexp.cli"),
     "compat/ray_tune.py": ("zsexp.",), "compat/optuna.py": ("zsexp.",),
+    # the object-store layer sits below everything that keeps state
+    "objectstore.py": ("zsexp.search", "zsexp.models", "zsexp.cli", "zsexp.tracking", "zsexp.data", "zsexp.workcopy"),
+    "workcopy.py": ("zsexp.search", "zsexp.models", "zsexp.cli", "zsexp.tracking", "zsexp.data"),
 }
 
 

@@ -281,8 +281,8 @@ def check(loc: Location, write: bool, what: str = "--storage") -> None:
     removed at once; nothing stays behind."""
     import uuid
 
-    c = client()
-    _call(loc, "checking the bucket", c.head_bucket, Bucket=loc.bucket)
+    c = client()           # a listing, not HEAD: its answer carries the error code (a HEAD's has no body)
+    _call(loc, "checking the bucket", c.list_objects_v2, Bucket=loc.bucket, Prefix=loc.key() + "/", MaxKeys=1)
     if write:
         probe = f".zsexp-probe-{uuid.uuid4().hex}"
         put(loc, probe, b"")

@@ -133,7 +133,8 @@ THREADS = {"kind": int, "low": 1, "high": lambda: max(1, os.cpu_count() or 1)}
 
 
 def storage(what: str = "sweeps") -> Any:
-    return option(help=f"where the {what} live: a file system path, shared by every Ray node on a cluster "
+    return option(help=f"where the {what} live: a file system path (on a cluster, one every Ray node mounts) or "
+                       f"an object store, s3://BUCKET/PREFIX (endpoint and keys from the AWS variables) "
                        f"(default $ZSEXP_HOME/{what})")
 
 

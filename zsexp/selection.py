@@ -237,7 +237,7 @@ def run_selection(o: SelectOptions) -> dict[str, Any]:
     space = parse_space(meta.space, meta.space_source, meta.model)
     check_tracking_uri(meta.tracking_uri)
     from zsexp.data import load_dataset
-    from zsexp.search.sweep import check_writable_state
+    from zsexp.search.storage import check_writable_state
 
     load_dataset(meta.dataset, seed=meta.trial_meta.get("data_seed", 0))      # still the data it was: checked first
 

@@ -6,15 +6,17 @@ once, exactly one succeeds, wherever they run.  Its holder rewrites it every ``T
 ``If-Match`` on the version it wrote last, so a holder whose lease was taken over learns it at its next
 renewal and stops writing (its working copy refuses every later upload).
 
-A driver that died stops renewing.  A lease not renewed for ``TTL`` seconds is stale, judged on the
-store's own clock (its ``Date`` header less the object's ``Last-Modified``: no clock of a driver is
-compared with another's), and the next command takes it over with ``If-Match`` on the stale version:
-of two that try at once, one wins.  ``TTL`` is ``$ZSEXP_LEASE_TTL_S`` (default 60 s); a takeover is
-possible ``TTL`` seconds after the holder's last renewal, so at most ``TTL`` after it died (measured in
-``docs/benchmarks.md``).
+A command that finds the lease held watches it: a renewal means its holder is alive, and the command
+is refused in one line (within ``TTL / 4`` seconds and the store's round trip).  A driver that died
+stops renewing.  A lease not renewed for more than ``TTL`` seconds is stale, judged
+on the store's own clock (its ``Date`` header less the object's ``Last-Modified``, both in whole
+seconds: no clock of a driver is compared with another's), and the next command takes it over with
+``If-Match`` on the stale version: of two that try at once, one wins.  ``TTL`` is
+``$ZSEXP_LEASE_TTL_S`` (default 60 s); a takeover is possible between ``TTL`` and ``TTL + 1`` seconds
+after the holder's last renewal (measured in ``docs/benchmarks.md``).
 
-A holder cut from the store for longer than ``TTL`` counts itself as having lost the lease: it may
-have been taken over meanwhile.
+A holder that could not renew for ``0.75 * TTL`` (cut from the store) counts itself as having lost the
+lease and stops writing, before anyone may take it over.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def ttl_s() -> float:
 class Lease:
     """``Lease(root, name, command, kind).acquire()`` ... ``release()``; refuses at once if held."""
 
+    HOLD = 0.75         # a holder not renewed for this part of TTL stops writing: before anyone may take over
+
     def __init__(self, root: store.Location, name: str, command: str, kind: str = "sweep"):
         self.root, self.rel = root, f".{name}.lease"
         self.name, self.command, self.kind = name, command, kind
@@ -67,31 +71,45 @@ class Lease:
                            "since": dt.datetime.now().isoformat(timespec="seconds")}).encode()
 
     def acquire(self) -> Lease:
-        for _ in range(3):
+        """Take the lease: at once when free; when held, watch it -- a renewal (its holder is alive) refuses
+        within ``TTL / 4`` and a second, no renewal for more than ``TTL`` (its holder died) takes it over."""
+        deadline = time.monotonic() + self.ttl + 5
+        announced = False
+        while self.etag is None:
             self.etag = store.put_conditional(self.root, self.rel, self._body(), None)
             if self.etag is not None:
                 break
-            held = store.head(self.root, self.rel)
-            if held is None:              # given back between our write and our look: try again
+            first = store.head(self.root, self.rel)
+            held = first
+            while held is not None and held["etag"] == first["etag"] and held["age_s"] <= self.ttl:
+                if not announced:
+                    print(f"[{self.name}] held by {self._holder()}, renewed {held['age_s']:.0f} s ago: watching "
+                          f"whether its driver is alive (a renewal within {self.ttl / 4:.0f} s), or takes it over "
+                          f"after {self.ttl:.0f} s without one", flush=True)
+                    announced = True
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(min(0.5, self.ttl / 8))
+                held = store.head(self.root, self.rel)
+            if held is None:                      # given back meanwhile: try again
                 continue
-            if held["age_s"] < self.ttl:
-                raise ZsexpError(f"{self.kind} {self.name!r} is in use by {self._holder()}; its lease was renewed "
-                                 f"{held['age_s']:.0f} s ago. Wait for it to end (or stop it); a driver that died "
-                                 f"loses the lease {self.ttl:.0f} s after its last renewal")
-            self.took_over = {"holder": self._holder(), "age_s": held["age_s"]}
-            self.etag = store.put_conditional(self.root, self.rel, self._body(), held["etag"])
-            if self.etag is None:
-                raise ZsexpError(f"{self.kind} {self.name!r}: another command took over its stale lease at the "
-                                 f"same moment; it is in use by {self._holder()}")
-            print(f"[{self.name}] took over the lease of {self.took_over['holder']}, not renewed for "
-                  f"{held['age_s']:.0f} s (its driver is gone)")
-            break
-        if self.etag is None:
-            raise ZsexpError(f"{self.kind} {self.name!r}: its lease keeps changing; another command is starting")
+            if held["etag"] != first["etag"] or held["age_s"] <= self.ttl:
+                raise ZsexpError(f"{self.kind} {self.name!r} is in use by {self._holder()}, whose lease is renewed "
+                                 f"as it runs; wait for it to end (or stop it) and try again")
+            self._take_over(held)
         self._renewed = time.monotonic()
         self._thread = threading.Thread(target=self._renew_loop, name=f"zsexp-lease-{self.name}", daemon=True)
         self._thread.start()
         return self
+
+    def _take_over(self, held: dict) -> None:
+        self.took_over = {"holder": self._holder(), "age_s": held["age_s"]}
+        self.etag = store.put_conditional(self.root, self.rel, self._body(), held["etag"])
+        if self.etag is None:
+            raise ZsexpError(f"{self.kind} {self.name!r}: another command took over its stale lease at the same "
+                             f"moment; it is in use by {self._holder()}")
+        print(f"[{self.name}] took over the lease of {self.took_over['holder']}, not renewed for "
+              f"{held['age_s']:.0f} s (its driver is gone)", flush=True)
 
     def _holder(self) -> str:
         try:
@@ -106,7 +124,7 @@ class Lease:
             try:
                 etag = store.put_conditional(self.root, self.rel, self._body(), self.etag)
             except ZsexpError as exc:             # the store did not answer: try again at the next beat
-                if time.monotonic() - self._renewed > self.ttl:
+                if time.monotonic() - self._renewed > self.HOLD * self.ttl:
                     self.lost = f"the object store did not answer for {self.ttl:.0f} s ({exc})"
                     return
                 continue
@@ -117,8 +135,8 @@ class Lease:
 
     def check(self) -> None:
         """Raise once the lease is lost: nothing more may be written for this sweep."""
-        if self.lost is None and self._thread is not None and time.monotonic() - self._renewed > self.ttl:
-            self.lost = f"not renewed for {self.ttl:.0f} s"
+        if self.lost is None and self._thread is not None and time.monotonic() - self._renewed > self.HOLD * self.ttl:
+            self.lost = f"not renewed for {self.HOLD * self.ttl:.0f} s"
         if self.lost:
             raise ZsexpError(f"{self.kind} {self.name!r}: this driver lost its lease ({self.lost}); it stops "
                              f"writing. `zsexp status {self.name}` shows who holds it now")

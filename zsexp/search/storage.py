@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from zsexp import objectstore, workcopy
 from zsexp.errors import ZsexpError
 from zsexp.meta import SweepMeta
 from zsexp.names import check_name
@@ -37,8 +38,6 @@ def default_storage() -> Path:
 def storage_root(storage: str | None, default: Path, why: str = "") -> Path:
     """A directory of named jobs: ``--storage`` (a file system path, or an ``s3://`` URI whose local
     working copy is returned), else ``default``."""
-    from zsexp import objectstore, workcopy
-
     if storage is not None and not str(storage).strip():
         raise ZsexpError("--storage must not be empty")
     base = storage or str(default)
@@ -55,7 +54,6 @@ def sweeps_root(storage: str | None) -> Path:
 def check_writable_root(root: Path) -> None:
     """Refuse a sweeps root that cannot be created or written, before anything is written (on an object
     store: reachable, credentials accepted, the bucket there, a write allowed)."""
-    from zsexp import objectstore, workcopy
     from zsexp.paths import check_writable
 
     loc = workcopy.remote(root)
@@ -68,8 +66,6 @@ def check_writable_root(root: Path) -> None:
 def tune_storage(d: Path) -> tuple[str, object | None]:
     """``(storage_path, storage_filesystem)`` for Ray Tune's ``RunConfig`` / ``Tuner.restore`` of the
     sweep directory ``d``'s root: the local root, or the object-store prefix with pyarrow's S3 file system."""
-    from zsexp import objectstore, workcopy
-
     loc = workcopy.remote(d.parent)
     if loc is None:
         return str(d.parent), None
@@ -111,10 +107,55 @@ def own_regular_file(d: Path, rel: str) -> Path | None:
     return path
 
 
+def check_key_folder(d: Path | None = None) -> None:
+    """The signing key's folder can be written (a new key is made there with the sweep's first signature);
+    for a sweep on an object store the key must be given (it is needed on every machine that resumes it)."""
+    from zsexp.search.integrity import key_file, require_given_key
+
+    if d is not None and workcopy.remote(d) is not None:
+        require_given_key()
+        return
+    if not key_file().exists():
+        from zsexp.paths import check_writable
+
+        check_writable(key_file().parent, "signing key folder")
+
+
+def refuse_existing(d: Path, name: str) -> None:
+    loc = workcopy.remote(d)
+    if loc is not None:
+        if objectstore.head(loc, SWEEP_FILE) is None and not objectstore.is_empty(loc):
+            raise ZsexpError(f"{loc.uri} holds objects but no zsexp sweep; refused (choose another --name or "
+                             f"--storage prefix)")
+        if objectstore.head(loc, SWEEP_FILE) is not None:
+            raise ZsexpError(f"sweep {name!r} already exists at {loc.uri}; continue it with `zsexp resume {name}` "
+                             f"or choose another --name")
+        return
+    if (d / SWEEP_FILE).exists():
+        raise ZsexpError(f"sweep {name!r} already exists at {d}; continue it with `zsexp resume {name}` "
+                         f"or choose another --name")
+
+
+def check_writable_state(d: Path) -> None:
+    """Where a command that runs a sweep's trials writes, checked before it starts: the sweep directory
+    (Tune's files, checkpoints, the record), its storage root (the writer lock) and the signing key's
+    folder when the key does not exist yet."""
+    from zsexp.paths import check_writable
+    from zsexp.search.integrity import key_file, require_given_key
+
+    loc = workcopy.remote(d)
+    if loc is not None:                      # the store takes the writes; the key must be given
+        objectstore.check(loc, write=True)
+        require_given_key()
+        return
+    check_writable(d, "sweep")
+    check_writable(d.parent, "sweep storage")
+    if not key_file().exists():
+        check_writable(key_file().parent, "signing key folder")
+
+
 def sweep_names(storage: str | None) -> list[str]:
     """The sweeps under ``storage`` (directories holding a sweep file), sorted by name."""
-    from zsexp import objectstore, workcopy
-
     loc = workcopy.remote(sweeps_root(storage))
     if loc is not None:
         names = [n for n in objectstore.folders(loc) if _is_name(n)]
@@ -175,8 +216,6 @@ def read_meta(name: str, storage: str | None) -> SweepMeta:
     """The sweep's metadata, checked: a corrupt or edited file is one clear error.  Its directory is
     where it was found, never a path read from the file (``dir`` and ``trial_meta.sweep_dir`` are set
     from it), so no stored path can point zsexp outside the sweep."""
-    from zsexp import workcopy
-
     d = sweep_dir(name, storage)
     workcopy.pull(d)                   # on an object store: the sweep as the store holds it now
     path = own_regular_file(d, SWEEP_FILE) if d.is_dir() else None
@@ -206,8 +245,6 @@ def write_json_atomic(path: str | Path, data: Any, **dumps: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, default=str, **dumps))
     os.replace(tmp, path)
-    from zsexp import workcopy
-
     workcopy.written(path)             # in a working copy of an object store: uploaded before returning
 
 

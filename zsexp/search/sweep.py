@@ -28,7 +28,15 @@ from zsexp.search.options import MAX_TRIALS, SweepOptions, validate_options
 from zsexp.search.recovery import reconcile, recover_snapshot, snapshot_trial_ids
 from zsexp.search.space import SearchSpace, load_space, parse_space
 from zsexp.search.status import log_reference, print_summary, summarise
-from zsexp.search.storage import SWEEP_FILE, read_meta, sweep_dir, write_json_atomic
+from zsexp.search.storage import (
+    SWEEP_FILE,
+    check_key_folder,
+    check_writable_state,
+    read_meta,
+    refuse_existing,
+    sweep_dir,
+    write_json_atomic,
+)
 from zsexp.tags import TAG_BEST_TRIAL, TAG_ERROR, TAG_FINGERPRINT, TAG_KIND, TAG_SWEEP, TAG_TRIALS, TAG_WARM_START
 
 
@@ -76,8 +84,8 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
     require_discriminative_validation(data)
     name = o.name or f"{o.model}-{data.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     d = sweep_dir(check_name(name, "sweep name (from the model and dataset; pass --name)"), o.storage)
-    _check_key_folder(d)
-    _refuse_existing(d, name)
+    check_key_folder(d)
+    refuse_existing(d, name)
     trial_meta = {"model": o.model, "dataset": o.dataset, "data_seed": o.data_seed, "seed": o.seed,
                   "fixed": space.fixed, "fit_split": "train", "max_rounds": space.max_rounds,
                   "device": o.device, "sweep_dir": workcopy.describe(d), "metric_key": space.metric_key}
@@ -91,7 +99,7 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
     try:
         resources = trial_resources(opts)                        # the cluster can run it: only now write anything
         with SweepLock(d.parent, name, "search"):
-            _refuse_existing(d, name)                       # another driver made it while we started Ray
+            refuse_existing(d, name)                       # another driver made it while we started Ray
             meta = _new_meta(o, name, d, data, space, uri, opts, reference, trial_meta)
             with failed_on_error(meta):
                 c = client(uri)
@@ -103,37 +111,6 @@ def run_sweep(o: SweepOptions) -> dict[str, Any]:
     finally:
         if started:
             ray.shutdown()
-
-
-def _check_key_folder(d: Path | None = None) -> None:
-    """The signing key's folder can be written (a new key is made there with the sweep's first signature);
-    for a sweep on an object store the key must be given (it is needed on every machine that resumes it)."""
-    from zsexp.search.integrity import key_file, require_given_key
-
-    if d is not None and workcopy.remote(d) is not None:
-        require_given_key()
-        return
-    if not key_file().exists():
-        from zsexp.paths import check_writable
-
-        check_writable(key_file().parent, "signing key folder")
-
-
-def _refuse_existing(d: Path, name: str) -> None:
-    loc = workcopy.remote(d)
-    if loc is not None:
-        from zsexp import objectstore
-
-        if objectstore.head(loc, SWEEP_FILE) is None and not objectstore.is_empty(loc):
-            raise ZsexpError(f"{loc.uri} holds objects but no zsexp sweep; refused (choose another --name or "
-                             f"--storage prefix)")
-        if objectstore.head(loc, SWEEP_FILE) is not None:
-            raise ZsexpError(f"sweep {name!r} already exists at {loc.uri}; continue it with `zsexp resume {name}` "
-                             f"or choose another --name")
-        return
-    if (d / SWEEP_FILE).exists():
-        raise ZsexpError(f"sweep {name!r} already exists at {d}; continue it with `zsexp resume {name}` "
-                         f"or choose another --name")
 
 
 def _warm_plan(o: SweepOptions, name: str, data: Any, space: SearchSpace, trial_meta: dict[str, Any]) -> Any:
@@ -236,26 +213,6 @@ class failed_on_error:
             self.meta.status = "interrupted" if status == "KILLED" else "failed"
             write_json_atomic(d / SWEEP_FILE, self.meta.to_json(), indent=2)
         return False
-
-
-def check_writable_state(d: Path) -> None:
-    """Where a command that runs a sweep's trials writes, checked before it starts: the sweep directory
-    (Tune's files, checkpoints, the record), its storage root (the writer lock) and the signing key's
-    folder when the key does not exist yet."""
-    from zsexp.paths import check_writable
-    from zsexp.search.integrity import key_file, require_given_key
-
-    loc = workcopy.remote(d)
-    if loc is not None:                      # the store takes the writes; the key must be given
-        from zsexp import objectstore
-
-        objectstore.check(loc, write=True)
-        require_given_key()
-        return
-    check_writable(d, "sweep")
-    check_writable(d.parent, "sweep storage")
-    if not key_file().exists():
-        check_writable(key_file().parent, "signing key folder")
 
 
 def check_growth(meta: SweepMeta, space: SearchSpace, trials: int) -> None:

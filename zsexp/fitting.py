@@ -195,7 +195,7 @@ def run_grid(trial_fn: Any, job: dict[str, Any], missing: list[int], options: di
                                                      callbacks=[callback],
                                                      failure_config=tune.FailureConfig(max_failures=1)))
         grid = tuner.fit()
-        workcopy.pull(out)          # on an object store: the runs' results and models
+        workcopy.refresh(out)       # on an object store: the runs' results and models
         errors = [r.error for r in grid if r.error]
         if errors:
             log = out / "errors.log"

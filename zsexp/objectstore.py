@@ -245,8 +245,8 @@ def delete(loc: Location, rel: str, etag: str | None = None) -> bool:
         raise error(exc, loc.child(rel), "removing") from None
 
 
-def listing(loc: Location) -> Iterator[tuple[str, int, str]]:
-    """(path relative to the prefix, size, ETag) of every object under ``loc``."""
+def listing(loc: Location) -> Iterator[tuple[str, int, str, float]]:
+    """(path relative to the prefix, size, ETag, last modified as a POSIX time) of every object under ``loc``."""
     pages = client().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=loc.key() + "/")
     cut = len(loc.key()) + 1
     try:
@@ -254,7 +254,9 @@ def listing(loc: Location) -> Iterator[tuple[str, int, str]]:
             for obj in page.get("Contents", []):
                 if obj["Key"].endswith("/"):          # a folder marker (pyarrow and some servers write them)
                     continue
-                yield obj["Key"][cut:], int(obj.get("Size") or 0), str(obj.get("ETag", ""))
+                when = obj.get("LastModified")
+                yield (obj["Key"][cut:], int(obj.get("Size") or 0), str(obj.get("ETag", "")),
+                       when.timestamp() if when is not None else 0.0)
     except Exception as exc:  # noqa: BLE001 - botocore's errors, raised while paging
         raise error(exc, loc, "listing") from None
 

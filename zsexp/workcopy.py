@@ -154,23 +154,24 @@ def pull(folder: Path) -> int:
         push(folder)                 # a part of this writer's copy: what it wrote goes up before it is refreshed
     root, loc, rel = found
     here = loc.child(rel)
-    objects = [(r, n) for r, n, _ in store.listing(here) if _wanted(r)]
-    bad = [r for r, _ in objects if not _safe(r)]
+    objects = [(r, n, t) for r, n, _, t in store.listing(here) if _wanted(r)]
+    bad = [r for r, _, _ in objects if not _safe(r)]
     if bad:
         raise ZsexpError(f"{here.uri}/{bad[0][:200]}: not a name zsexp or Tune writes; refused (nothing was read)")
-    total = sum(n for _, n in objects)
+    total = sum(n for _, n, _ in objects)
     if total > MAX_PULL:
         raise ZsexpError(f"{here.uri}: {total >> 20} MiB of state outside the checkpoints (at most "
                          f"{MAX_PULL >> 20} MiB); not a sweep zsexp wrote: refused")
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
 
-    def fetch(item: tuple[str, int]) -> tuple[str, tuple[int, int]]:
-        r, _ = item
+    def fetch(item: tuple[str, int, float]) -> tuple[str, tuple[int, int]]:
+        r, _, when = item
         data = store.get(here, r, limit=MAX_PULL)
         target = folder / r
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data or b"")
+        os.utime(target, (when, when))          # the store's time: "the newest" means the same in a copy
         return f"{rel}/{r}" if rel != "." else r, _stamp(target)
 
     with cf.ThreadPoolExecutor(8) as pool:
@@ -210,6 +211,22 @@ def push(folder: Path) -> None:
         for r in [r for r in stamps if r.startswith(prefix) and r not in present]:
             store.delete(loc, r)
             stamps.pop(r, None)
+
+
+def refresh(folder: Path) -> int:
+    """Download what others (trials on other machines) added under the working-copy ``folder`` since it
+    was pulled; nothing of the copy is dropped or overwritten.  The number of objects taken."""
+    found = location_of(folder)
+    if found is None:
+        return 0
+    root, loc, rel = found
+    prefix = "" if rel == "." else rel + "/"
+    here = loc.child(rel)
+    new = [r for r, _, _, _ in store.listing(here) if _wanted(r) and _safe(r) and f"{prefix}{r}" not in _STAMPS[root]
+           and not (Path(folder) / r).exists()]
+    for r in new:
+        fetch(Path(folder) / r)
+    return len(new)
 
 
 def fetch(path: str | Path) -> bool:

@@ -30,6 +30,7 @@ from zsexp.ablation.plan import Plan, make_plan
 from zsexp.ablation.variants import Variant, reference_index
 from zsexp.errors import ZsexpError
 from zsexp.fitting import GridProgress
+from zsexp.workcopy import describe
 
 PLAN_FILE, RESULT_FILE = "plan.json", "ablation.json"
 
@@ -222,14 +223,15 @@ def finish(o: AblateOptions, plan: Plan, name: str, out: Path, results: list[dic
     baseline = baselines_on(plan.model, plan.datas, ref_cfg)
     table = summarise_table(plan, results, ref, baseline, plan.datas, seeds=o.seeds)
     paths = write_table(table, out)
-    table.update(name=name, dir=str(out), files={k: str(v) for k, v in paths.items()})
+    table.update(name=name, dir=describe(out), files={k: describe(v) for k, v in paths.items()})
     table.update(log_ablation(plan, name, table, results, out))
     write_json_atomic(out / RESULT_FILE, table, indent=2)
     print((out / "table.md").read_text(), flush=True)
     from zsexp.ui_links import DEFAULT_UI, run_link
 
-    print(f"[ablate {name}] table: {paths['md']} (HTML: {paths['html']}); MLflow ablation run {table['mlflow_run']} "
-          f"in experiment {plan.experiment!r}, with the table in its artifacts and a nested run per model: "
+    print(f"[ablate {name}] table: {describe(paths['md'])} (HTML: {describe(paths['html'])}); MLflow ablation run "
+          f"{table['mlflow_run']} in experiment {plan.experiment!r}, with the table in its artifacts and a nested "
+          f"run per model: "
           f"{run_link(DEFAULT_UI, table['experiment_id'], table['mlflow_run'])} (start the UI with `zsexp ui`)",
           flush=True)
     diverged = [r for r in results if r.get("diverged")]

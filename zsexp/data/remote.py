@@ -42,10 +42,10 @@ def fetch(uri: str) -> Path:
     if single:
         parent = objectstore.Location(loc.bucket, loc.prefix.rpartition("/")[0])
         name = loc.prefix.rpartition("/")[2]
-        objects = [(r, n, e) for r, n, e in objectstore.listing(parent) if r == name]
+        objects = [(r, n, e) for r, n, e, _ in objectstore.listing(parent) if r == name]
     else:
         parent, name = loc, ""
-        objects = list(objectstore.listing(loc))
+        objects = [(r, n, e) for r, n, e, _ in objectstore.listing(loc)]
     base = loc.prefix.rpartition("/")[2]                 # the folder keeps its name (the dataset's name)
     if not objects:
         raise ZsexpError(f"dataset {uri}: no such object in the store (a .npz file, or a folder of an xlsa17 or "

@@ -84,8 +84,8 @@ class Lease:
             while held is not None and held["etag"] == first["etag"] and held["age_s"] <= self.ttl:
                 if not announced:
                     print(f"[{self.name}] held by {self._holder()}, renewed {held['age_s']:.0f} s ago: watching "
-                          f"whether its driver is alive (a renewal within {self.ttl / 4:.0f} s), or takes it over "
-                          f"after {self.ttl:.0f} s without one", flush=True)
+                          f"whether its driver is alive (a live one renews every {self.ttl / 4:.0f} s); taken over "
+                          f"after {self.ttl:.0f} s without a renewal", flush=True)
                     announced = True
                 if time.monotonic() > deadline:
                     break

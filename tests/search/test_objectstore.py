@@ -193,6 +193,12 @@ def test_killed_sweep_resumes_grows_and_is_selected_from_other_drivers(s3, tmp_p
     markers = [k for k in keys if k.startswith("sweeps/obj/zsexp_trials/")]
     assert len(markers) == n + 1
     assert "sweeps/.obj.lease" not in keys
+    out = _run(tmp_path, "ablate", ["ablate", "zscrgan", "--from", "obj", "--sweep-storage", storage, "--storage",
+                                    f"s3://{bucket}/ablations", "--variants", "no_gan", "--seeds", "1"], env,
+               tmp_path / "f")
+    assert "w/o GAN" in out and f"s3://{bucket}/ablations/" in out
+    ablation = [k for k in server.keys(bucket, "ablations/") if "/ray/" not in k]
+    assert sum(k.endswith(".model.pt") for k in ablation) == 2 and any(k.endswith("/table.md") for k in ablation)
 
 
 @pytest.mark.slow
@@ -200,8 +206,14 @@ def test_two_drivers_on_one_sweep_one_is_refused(s3, tmp_path):
     """Two `zsexp search` of the same sweep started at the same moment on different 'machines': exactly
     one runs it; the other is refused in one line (the lease is held, or the sweep exists by then)."""
     server, bucket = s3
-    env, storage = {**_env(s3), "ZSEXP_LEASE_TTL_S": "4"}, f"s3://{bucket}/sweeps"
-    args = ["search", "zscrgan", "--trials", "1", "--name", "race", "--storage", storage, *TINY]
+    env, storage = {**_env(s3), "ZSEXP_LEASE_TTL_S": "4", "ZSEXP_DATA_CACHE": str(tmp_path / "cache")}, \
+        f"s3://{bucket}/sweeps"
+    from zsexp.data import make_synthetic, save_npz  # the dataset too is read from the store, on each side
+
+    save_npz(make_synthetic("synthetic-tiny", seed=5), tmp_path / "tiny5.npz")
+    server.client().upload_file(str(tmp_path / "tiny5.npz"), bucket, "data/tiny5.npz")
+    args = ["search", "zscrgan", "--trials", "1", "--name", "race", "--storage", storage, "--dataset",
+            f"s3://{bucket}/data/tiny5.npz", *TINY]
     procs = [_driver(tmp_path, f"d{i}", args, env, tmp_path / f"w{i}") for i in range(2)]
     rcs = [p.wait(timeout=300) for p in procs]
     logs = [(tmp_path / f"d{i}.log").read_text() for i in range(2)]
@@ -209,4 +221,9 @@ def test_two_drivers_on_one_sweep_one_is_refused(s3, tmp_path):
     loser = logs[rcs.index(2)]
     assert "in use by `zsexp search`" in loser or "already exists" in loser, loser[-1500:]
     assert_refused(subprocess.CompletedProcess([], 2, "", loser.strip().splitlines()[-1] + "\n"))
-    assert len(_children("race")) == 1
+    from zsexp.tracking import client
+
+    c = client()
+    exp = c.get_experiment_by_name("zsexp-zscrgan-tiny5")
+    assert len(c.search_runs([exp.experiment_id], filter_string="tags.`zsexp.kind` = 'trial'")) == 1
+    assert len(list((tmp_path / "cache").iterdir())) == 1            # fetched once per content, whole

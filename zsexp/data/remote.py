@@ -1,7 +1,7 @@
 """A dataset given as an object-store URI: ``s3://BUCKET/PREFIX/FILE.npz`` or a folder (xlsa17, UCI digits).
 
 Every process that needs it (the driver, and each trial on whatever machine it runs) downloads it into
-its own cache (``$ZSEXP_HOME/cache/datasets``, mode 0700), named by the URI and the objects' ETags and
+its own cache (``zsexp-datasets-UID`` in the system's temporary folder, or ``$ZSEXP_DATA_CACHE``; mode 0700), named by the URI and the objects' ETags and
 sizes, so a changed dataset is fetched again and an unchanged one once per machine.  A download lands in
 a temporary folder renamed into place when whole: two trials of one machine never read half a file.
 Then it is loaded, bounded and fingerprinted by the same loaders as a local path, so the sweep's
@@ -24,9 +24,8 @@ MAX_FILES = 10_000
 
 
 def cache_root() -> Path:
-    from zsexp.paths import zsexp_home
-
-    root = zsexp_home() / "cache" / "datasets"
+    given = os.environ.get("ZSEXP_DATA_CACHE")
+    root = Path(given) if given else Path(tempfile.gettempdir()) / f"zsexp-datasets-{os.getuid()}"
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     st = root.stat()
     if st.st_uid != os.getuid() or st.st_mode & 0o077:

@@ -3,7 +3,8 @@
 #   mlflow-server  MLflow tracking server: Postgres backend, artifacts proxied to S3, basic auth
 #   ray-head       Ray head node (GCS on RAY_PORT, dashboard / job API on 8265), token authentication
 #   ray-worker     Ray worker joining RAY_HEAD_ADDRESS with the GPUs the container sees
-#   s3-bucket      create MLFLOW_BUCKET on the S3 store at MLFLOW_S3_ENDPOINT_URL if it is missing
+#   s3-bucket      create MLFLOW_BUCKET (and ZSEXP_BUCKET, zsexp's state) on the S3 store at
+#                  MLFLOW_S3_ENDPOINT_URL if they are missing
 #   anything else  run as a command (e.g. `zsexp search cmgan ...`)
 # A role whose secrets are still the example's change-me values is refused (exit 2): the committed
 # docker/.env.example never runs a stack.
@@ -63,7 +64,7 @@ INI
       ${MLFLOW_SERVER_ARGS:-}
     ;;
   ray-head)
-    refuse_placeholders ray-head RAY_AUTH_TOKEN MLFLOW_TRACKING_PASSWORD
+    refuse_placeholders ray-head RAY_AUTH_TOKEN MLFLOW_TRACKING_PASSWORD ZSEXP_STATE_KEY AWS_SECRET_ACCESS_KEY
     require_ray_token ray-head
     set -- --head --block --port="${RAY_PORT:-6379}" --dashboard-host=0.0.0.0 \
       --num-gpus="${RAY_HEAD_GPUS:-0}" --disable-usage-stats
@@ -73,7 +74,7 @@ INI
     ;;
   ray-worker)
     : "${RAY_HEAD_ADDRESS:?set RAY_HEAD_ADDRESS (host:port of the Ray head)}"
-    refuse_placeholders ray-worker RAY_AUTH_TOKEN MLFLOW_TRACKING_PASSWORD
+    refuse_placeholders ray-worker RAY_AUTH_TOKEN MLFLOW_TRACKING_PASSWORD ZSEXP_STATE_KEY AWS_SECRET_ACCESS_KEY
     require_ray_token ray-worker
     set -- --block --address="${RAY_HEAD_ADDRESS}" --disable-usage-stats
     [ -n "${RAY_NUM_CPUS:-}" ] && set -- "$@" --num-cpus="${RAY_NUM_CPUS}"
@@ -88,14 +89,16 @@ INI
 import os, time
 import boto3, botocore.exceptions
 s3 = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"], region_name="us-east-1")
-bucket = os.environ["MLFLOW_BUCKET"]
+wanted = [b for b in (os.environ["MLFLOW_BUCKET"], os.environ.get("ZSEXP_BUCKET")) if b]
 for attempt in range(30):
     try:
-        if bucket not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
-            s3.create_bucket(Bucket=bucket)
-            print(f"s3-bucket: created {bucket}")
-        else:
-            print(f"s3-bucket: {bucket} exists")
+        have = [b["Name"] for b in s3.list_buckets().get("Buckets", [])]
+        for bucket in wanted:
+            if bucket not in have:
+                s3.create_bucket(Bucket=bucket)
+                print(f"s3-bucket: created {bucket}")
+            else:
+                print(f"s3-bucket: {bucket} exists")
         break
     except botocore.exceptions.EndpointConnectionError:
         time.sleep(2)

@@ -54,7 +54,7 @@ DEBIAN_MIRROR = os.environ.get("ZSEXP_DEBIAN_MIRROR", "http://deb.debian.org/deb
 PLACEHOLDER = "change-me"
 # Every secret has one purpose and its own value: a login password is never also a signing key
 SECRET_KEYS = ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY",
-               "RAY_AUTH_TOKEN")
+               "RAY_AUTH_TOKEN", "ZSEXP_STATE_KEY")
 
 
 class StackError(Exception):

@@ -2,8 +2,9 @@
 
 ZSEXP_MODEL (required), ZSEXP_DATASET, ZSEXP_FROM (a finished sweep: start from its winner),
 ZSEXP_VARIANTS (default `table`), ZSEXP_SEEDS, ZSEXP_DATA_SEEDS (space-separated), ZSEXP_GPUS,
-ZSEXP_GPUS_PER_TRIAL, ZSEXP_ABLATION_NAME, ZSEXP_STORAGE (where ablations live, shared by every node),
-ZSEXP_SWEEP_STORAGE (where the sweep lives), ZSEXP_EXTRA (more `zsexp ablate` arguments).
+ZSEXP_GPUS_PER_TRIAL, ZSEXP_ABLATION_NAME, ZSEXP_STORAGE (where ablations live: an object store or a
+path every node shares; default ZSEXP_STATE_URI/ablations), ZSEXP_SWEEP_STORAGE (where the sweep lives),
+ZSEXP_EXTRA (more `zsexp ablate` arguments).
 Re-submitting the same job skips the runs that already finished.
 """
 
@@ -16,16 +17,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from job_env import env, run  # noqa: E402
+from job_env import default_storage, env, run  # noqa: E402
 
 
 def argv() -> list[str]:
     args = ["ablate", env("ZSEXP_MODEL", required=True), "--variants", env("ZSEXP_VARIANTS", "table"),
-            "--seeds", env("ZSEXP_SEEDS", "3"), "--storage", env("ZSEXP_STORAGE", "/shared/zsexp/ablations"),
+            "--seeds", env("ZSEXP_SEEDS", "3"), "--storage", env("ZSEXP_STORAGE", default_storage("ablations")),
             "--address", os.environ.get("RAY_ADDRESS", "auto")]
     if os.environ.get("ZSEXP_FROM"):
         args += ["--from", os.environ["ZSEXP_FROM"],
-                 "--sweep-storage", env("ZSEXP_SWEEP_STORAGE", "/shared/zsexp/sweeps")]
+                 "--sweep-storage", env("ZSEXP_SWEEP_STORAGE", default_storage("sweeps"))]
     elif os.environ.get("ZSEXP_DATASET"):
         args += ["--dataset", os.environ["ZSEXP_DATASET"]]
     if os.environ.get("ZSEXP_DATA_SEEDS"):

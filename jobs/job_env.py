@@ -14,6 +14,22 @@ def env(name: str, default: str | None = None, required: bool = False) -> str:
     return str(value)
 
 
+def default_storage(kind: str) -> str:
+    """Where ``kind`` (sweeps, ablations) live when the job does not say: under ZSEXP_STATE_URI (the
+    stack's object store, ``s3://BUCKET``), else under ZSEXP_HOME."""
+    base = os.environ.get("ZSEXP_STATE_URI")
+    if base:
+        return f"{base.rstrip('/')}/{kind}"
+    return os.path.join(os.environ.get("ZSEXP_HOME", os.path.expanduser("~/.zsexp")), kind)
+
+
+def sweep_exists(storage: str, name: str) -> bool:
+    """A sweep of that name is kept at ``storage`` (a folder, or an object store)."""
+    from zsexp.search.storage import sweep_names
+
+    return name in sweep_names(storage)
+
+
 def run(args: list[str]) -> int:
     from zsexp.cli import main
 

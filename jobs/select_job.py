@@ -12,12 +12,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from job_env import env, run  # noqa: E402
+from job_env import default_storage, env, run  # noqa: E402
 
 
 def argv() -> list[str]:
     args = ["select", env("ZSEXP_SWEEP_NAME", required=True),
-            "--storage", env("ZSEXP_STORAGE", "/shared/zsexp/sweeps"),
+            "--storage", env("ZSEXP_STORAGE", default_storage("sweeps")),
             "--k", env("ZSEXP_K", "5"), "--seeds", env("ZSEXP_SEEDS", "5"),
             "--address", os.environ.get("RAY_ADDRESS", "auto")]
     if os.environ.get("ZSEXP_REGISTER_AS"):

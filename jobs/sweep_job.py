@@ -2,7 +2,8 @@
 
 Settings come from environment variables, so one manifest template serves every sweep:
 ZSEXP_MODEL (required), ZSEXP_DATASET, ZSEXP_TRIALS, ZSEXP_GPUS, ZSEXP_GPUS_PER_TRIAL,
-ZSEXP_CPUS_PER_TRIAL, ZSEXP_SWEEP_NAME, ZSEXP_STORAGE (a path every node shares), ZSEXP_SPACE,
+ZSEXP_CPUS_PER_TRIAL, ZSEXP_SWEEP_NAME, ZSEXP_STORAGE (an object store, s3://BUCKET/PREFIX, or a
+path every node shares; default ZSEXP_STATE_URI/sweeps, else ZSEXP_HOME/sweeps), ZSEXP_SPACE,
 ZSEXP_EXTRA (more `zsexp search` arguments).  The driver joins the cluster it runs in (RAY_ADDRESS,
 set by Ray for jobs; `auto` otherwise).  With ZSEXP_RESUME=1 an existing sweep of that name is
 resumed instead, so a resubmitted job continues where the last one stopped.
@@ -17,14 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from job_env import env, run  # noqa: E402
+from job_env import default_storage, env, run, sweep_exists  # noqa: E402
 
 
 def argv() -> list[str]:
     name = env("ZSEXP_SWEEP_NAME", required=True)
     address = os.environ.get("RAY_ADDRESS", "auto")
-    storage = env("ZSEXP_STORAGE", "/shared/zsexp/sweeps")
-    if os.environ.get("ZSEXP_RESUME") == "1" and (Path(storage) / name / "zsexp_sweep.json").is_file():
+    storage = env("ZSEXP_STORAGE", default_storage("sweeps"))
+    if os.environ.get("ZSEXP_RESUME") == "1" and sweep_exists(storage, name):
         return ["resume", name, "--storage", storage, "--address", address]
     gpus = env("ZSEXP_GPUS", "0")
     args = ["search", env("ZSEXP_MODEL", required=True), "--dataset", env("ZSEXP_DATASET", "synthetic-tiny"),

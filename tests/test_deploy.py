@@ -102,10 +102,14 @@ def test_compose_services_agree_with_entrypoint_and_settings():
     assert head_env["MLFLOW_TRACKING_URI"] == f"http://mlflow:{services['mlflow']['environment']['MLFLOW_PORT']}"
     host, port = services["ray-worker"]["environment"]["RAY_HEAD_ADDRESS"].split(":")
     assert host == "ray-head" and port == head_env["RAY_PORT"]
+    for name, svc in services.items():     # shared-nothing: no volume is mounted by a Ray container
+        assert not (name.startswith("ray-") and svc.get("volumes")), name
+    assert "shared" not in spec.get("volumes", {})
     for name in ("ray-head", "ray-worker"):
-        assert "shared:/shared" in services[name]["volumes"]
         env = services[name]["environment"]
-        assert env["ZSEXP_HOME"].startswith("/shared/")
+        assert env["ZSEXP_STATE_URI"] == "s3://${ZSEXP_BUCKET}" and env["ZSEXP_STATE_KEY"] == "${ZSEXP_STATE_KEY}"
+        assert env["AWS_ENDPOINT_URL_S3"] == "http://minio:9000" and "objects" in services[name]["networks"]
+        assert not env["ZSEXP_HOME"].startswith("/shared")
         assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == "${RAY_AUTH_TOKEN}"
     assert "postgresql+psycopg2://" in services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
     gpu = yaml.safe_load((ROOT / "docker" / "compose.gpu.yaml").read_text())["services"]["ray-worker"]
@@ -164,11 +168,15 @@ def test_rayjob_manifests_agree_with_image_and_entrypoints():
         workers = spec["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
         for c in (head, workers):
             assert c["image"] == image
-            assert {"name": "shared", "mountPath": "/shared"} in c["volumeMounts"]
+            assert "volumeMounts" not in c                                 # shared-nothing
             names = {e["name"] for e in c["env"]}
-            needed = {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "ZSEXP_HOME"}
+            needed = {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "ZSEXP_HOME",
+                      "ZSEXP_STATE_URI", "ZSEXP_STATE_KEY", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID",
+                      "AWS_SECRET_ACCESS_KEY"}
             assert needed <= names
-        assert env_vars.get("ZSEXP_STORAGE", "/shared").startswith("/shared")
+        for group in (spec["rayClusterSpec"]["headGroupSpec"], spec["rayClusterSpec"]["workerGroupSpecs"][0]):
+            assert "volumes" not in group["template"]["spec"]
+        assert "/shared" not in (ROOT / "jobs" / manifest).read_text()
         assert "nvidia.com/gpu" in workers["resources"]["limits"]
         assert spec["rayClusterSpec"]["authOptions"]["mode"] == "token"        # Ray's control plane locked
 

@@ -135,7 +135,7 @@ THREADS = {"kind": int, "low": 1, "high": lambda: max(1, os.cpu_count() or 1)}
 def storage(what: str = "sweeps") -> Any:
     return option(help=f"where the {what} live: a file system path (on a cluster, one every Ray node mounts) or "
                        f"an object store, s3://BUCKET/PREFIX (endpoint and keys from the AWS variables) "
-                       f"(default $ZSEXP_HOME/{what})")
+                       f"(default $ZSEXP_STATE_URI/{what} when set, else $ZSEXP_HOME/{what})")
 
 
 def trust_storage() -> Any:

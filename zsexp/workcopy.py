@@ -256,6 +256,13 @@ def forget(folder: Path) -> None:
             _STAMPS[root] = {k: v for k, v in _STAMPS[root].items() if not k.startswith(prefix)}
 
 
+def as_uris(text: str) -> str:
+    """``text`` with every working-copy folder named by its store URI (messages name what the user gave)."""
+    for root, loc in list(_ROOTS.items()):
+        text = text.replace(str(root), loc.uri)
+    return text
+
+
 def describe(path: Any) -> str:
     """How a path is shown to the user: its store URI inside a working copy, else the path itself."""
     loc = remote(path)

@@ -193,6 +193,11 @@ def test_killed_sweep_resumes_grows_and_is_selected_from_other_drivers(s3, tmp_p
     markers = [k for k in keys if k.startswith("sweeps/obj/zsexp_trials/")]
     assert len(markers) == n + 1
     assert "sweeps/.obj.lease" not in keys
+    wrong = _driver(tmp_path, "wrong-key", ["status", "obj", "--storage", storage],
+                    {**env, "ZSEXP_STATE_KEY": "w" * 40}, tmp_path / "g")
+    assert wrong.wait(timeout=120) == 2
+    line = (tmp_path / "wrong-key.log").read_text().strip().splitlines()[-1]
+    assert "signed with another key" in line and f"{storage}/obj/zsexp_signatures.json" in line, line
     out = _run(tmp_path, "ablate", ["ablate", "zscrgan", "--from", "obj", "--sweep-storage", storage, "--storage",
                                     f"s3://{bucket}/ablations", "--variants", "no_gan", "--seeds", "1"], env,
                tmp_path / "f")

@@ -87,10 +87,9 @@ class AblationProgress(GridProgress):
 
 # --------------------------------------------------------------------------- plan
 def ablations_root(storage: str | None) -> Path:
-    from zsexp.paths import zsexp_home
-    from zsexp.search.storage import storage_root
+    from zsexp.search.storage import default_storage, storage_root
 
-    return storage_root(storage, zsexp_home() / "ablations")
+    return storage_root(storage, default_storage("ablations"))
 
 
 def ablation_dir(root: Path, name: str) -> Path:

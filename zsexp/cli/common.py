@@ -20,8 +20,10 @@ def one_line(message: str) -> str:
     of spaces folded, and cut to a readable length: a word (a value, a path) longer than
     :data:`MAX_TOKEN` characters keeps its start and end (a path its file name), a line longer than
     :data:`MAX_LINE` its start and end."""
+    from zsexp.workcopy import as_uris
+
     words = []
-    for w in _ANSI.sub("", message).split():
+    for w in _ANSI.sub("", as_uris(message)).split():
         w = "".join(ch if ch.isprintable() else "?" for ch in w)
         words.append(w if len(w) <= MAX_TOKEN else f"{w[:100]}...({len(w)} characters)...{w[-60:]}")
     line = " ".join(words)

@@ -1,11 +1,11 @@
 """A dataset given as an object-store URI: ``s3://BUCKET/PREFIX/FILE.npz`` or a folder (xlsa17, UCI digits).
 
 Every process that needs it (the driver, and each trial on whatever machine it runs) downloads it into
-its own cache (``zsexp-datasets-UID`` in the system's temporary folder, or ``$ZSEXP_DATA_CACHE``; mode 0700), named by the URI and the objects' ETags and
-sizes, so a changed dataset is fetched again and an unchanged one once per machine.  A download lands in
-a temporary folder renamed into place when whole: two trials of one machine never read half a file.
-Then it is loaded, bounded and fingerprinted by the same loaders as a local path, so the sweep's
-fingerprint check covers it on every machine.
+its own cache (``zsexp-datasets-UID`` in the system's temporary folder, or ``$ZSEXP_DATA_CACHE``; mode
+0700), named by the URI and the objects' ETags and sizes, so a changed dataset is fetched again and an
+unchanged one once per machine.  A download lands in a temporary folder renamed into place when whole:
+two trials of one machine never read half a file.  Then it is loaded, bounded and fingerprinted by the
+same loaders as a local path, so the sweep's fingerprint check covers it on every machine.
 """
 
 from __future__ import annotations

@@ -31,24 +31,30 @@ SWEEP_FILE = "zsexp_sweep.json"
 CALLBACK_FILE = "zsexp_progress.json"
 
 
-def default_storage() -> Path:
-    return zsexp_home() / "sweeps"
+def default_storage(kind: str = "sweeps") -> Path | str:
+    """Where ``kind`` (sweeps, ablations) live without ``--storage``: ``$ZSEXP_STATE_URI/KIND`` when that
+    is set (a cluster whose nodes keep their state in an object store, ``s3://BUCKET/PREFIX``), else
+    ``$ZSEXP_HOME/KIND``."""
+    state = os.environ.get("ZSEXP_STATE_URI", "").strip()
+    if state:
+        return f"{state.rstrip('/')}/{kind}"
+    return zsexp_home() / kind
 
 
-def storage_root(storage: str | None, default: Path, why: str = "") -> Path:
+def storage_root(storage: str | None, default: Path | str) -> Path:
     """A directory of named jobs: ``--storage`` (a file system path, or an ``s3://`` URI whose local
     working copy is returned), else ``default``."""
     if storage is not None and not str(storage).strip():
         raise ZsexpError("--storage must not be empty")
     base = storage or str(default)
     if objectstore.is_uri(base):
-        return workcopy.root_for(objectstore.parse(base))
+        return workcopy.root_for(objectstore.parse(base, "--storage" if storage else "$ZSEXP_STATE_URI"))
     return Path(base).expanduser().resolve()
 
 
 def sweeps_root(storage: str | None) -> Path:
-    """The directory holding the sweeps (``--storage``, default ``$ZSEXP_HOME/sweeps``)."""
-    return storage_root(storage, default_storage(), why="zsexp keeps sweep metadata beside Tune's: ")
+    """The directory holding the sweeps (``--storage``, default :func:`default_storage`)."""
+    return storage_root(storage, default_storage())
 
 
 def check_writable_root(root: Path) -> None:

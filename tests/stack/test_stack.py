@@ -86,11 +86,30 @@ class Stack:
                   "MLFLOW_TRACKING_USERNAME": self.env["MLFLOW_ADMIN_USERNAME"],
                   "MLFLOW_TRACKING_PASSWORD": self.env["MLFLOW_ADMIN_PASSWORD"],
                   "AWS_ACCESS_KEY_ID": self.env["MINIO_ROOT_USER"],
-                  "AWS_SECRET_ACCESS_KEY": self.env["MINIO_ROOT_PASSWORD"], "MLFLOW_BUCKET": self.env["MLFLOW_BUCKET"]}
+                  "AWS_SECRET_ACCESS_KEY": self.env["MINIO_ROOT_PASSWORD"], "MLFLOW_BUCKET": self.env["MLFLOW_BUCKET"],
+                  "AWS_ENDPOINT_URL_S3": "http://minio:9000", "ZSEXP_BUCKET": self.env["ZSEXP_BUCKET"],
+                  "ZSEXP_STATE_URI": f"s3://{self.env['ZSEXP_BUCKET']}", "ZSEXP_STATE_KEY": self.env["ZSEXP_STATE_KEY"]}
         names = [arg for k in values for arg in ("-e", k)]      # `-e NAME`: the value travels by environment
         out = _sh("docker", "run", "--rm", "--network", f"{PROJECT}_backend", *names,
                   stack.ZSEXP_IMAGE, "python", "-c", script, timeout=timeout, env={**os.environ, **values})
         return out.stdout
+
+    def state_keys(self, prefix: str) -> list[str]:
+        """Every object of zsexp's bucket under ``prefix``, listed from the client container."""
+        out = self.client(f"""
+import json, os, boto3
+s3 = boto3.client("s3", endpoint_url="http://minio:9000", region_name="us-east-1")
+pages = s3.get_paginator("list_objects_v2").paginate(Bucket=os.environ["ZSEXP_BUCKET"], Prefix={prefix!r})
+print(json.dumps([o["Key"] for p in pages for o in p.get("Contents", []) if not o["Key"].endswith("/")]))
+""")
+        return json.loads(out.strip().splitlines()[-1])
+
+    def state_text(self, key: str) -> str:
+        return self.client(f"""
+import os, boto3
+s3 = boto3.client("s3", endpoint_url="http://minio:9000", region_name="us-east-1")
+print(s3.get_object(Bucket=os.environ["ZSEXP_BUCKET"], Key={key!r})["Body"].read().decode())
+""")
 
     def ray_env(self, token: str | None = "ok") -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
@@ -226,8 +245,10 @@ def test_stack_comes_up_healthy_and_locked(st):
     # the services nothing outside needs are on the internal network only
     internal = json.loads(_sh("docker", "network", "inspect", f"{PROJECT}_backend").stdout)[0]
     assert internal["Internal"] is True
-    for service, nets in (("postgres", {"backend"}), ("minio", {"backend"}), ("mlflow", {"default", "backend"}),
-                          ("ray-head", {"default"}), ("ray-worker", {"default"})):
+    assert json.loads(_sh("docker", "network", "inspect", f"{PROJECT}_objects").stdout)[0]["Internal"] is True
+    for service, nets in (("postgres", {"backend"}), ("minio", {"backend", "objects"}),
+                          ("mlflow", {"default", "backend"}), ("ray-head", {"default", "objects"}),
+                          ("ray-worker", {"default", "objects"})):
         got = json.loads(_sh("docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}",
                              st.containers(service)[0]).stdout)
         assert {n.removeprefix(f"{PROJECT}_") for n in got} == nets, (service, sorted(got))
@@ -294,7 +315,7 @@ def _zsexp_lines(logs: str) -> str:
 
 
 def _trial_steps(st: Stack, trial_dir: str) -> set[int]:
-    text = st.exec("ray-head", "cat", f"{trial_dir}/result.json").stdout
+    text = st.state_text(f"{trial_dir}/result.json")
     return {json.loads(line)["training_iteration"] for line in text.splitlines() if line.strip()}
 
 
@@ -350,7 +371,8 @@ def test_sweep_through_the_job_api_survives_a_killed_worker_and_an_mlflow_restar
     # no metric lost: every round of every trial is in its MLflow history, each Tune recorded among them.
     # Tune's own result.json is not the reference: when a trial restarts from its checkpoint, Tune copies
     # the file back from storage over the driver's copy, and a row not yet synced there is dropped.
-    trial_dirs = st.exec("ray-head", "sh", "-c", f"ls -d /shared/zsexp/sweeps/{SWEEP}/train_trial_*").stdout.split()
+    keys = st.state_keys(f"sweeps/{SWEEP}/")                        # the sweep, as the object store holds it
+    trial_dirs = sorted({k.rsplit("/", 1)[0] for k in keys if "/train_trial_" in k and k.endswith("/result.json")})
     assert len(trial_dirs) == TRIALS
     by_trial = {t["zsexp.trial_id"]: r for t, r in zip(tags, runs, strict=True)}
     for d in trial_dirs:
@@ -360,8 +382,11 @@ def test_sweep_through_the_job_api_survives_a_killed_worker_and_an_mlflow_restar
         steps = {int(m["step"]) for m in hist}
         assert steps == set(range(1, ROUNDS + 1)), (d, sorted(steps))
         assert _trial_steps(st, d) <= steps, d
-    ckpts = st.exec("ray-head", "sh", "-c", f"ls -d /shared/zsexp/sweeps/{SWEEP}/*/checkpoint_* | wc -l").stdout
-    assert int(ckpts) >= TRIALS                                           # checkpoints on the shared volume
+    ckpts = {k.split("/checkpoint_")[0] + k.split("/checkpoint_")[1].split("/")[0] for k in keys if "/checkpoint_" in k}
+    assert len(ckpts) >= TRIALS                                          # checkpoints in the object store
+    for own in ("zsexp_sweep.json", "optuna_journal.log", "zsexp_signatures.json", "zsexp_progress.json"):
+        assert f"sweeps/{SWEEP}/{own}" in keys, own
+    assert len([k for k in keys if k.startswith(f"sweeps/{SWEEP}/zsexp_trials/")]) == TRIALS
 
 
 def test_same_sweep_locally_for_comparison(st, tmp_path):
@@ -382,10 +407,74 @@ def test_selection_ablation_and_promotion_on_the_cluster(st):
                                 "ZSEXP_SEEDS": "2", "ZSEXP_ABLATION_NAME": "stack-ablation"}, "ablate-1")
     logs = st.wait_job("ablate-1")
     assert "no_gan" in logs
-    assert st.exec("ray-head", "test", "-f", "/shared/zsexp/ablations/stack-ablation/table.md",
-                   check=False).returncode == 0
+    assert "ablations/stack-ablation/table.md" in st.state_keys("ablations/stack-ablation/")
     out = st.exec("ray-head", "zsexp", "promote", MODEL_NAME, "--alias", "champion")
     assert "champion" in out.stdout
+
+
+def _end(st: Stack, sid: str, timeout: float = 600) -> tuple[str, str]:
+    """A job's end state and its zsexp lines, whatever the state."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        state = st.job_status(sid)
+        if state in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return state, _zsexp_lines(_sh(RAY, "job", "logs", "--address", st.jobs, sid, env=st.ray_env()).stdout)
+        time.sleep(2)
+    raise AssertionError(f"job {sid} still running after {timeout}s")
+
+
+def test_head_removed_mid_sweep_then_two_resumes_at_once(st):
+    """Shared-nothing: the Ray head container (and the sweep's driver with it) removed in the middle of a
+    sweep and created afresh, with no local state; two resubmitted jobs on the sweep at once: one takes the
+    stale lease over and ends the sweep with exactly N trials, one finished child run each, no configuration
+    trained twice; the other is refused in one line."""
+    name, n = "stack-headless", 6
+    env_vars = {"ZSEXP_MODEL": "zscrgan", "ZSEXP_SWEEP_NAME": name, "ZSEXP_TRIALS": str(n),
+                "ZSEXP_EXTRA": SWEEP_EXTRA, "ZSEXP_LEASE_TTL_S": "15"}
+    st.submit("sweep_job.py", env_vars, "headless-1")
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            states = [r["info"]["status"] for r in st.sweep_runs(name)]
+        except urllib.error.URLError:
+            states = []
+        if "FINISHED" in states and "RUNNING" in states:
+            break
+        time.sleep(0.5)
+    assert "RUNNING" in states and states.count("FINISHED") < n, states
+    old_head = st.containers("ray-head")[0]
+    _sh("docker", "rm", "-f", old_head)                                  # the head and its disk, gone
+    t0 = time.perf_counter()
+    st.compose("up", "-d", "--no-deps", "--no-build", "ray-head")
+    assert st.containers("ray-head")[0] != old_head
+    for worker in st.containers("ray-worker"):                          # they join the new head
+        _sh("docker", "restart", "--time", "2", worker)
+    stack.wait_healthy(PROJECT, timeout=300)
+    resume = {**env_vars, "ZSEXP_RESUME": "1"}
+    st.submit("sweep_job.py", resume, "headless-2")
+    st.submit("sweep_job.py", resume, "headless-3")
+    ends = dict(zip(("headless-2", "headless-3"), (_end(st, "headless-2"), _end(st, "headless-3")), strict=True))
+    FIGURES["head removed mid-sweep: new head to resumed sweep's end (s)"] = f"{time.perf_counter() - t0:.0f}"
+    states = sorted(state for state, _ in ends.values())
+    assert states == ["FAILED", "SUCCEEDED"], {k: (v[0], v[1][-1500:]) for k, v in ends.items()}
+    refused = next(lines for state, lines in ends.values() if state == "FAILED")
+    errors = [ln for ln in refused.splitlines() if ln.startswith("zsexp: error:")]
+    assert len(errors) == 1 and ("in use by" in errors[0] or "at the same moment" in errors[0]), refused[-1500:]
+    won = next(lines for state, lines in ends.values() if state == "SUCCEEDED")
+    assert "took over the lease" in won, won[-1500:]
+    runs = st.sweep_runs(name)
+    assert len(runs) == n and all(r["info"]["status"] == "FINISHED" for r in runs)
+    tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
+    assert len({t["zsexp.trial_id"] for t in tags}) == n and all(t["zsexp.outcome"] == "completed" for t in tags)
+    params = [json.dumps(sorted((p["key"], p["value"]) for p in r["data"].get("params", []))) for r in runs]
+    assert len(set(params)) == n                                          # no configuration trained twice
+    keys = st.state_keys(f"sweeps/{name}/")
+    assert len([k for k in keys if k.startswith(f"sweeps/{name}/zsexp_trials/")]) == n
+    assert f"sweeps/.{name}.lease" not in st.state_keys("sweeps/.")         # given back at the end
+    out = st.client(f"import subprocess; print(subprocess.run(['zsexp', 'status', '{name}', '--json'], "
+                    f"capture_output=True, text=True).stdout)")
+    assert json.loads(out)["meta"]["status"] == "finished"              # read from the store by another client
+    FIGURES["objects of the head-removed sweep in the store"] = str(len(keys))
 
 
 def _containers(st: Stack) -> dict[str, str]:
@@ -504,7 +593,7 @@ print(json.dumps({"ckpt": sum("best_checkpoint" in k for k in keys), "n": len(ke
 def test_down_and_up_keeps_sweeps_runs_and_the_registry(st):
     st.compose("down", "--timeout", "10")                                # volumes kept
     stack.up(PROJECT, st.env_file, workers=2)
-    status = st.exec("ray-head", "zsexp", "status", SWEEP, "--storage", "/shared/zsexp/sweeps")
+    status = st.exec("ray-head", "zsexp", "status", SWEEP)                # $ZSEXP_STATE_URI/sweeps
     assert f"{TRIALS}" in status.stdout and SWEEP in status.stdout, status.stdout
     st.submit("sweep_job.py", {"ZSEXP_MODEL": "zscrgan", "ZSEXP_SWEEP_NAME": SWEEP, "ZSEXP_TRIALS": str(TRIALS),
                                "ZSEXP_RESUME": "1"}, "resume-1")

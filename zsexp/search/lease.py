@@ -73,7 +73,6 @@ class Lease:
     def acquire(self) -> Lease:
         """Take the lease: at once when free; when held, watch it -- a renewal (its holder is alive) refuses
         within ``TTL / 4`` and a second, no renewal for more than ``TTL`` (its holder died) takes it over."""
-        deadline = time.monotonic() + self.ttl + 5
         announced = False
         while self.etag is None:
             self.etag = store.put_conditional(self.root, self.rel, self._body(), None)
@@ -81,11 +80,13 @@ class Lease:
                 break
             first = store.head(self.root, self.rel)
             held = first
-            while held is not None and held["etag"] == first["etag"] and held["age_s"] <= self.ttl:
+            ttl = max(self.ttl, self._holder_ttl())     # a holder given a longer TTL is judged by it
+            deadline = time.monotonic() + ttl + 5
+            while held is not None and held["etag"] == first["etag"] and held["age_s"] <= ttl:
                 if not announced:
                     print(f"[{self.name}] held by {self._holder()}, renewed {held['age_s']:.0f} s ago: watching "
                           f"whether its driver is alive (a live one renews every {self.ttl / 4:.0f} s); taken over "
-                          f"after {self.ttl:.0f} s without a renewal", flush=True)
+                          f"after {ttl:.0f} s without a renewal", flush=True)
                     announced = True
                 if time.monotonic() > deadline:
                     break
@@ -93,7 +94,7 @@ class Lease:
                 held = store.head(self.root, self.rel)
             if held is None:                      # given back meanwhile: try again
                 continue
-            if held["etag"] != first["etag"] or held["age_s"] <= self.ttl:
+            if held["etag"] != first["etag"] or held["age_s"] <= ttl:
                 raise ZsexpError(f"{self.kind} {self.name!r} is in use by {self._holder()}, whose lease is renewed "
                                  f"as it runs; wait for it to end (or stop it) and try again")
             self._take_over(held)
@@ -110,6 +111,13 @@ class Lease:
                              f"moment; it is in use by {self._holder()}")
         print(f"[{self.name}] took over the lease of {self.took_over['holder']}, not renewed for "
               f"{held['age_s']:.0f} s (its driver is gone)", flush=True)
+
+    def _holder_ttl(self) -> float:
+        try:
+            value = float(json.loads(store.get(self.root, self.rel, limit=64 << 10) or b"{}").get("ttl_s", 0))
+            return min(max(value, 0.0), 3600.0)
+        except (ZsexpError, ValueError, AttributeError, TypeError):
+            return 0.0
 
     def _holder(self) -> str:
         try:

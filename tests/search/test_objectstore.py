@@ -232,3 +232,19 @@ def test_two_drivers_on_one_sweep_one_is_refused(s3, tmp_path):
     exp = c.get_experiment_by_name("zsexp-zscrgan-tiny5")
     assert len(c.search_runs([exp.experiment_id], filter_string="tags.`zsexp.kind` = 'trial'")) == 1
     assert len(list((tmp_path / "cache").iterdir())) == 1            # fetched once per content, whole
+
+
+def test_state_uri_is_the_default_storage(monkeypatch):
+    """``$ZSEXP_STATE_URI`` (a cluster's nodes keep their state in a store) makes ``URI/sweeps`` and
+    ``URI/ablations`` the default ``--storage``; a bad value is refused naming the variable."""
+    from zsexp import workcopy
+    from zsexp.ablation.job import ablations_root
+    from zsexp.search.storage import sweeps_root
+
+    monkeypatch.setenv("ZSEXP_STATE_URI", "s3://state-bucket/team/zsexp/")
+    assert workcopy.remote(sweeps_root(None)).uri == "s3://state-bucket/team/zsexp/sweeps"
+    assert workcopy.remote(ablations_root(None)).uri == "s3://state-bucket/team/zsexp/ablations"
+    assert workcopy.remote(sweeps_root("/tmp/elsewhere")) is None                  # --storage still wins
+    monkeypatch.setenv("ZSEXP_STATE_URI", "s3://state-bucket/../x")
+    with pytest.raises(ZsexpError, match=r"\$ZSEXP_STATE_URI"):
+        sweeps_root(None)

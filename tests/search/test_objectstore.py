@@ -178,6 +178,10 @@ def test_killed_sweep_resumes_grows_and_is_selected_from_other_drivers(s3, tmp_p
     assert len(runs) == n and len({r.data.tags["zsexp.trial_id"] for r in runs}) == n
     assert all(r.info.status == "FINISHED" and r.data.tags["zsexp.outcome"] == "completed" for r in runs)
     assert len({json.dumps(r.data.params, sort_keys=True) for r in runs}) == n     # none trained twice
+    from zsexp.tracking import client
+
+    for r in runs:                            # each best checkpoint, fetched from the store, is an artifact
+        assert client().list_artifacts(r.info.run_id, "best_checkpoint"), r.data.tags["zsexp.trial_id"]
     complete = [t for t in _study(server, bucket, "obj", tmp_path).trials if t.state.name == "COMPLETE"]
     assert len(complete) == n
 

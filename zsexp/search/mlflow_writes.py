@@ -9,6 +9,9 @@ The queue belongs to :class:`zsexp.search.callback.MlflowSweepCallback`, whose d
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,35 @@ from typing import Any
 from zsexp.faults import kill_point
 from zsexp.tags import TAG_ERROR, TAG_KIND, TAG_OUTCOME, TAG_SWEEP, TAG_TRIAL
 from zsexp.tracking import find_child_run
+
+
+@contextlib.contextmanager
+def local_checkpoint(ckpt_path: str | None, sweep_dir: Path | None):
+    """The trial's best checkpoint as a local folder for MLflow to upload: Tune's folder itself, or (a
+    sweep in an object store) a scratch copy of it, made only when the path lies inside the sweep's
+    prefix; None when there is nothing to upload."""
+    if not ckpt_path:
+        yield None
+        return
+    if Path(ckpt_path).is_dir():
+        yield ckpt_path
+        return
+    from zsexp import objectstore, workcopy
+
+    loc = workcopy.remote(sweep_dir) if sweep_dir is not None else None
+    inside = loc is not None and ckpt_path.startswith(loc.arrow_path() + "/") and ".." not in ckpt_path.split("/")
+    if not inside:
+        yield None
+        return
+    import pyarrow.fs as pafs
+
+    scratch = tempfile.mkdtemp(prefix="zsexp-ckpt-")
+    try:
+        pafs.copy_files(ckpt_path, scratch, source_filesystem=objectstore.arrow_fs(),
+                        destination_filesystem=pafs.LocalFileSystem())
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 class MlflowWrites:
@@ -90,10 +122,11 @@ class MlflowWrites:
             c.set_tag(run_id, TAG_OUTCOME, outcome)
             if error:
                 c.set_tag(run_id, TAG_ERROR, error[-4500:])
-            if ckpt_path and Path(ckpt_path).is_dir():
-                kill_point("checkpoint_upload")
-                c.log_artifacts(run_id, ckpt_path, artifact_path="best_checkpoint")
-                c.set_tag(run_id, "zsexp.best_checkpoint_round", str(ckpt_round))
+            with local_checkpoint(ckpt_path, getattr(self, "sweep_dir", None)) as local:
+                if local is not None:
+                    kill_point("checkpoint_upload")
+                    c.log_artifacts(run_id, local, artifact_path="best_checkpoint")
+                    c.set_tag(run_id, "zsexp.best_checkpoint_round", str(ckpt_round))
             if best:
                 c.set_tag(run_id, "zsexp.best_round", str(best["round"]))
                 key = f"best_{self.metric_key}"

@@ -127,6 +127,24 @@ def test_gpu_budget_and_simulated_concurrency(ray_cluster, capsys):
     progress = read_progress(meta.dir)
     # 2 CPUs would allow 2 one-CPU trials; the GPU fractions let more run at once
     assert progress["peak"] > 2, progress["peak"]
+    # compute as a metric: every round's wall, CPU- and GPU-seconds (half a GPU held), the totals on the
+    # child runs (one point per round, the last the total), the sweep's on the parent run and in status
+    from tests.helpers import mlflow_runs
+
+    c, parents, children = mlflow_runs("zsexp-zscrgan-synthetic-tiny")
+    kids = [r for r in children if r.data.tags["zsexp.sweep"] == "gpu"]
+    parent = next(r for r in parents if r.data.tags["zsexp.sweep"] == "gpu")
+    for r in kids:
+        m = r.data.metrics
+        assert m["compute_wall_s"] > 0 and m["compute_cpu_s"] > 0
+        assert abs(m["compute_gpu_s"] - 0.5 * m["compute_wall_s"]) < 1e-6 * max(1.0, m["compute_wall_s"])
+        walls = [x.value for x in sorted(c.get_metric_history(r.info.run_id, "compute_wall_s"),
+                                         key=lambda x: (x.step, x.timestamp))]
+        assert len(walls) >= 8 and walls == sorted(walls) and walls[-1] == m["compute_wall_s"]
+        assert progress["spent"][r.data.tags["zsexp.trial_id"]]["compute_wall_s"] == m["compute_wall_s"]
+    for key in ("compute_wall_s", "compute_cpu_s", "compute_gpu_s"):
+        total = sum(r.data.metrics[key] for r in kids)
+        assert abs(parent.data.metrics[key] - total) < 1e-6 * max(1.0, total), key
 
 
 def test_grid_sweep_visits_every_point_once(ray_cluster, tmp_path, capsys):

@@ -84,6 +84,9 @@ def print_sweep(st: dict[str, Any]) -> None:
     print(f"  storage {describe(m.dir)}")
     print(f"  MLflow {m.tracking_uri} experiment {m.experiment!r}, parent run {m.parent_run_id}")
     print(f"  objective val {st['metric']} ({st['mode']})")
+    from zsexp.search.compute import describe as spent
+
+    print(f"  compute spent: {spent(st['compute'])}")
     print(f"  reference: {st['reference']}")
     for g in m.grown:
         print(f"  grown from {g.get('from')} to {g.get('to')} trials ({str(g.get('at', ''))[:19]})")

@@ -30,6 +30,7 @@ from typing import Any
 from ray import tune
 
 from zsexp.faults import kill_point
+from zsexp.search import compute
 from zsexp.search.integrity import SnapshotSigning, driver_staging_dir
 from zsexp.search.mlflow_writes import MlflowWrites
 from zsexp.search.record import PER_TRIAL, ProgressRecord, read_progress, write_marker
@@ -58,6 +59,7 @@ class MlflowSweepCallback(MlflowWrites, SnapshotSigning, tune.Callback):
         self.best_ckpt: dict[str, dict[str, Any]] = {}
         self.outcomes: dict[str, str] = {}
         self.logged_step: dict[str, int] = {}                # last round whose metrics were queued
+        self.spent: dict[str, dict[str, float]] = {}         # every reported round's compute, re-runs too
         self.pending: dict[str, list[list[Any]]] = {}       # trial id -> queued operations
         self.running: set[str] = set()
         self.counts: Counter[str] = Counter()               # outcomes by kind, kept as they are recorded
@@ -106,7 +108,7 @@ class MlflowSweepCallback(MlflowWrites, SnapshotSigning, tune.Callback):
             self.record.write_snapshot(self.get_state())
             return
         maps = {"runs": self.runs, "best_ckpt": self.best_ckpt, "outcomes": self.outcomes,
-                "logged_step": self.logged_step, "pending": self.pending}
+                "logged_step": self.logged_step, "pending": self.pending, "spent": self.spent}
         entry = {"trial": tid, **{k: maps[k].get(tid) or None for k in PER_TRIAL}, "peak": self.peak_concurrency,
                  "best": self.best}
         self.record.append(entry, self.get_state)
@@ -144,11 +146,17 @@ class MlflowSweepCallback(MlflowWrites, SnapshotSigning, tune.Callback):
         if tid in self.outcomes:
             return
         step = int(result.get("training_iteration", 0))
+        spend = compute.round_spend(result)
+        if spend is not None:                         # spent, whether the round is new or re-run
+            self.spent[tid] = compute.add(self.spent.get(tid), spend)
         if step <= self.logged_step.get(tid, 0):      # re-run of a round already logged (resumed trial)
+            if spend is not None:
+                self._save(tid)
             return
         self.logged_step[tid] = step
         ts = int(time.time() * 1000)
-        metrics = [[k, v, ts, step] for k, v in numeric_metrics(result).items() if math.isfinite(v)]
+        values = {**numeric_metrics(result), **self.spent.get(tid, {})}     # compute_*: the driver's count
+        metrics = [[k, v, ts, step] for k, v in values.items() if math.isfinite(v)]
         value = result.get(self.metric_key)
         if isinstance(value, (int, float)) and math.isfinite(value):
             if self.best is None or self._better(value, self.best["value"]):
@@ -188,7 +196,8 @@ class MlflowSweepCallback(MlflowWrites, SnapshotSigning, tune.Callback):
         self.outcomes[tid] = outcome
         self.counts[outcome] += 1
         path, ck_round = self._tune_best_checkpoint(trial)
-        self._enqueue(tid, ["finish", outcome, error, path, ck_round, self.best_ckpt.get(tid)], flush=False)
+        self._enqueue(tid, ["finish", outcome, error, path, ck_round, self.best_ckpt.get(tid),
+                            {"spent": self.spent.get(tid), "step": self.logged_step.get(tid, 0)}], flush=False)
         if self.sweep_dir is not None:    # the intent is durable before any MLflow write
             write_marker(self.sweep_dir, tid, outcome, error, self.best_ckpt.get(tid))
         self._save(tid)
@@ -237,7 +246,7 @@ class MlflowSweepCallback(MlflowWrites, SnapshotSigning, tune.Callback):
     def get_state(self) -> dict | None:
         return {"runs": dict(self.runs), "best_ckpt": dict(self.best_ckpt), "outcomes": dict(self.outcomes),
                 "logged_step": dict(self.logged_step), "peak": self.peak_concurrency, "best": self.best,
-                "pending": dict(self.pending)}
+                "pending": dict(self.pending), "spent": dict(self.spent)}
 
     def set_state(self, state: dict) -> None:
         """Tune's snapshot of the state, unless the durable mirror exists (it is never older)."""
@@ -252,6 +261,7 @@ class MlflowSweepCallback(MlflowWrites, SnapshotSigning, tune.Callback):
         self.outcomes = dict(state.get("outcomes", {}))
         self.counts = Counter(self.outcomes.values())
         self.logged_step = {k: int(v) for k, v in state.get("logged_step", {}).items()}
+        self.spent = {k: dict(v) for k, v in (state.get("spent") or {}).items() if isinstance(v, dict)}
         self.peak_concurrency = int(state.get("peak", 0))
         self.best = state.get("best")
         self.pending = {k: list(v) for k, v in state.get("pending", {}).items()}

@@ -117,8 +117,12 @@ class MlflowWrites:
                 if value:
                     c.set_tag(self.runs[tid], key, value)
         elif kind == "finish":
-            _, outcome, error, ckpt_path, ckpt_round, best = op
+            _, outcome, error, ckpt_path, ckpt_round, best = op[:6]
+            spent = op[6] if len(op) > 6 and isinstance(op[6], dict) else {}     # queued before compute existed: none
             run_id = self.runs[tid]
+            if spent.get("spent"):       # the trial's totals, re-run rounds included (zsexp.search.compute)
+                c.log_batch(run_id, metrics=[Metric(k, float(v), int(time.time() * 1000), int(spent.get("step", 0)))
+                                             for k, v in spent["spent"].items()])
             c.set_tag(run_id, TAG_OUTCOME, outcome)
             if error:
                 c.set_tag(run_id, TAG_ERROR, error[-4500:])

@@ -80,7 +80,7 @@ def read_marker(sweep_dir: str | Path, trial_id: str) -> dict[str, Any] | None:
         return None
 
 
-PER_TRIAL = ("runs", "best_ckpt", "outcomes", "logged_step", "pending")    # the record's maps by trial id
+PER_TRIAL = ("runs", "best_ckpt", "outcomes", "logged_step", "pending", "spent")    # maps by trial id
 GLOBAL = ("peak", "best")
 JOURNAL_STEM = Path(CALLBACK_FILE).stem
 

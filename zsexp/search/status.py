@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from zsexp.meta import SweepMeta, TrialRecord
 from zsexp.names import metric_key
 from zsexp.protocol import margin
-from zsexp.search import integrity
+from zsexp.search import compute, integrity
 from zsexp.search.record import read_progress
 from zsexp.search.storage import read_meta, snapshot_trials, sweep_names
 from zsexp.tags import TAG_BASELINE
@@ -70,6 +70,7 @@ def summarise(meta: SweepMeta, space: SearchSpace, results: Any, wall_s: float) 
                 "metrics": {k: v for k, v in metrics.items() if str(k).startswith("val_")}}
     base, chance = reference_values(meta, space)
     return {"name": meta.name, "counts": counts, "outcomes": progress.get("outcomes", {}), "best": best,
+            "compute": compute.sweep_total(progress.get("spent") or {}),
             "peak_concurrency": progress.get("peak", 0), "wall_s": wall_s, "n_trials": len(results),
             "baseline": base, "chance": chance,
             "margin": margin(best["value"] if best else None, base["value"] if base else None, space.mode)}
@@ -122,6 +123,7 @@ def print_summary(meta: SweepMeta, space: SearchSpace, s: dict[str, Any]) -> Non
     print(f"[{meta.name}] finished in {s['wall_s']:.1f}s: {s['n_trials']} trials "
           f"({oc.count('completed')} completed, {oc.count('early-stopped')} early-stopped, {oc.count('failed')} "
           f"failed); peak concurrency {s['peak_concurrency']}")
+    print(f"[{meta.name}] compute spent by its trials: {compute.describe(s['compute'])}")
     b = s.get("best")
     if not b:
         print(f"[{meta.name}] no trial reported {space.metric}")
@@ -207,6 +209,8 @@ def sweep_status(name: str, storage: str | None = None, trust_storage: bool = Fa
     bests = [t.best for t in trials if t.best is not None]
     best = (max(bests) if space.mode == "max" else min(bests)) if bests else None
     base, chance = reference_values(meta, space)
+    spent = compute.sweep_total(read_progress(meta.dir).get("spent") or {})
     return {"meta": meta, "metric": space.metric, "mode": space.mode, "trials": trials, "best": best,
+            "compute": spent,
             "baseline": base, "chance": chance, "margin": margin(best, base["value"] if base else None, space.mode),
             "reference": reference_line(meta, space, best)}

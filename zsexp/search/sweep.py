@@ -361,6 +361,8 @@ def _close_parent(meta: SweepMeta, space: SearchSpace, summary: dict[str, Any], 
                 c.log_metric(meta.parent_run_id, "best_margin_over_baseline", summary["margin"])
             c.set_tag(meta.parent_run_id, TAG_BEST_TRIAL, summary["best"]["trial_id"])
         c.log_metric(meta.parent_run_id, "trials_target", meta.trials)     # the `trials` param is the first target
+        for key, value in summary.get("compute", {}).items():              # the sweep's totals, re-runs included
+            c.log_metric(meta.parent_run_id, key, value)
         outcomes = list(summary["outcomes"].values())
         for key, label in (("trials_completed", "completed"), ("trials_early_stopped", "early-stopped"),
                            ("trials_failed", "failed")):

@@ -21,6 +21,7 @@ from typing import Any
 
 from zsexp.config import flat_params
 from zsexp.faults import maybe_kill_worker, note_round
+from zsexp.search.compute import ComputeClock
 from zsexp.search.space import metric_key, trial_overrides
 
 CKPT_FILE = "model.pt"
@@ -51,6 +52,7 @@ def trial_params(meta: dict[str, Any], flat: dict[str, Any]) -> dict[str, str]:
 
 
 def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
+    import ray
     import torch
     from ray import tune
 
@@ -76,7 +78,7 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
     device = resolve_device(meta.get("device", "auto"))
     torch.manual_seed(meta["seed"])
     model = build_model(meta["model"], cfg, data, device=device, seed=meta["seed"], fit_split=meta["fit_split"])
-    done_rounds, updates_done = 0, 0.0
+    done_rounds, updates_done, carried = 0, 0.0, None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
@@ -84,12 +86,14 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
         model.load_state_dict(state["model"])
         done_rounds = int(state["round"])
         updates_done = float(state.get("updates", 0.0))
+        carried = state.get("compute")                    # the trial's totals go on from its checkpoint
+    clock = ComputeClock(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0), carried)
     rounds = min(spec.rounds(model), meta["max_rounds"])
     try:
         for r, losses, train_s in train_rounds(model, done_rounds + 1, rounds,
                                                before=lambda r: maybe_kill_worker(sweep_dir, r)):
             updates_done = _report_round(model, spec, data, meta, r, rounds, losses, train_s, updates_done,
-                                         trial_id)
+                                         trial_id, clock)
     except DivergenceError as exc:
         if sweep_dir:      # a retry would diverge again: fail it at once
             write_marker(sweep_dir, trial_id, "failed", str(exc), by="trial")
@@ -112,7 +116,8 @@ def _report_recorded(meta: dict[str, Any], marker: dict[str, Any]) -> None:
 
 
 def _report_round(model: Any, spec: Any, data: Any, meta: dict[str, Any], r: int, rounds: int,
-                  losses: dict[str, float], train_s: float, updates_done: float, trial_id: str) -> float:
+                  losses: dict[str, float], train_s: float, updates_done: float, trial_id: str,
+                  clock: ComputeClock) -> float:
     """Evaluate the validation classes after round ``r`` and report the metrics with a checkpoint to Tune;
     returns the trial's cumulative optimiser updates (ASHA's axis with ``unit: updates``)."""
     import ray
@@ -134,9 +139,11 @@ def _report_round(model: Any, spec: Any, data: Any, meta: dict[str, Any], r: int
                    cpu_threads=torch.get_num_threads(),
                    node_id=ray.get_runtime_context().get_node_id())     # which Ray node ran it
     t2 = time.perf_counter()
+    metrics.update(clock.tick())                 # the round's spend and the trial's totals (zsexp.search.compute)
     with tempfile.TemporaryDirectory() as tmp:
         save_checkpoint(checkpoint_state(model, data, meta["dataset"], meta["data_seed"],
-                                         {"round": r, "updates": updates_done}), Path(tmp) / CKPT_FILE)
+                                         {"round": r, "updates": updates_done, "compute": dict(clock.total)}),
+                        Path(tmp) / CKPT_FILE)
         # where a round's time goes (benchmarks/sweep_overhead.py --profile sums these)
         metrics.update(time_train_s=train_s, time_eval_s=t2 - t1, time_checkpoint_s=time.perf_counter() - t2)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))

@@ -22,7 +22,10 @@ _RESERVED_ALIAS = re.compile(r"(latest|[vV]\d+)")
 
 
 def metric_key(name: str) -> str:
-    """A validation metric's name as Tune reports it and MLflow stores it (MLflow forbids '@')."""
+    """A validation metric's name as Tune reports it and MLflow stores it (MLflow forbids '@'); a compute
+    metric (``compute_wall_s``, ...: what the trial spent, zsexp.search.compute) is its own key."""
+    if name.startswith("compute_"):
+        return name
     return "val_" + name.replace("@", "_at_").replace("/", "_")
 
 

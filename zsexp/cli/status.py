@@ -87,6 +87,10 @@ def print_sweep(st: dict[str, Any]) -> None:
     from zsexp.search.compute import describe as spent
 
     print(f"  compute spent: {spent(st['compute'])}")
+    if st.get("front"):
+        from zsexp.search.status import print_front
+
+        print_front(m.name, st["front"]["objectives"], st["front"]["trials"])
     print(f"  reference: {st['reference']}")
     for g in m.grown:
         print(f"  grown from {g.get('from')} to {g.get('to')} trials ({str(g.get('at', ''))[:19]})")

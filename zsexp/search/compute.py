@@ -1,7 +1,8 @@
 """What a trial spends, as first-class metrics: wall seconds, CPU-seconds and GPU-seconds.
 
 * ``compute_wall_s``: elapsed time in the trial's process, each round from the end of the previous
-  report (or the trial's start) to this one: training, validation, the checkpoint;
+  report (or the trial's start: loading its data and building its model count) to this one: training,
+  validation, the checkpoint;
 * ``compute_cpu_s``: the trial process's CPU time over the same spans (every thread: torch's intra-op
   threads count);
 * ``compute_gpu_s``: the GPU fraction Ray granted the trial times its wall time (what it held, used or
@@ -28,11 +29,13 @@ ROUND = "round_"                   # a round's spend: round_compute_wall_s, ...
 class ComputeClock:
     """A trial's clock: ``tick()`` at each report gives that round's spend and the running totals."""
 
-    def __init__(self, gpus: float, carried: dict[str, Any] | None = None):
+    def __init__(self, gpus: float, carried: dict[str, Any] | None = None, since: tuple[float, float] | None = None):
+        """``since``: the (perf_counter, process_time) at which the trial started, so that loading its data
+        and building its model count in its first round."""
         self.gpus = float(gpus or 0.0)
         carried = carried or {}
         self.total = {k: float(carried.get(k, 0.0) or 0.0) for k in KEYS}
-        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        self._wall, self._cpu = since or (time.perf_counter(), time.process_time())
 
     def tick(self) -> dict[str, float]:
         wall, cpu = time.perf_counter(), time.process_time()

@@ -97,6 +97,13 @@ def _reopen_journal(sweep: str | None, folder: str) -> SweepJournalBackend:
     return SweepJournalBackend(current_dir(sweep) or folder, sweep)
 
 
+def name_objectives(study: optuna.Study, space: Any) -> None:
+    """The study's objectives named as the metrics they are (``val_precision_at_50``, ``compute_wall_s``):
+    what optuna-dashboard shows instead of "Objective 0"."""
+    if study.metric_names is None:
+        study.set_metric_names(list(space.metric_keys))
+
+
 def reconcile_study(study: optuna.Study, known: set[int]) -> tuple[list[str], int]:
     """Trials of ``study`` outside ``known`` (Optuna trial ids Tune still has): a RUNNING one never ran
     and never will -- it is failed and marked lost; a finished one that is not lost still counts.

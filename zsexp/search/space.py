@@ -43,10 +43,11 @@ from zsexp.config import build_config, load_yaml
 from zsexp.errors import ZsexpError
 from zsexp.models import MODELS, get_spec
 from zsexp.names import metric_key
+from zsexp.search.objectives import check_multi, default_scheduler, parse_objectives
 
 TOP_KEYS = {"model", "objective", "fidelity", "sampler", "scheduler", "fixed", "params", "description"}
 PARAM_TYPES = {"uniform", "loguniform", "int", "logint", "categorical"}
-SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp", "grid")
+SAMPLERS = ("tpe", "nsga2", "random", "cmaes", "qmc", "gp", "grid")
 _INDEXED = re.compile(r"^(\w+)\[(\d+)\]$")
 
 @dataclass
@@ -67,10 +68,28 @@ class SearchSpace:
     params: dict[str, dict[str, Any]]
     source: str = "<memory>"
     raw: dict[str, Any] = field(default_factory=dict)
+    objectives: tuple[tuple[str, str], ...] = ()     # every (metric, mode); the first is metric, mode
 
     @property
     def metric_key(self) -> str:
         return metric_key(self.metric)
+
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def metric_keys(self) -> list[str]:
+        return [metric_key(m) for m, _ in self.objectives or ((self.metric, self.mode),)]
+
+    @property
+    def modes(self) -> list[str]:
+        return [mode for _, mode in self.objectives or ((self.metric, self.mode),)]
+
+    def single(self, metric: str) -> SearchSpace:
+        """This space with one objective, ``metric`` (one of its own): what a selection decides on."""
+        mode = dict(self.objectives or ((self.metric, self.mode),))[metric]
+        return dataclasses.replace(self, metric=metric, mode=mode, objectives=((metric, mode),))
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         out: dict[str, optuna.distributions.BaseDistribution] = {}
@@ -100,6 +119,8 @@ class SearchSpace:
             return TuneGridSampler({k: list(p["choices"]) for k, p in self.params.items()}, seed=seed)
         if self.sampler == "tpe":
             return optuna.samplers.TPESampler(seed=seed, **args)
+        if self.sampler == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed, **args)
         if self.sampler == "random":
             return optuna.samplers.RandomSampler(seed=seed, **args)
         if self.sampler == "cmaes":
@@ -195,12 +216,14 @@ def parse_space(raw: Any, source: str, model: str | None = None) -> SearchSpace:
     if model and fam != model:
         raise _err(source, "model", f"this file is for {fam!r} but the sweep is for {model!r}")
     spec = get_spec(fam)
-    metric, mode = _objective(raw, source, fam, spec)
+    objectives = parse_objectives(raw, source, spec)
+    metric, mode = objectives[0]
     fid = _fidelity(raw, source, fam, spec)
     name, sampler_args = _sampler(raw, source)
-    sched = raw.get("scheduler", "asha")
+    sched = raw.get("scheduler", default_scheduler(raw))
     if sched not in ("asha", "none"):
         raise _err(source, "scheduler", f"must be asha or none, got {sched!r}")
+    check_multi(objectives, name, sched, source)
     fixed, params = _params(raw, source, fam, spec.config_cls)
     if name == "grid":
         ranged = sorted(k for k, p in params.items() if p["type"] != "categorical")
@@ -209,19 +232,7 @@ def parse_space(raw: Any, source: str, model: str | None = None) -> SearchSpace:
                                                       f"values as `choices` for every param (not: {', '.join(ranged)})")
     _refuse_inert(source, spec, fixed, params)
     return SearchSpace(model=fam, metric=metric, mode=mode, **fid, sampler=name, sampler_args=sampler_args,
-                       scheduler=sched, fixed=fixed, params=params, source=source, raw=raw)
-
-
-def _objective(raw: dict[str, Any], source: str, fam: str, spec: Any) -> tuple[str, str]:
-    obj = raw.get("objective") or {}
-    if not isinstance(obj, dict):
-        raise _err(source, "objective", "must be a mapping {metric, mode}")
-    metric, mode = obj.get("metric", spec.objective), obj.get("mode", spec.mode)
-    if metric not in spec.objectives:
-        raise _err(source, "objective.metric", f"must be one of {list(spec.objectives)}, got {metric!r}")
-    if mode not in ("min", "max"):
-        raise _err(source, "objective.mode", f"must be min or max, got {mode!r}")
-    return metric, mode
+                       scheduler=sched, fixed=fixed, params=params, source=source, raw=raw, objectives=objectives)
 
 
 # what a trial's budget and a sampler's counts may be (the configs' own bounds agree)

@@ -137,6 +137,14 @@ def print_summary(meta: SweepMeta, space: SearchSpace, s: dict[str, Any]) -> Non
     show_links(meta, space)
 
 
+def print_front(name: str, keys: list[str], front: list[dict[str, Any]]) -> None:
+    """The Pareto front, a line per trial with every objective (a multi-objective sweep)."""
+    print(f"[{name}] Pareto front on validation: {len(front)} trial(s) (MLflow tag zsexp.pareto = 'true')")
+    print("    trial     " + "".join(f"{k:>24}" for k in keys))
+    for p in front:
+        print(f"    {p['trial']:<10}" + "".join(f"{p['values'][k]:>24.4f}" for k in keys))
+
+
 def show_links(meta: SweepMeta, space: SearchSpace | None, ui: str | None = None) -> None:
     """Print the two MLflow UI links of the sweep's trials (a tracking outage only skips them).  Without
     ``space`` they are built from the durable record alone (the view the sweep published, its child
@@ -172,6 +180,18 @@ def sweep_trials(meta: SweepMeta, space: SearchSpace) -> list[TrialRecord]:
         out.append(TrialRecord(trial_id=tid, status=t["status"], rounds=rounds, best=b.get("value"),
                                best_round=b.get("round"), outcome=outcomes.get(tid), config=t["config"]))
     return out
+
+
+def _front(meta: SweepMeta) -> dict[str, Any] | None:
+    """A multi-objective sweep's objectives and Pareto front (None for one objective)."""
+    obj = (meta.space or {}).get("objective")
+    if not (isinstance(obj, list) and len(obj) > 1):
+        return None
+    from zsexp.search.pareto import front
+    from zsexp.search.space import parse_space
+
+    space = parse_space(meta.space, meta.space_source, meta.model)
+    return {"objectives": space.metric_keys, "modes": space.modes, "trials": front(meta, space)}
 
 
 def list_sweeps(storage: str | None = None) -> list[dict[str, Any]]:
@@ -211,6 +231,6 @@ def sweep_status(name: str, storage: str | None = None, trust_storage: bool = Fa
     base, chance = reference_values(meta, space)
     spent = compute.sweep_total(read_progress(meta.dir).get("spent") or {})
     return {"meta": meta, "metric": space.metric, "mode": space.mode, "trials": trials, "best": best,
-            "compute": spent,
+            "compute": spent, "front": None if cut else _front(meta),
             "baseline": base, "chance": chance, "margin": margin(best, base["value"] if base else None, space.mode),
             "reference": reference_line(meta, space, best)}

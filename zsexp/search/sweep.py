@@ -27,7 +27,7 @@ from zsexp.search.lock import SweepLock
 from zsexp.search.options import MAX_TRIALS, SweepOptions, validate_options
 from zsexp.search.recovery import reconcile, recover_snapshot, snapshot_trial_ids
 from zsexp.search.space import SearchSpace, load_space, parse_space
-from zsexp.search.status import log_reference, print_summary, summarise
+from zsexp.search.status import log_reference, print_front, print_summary, summarise
 from zsexp.search.storage import (
     SWEEP_FILE,
     check_key_folder,
@@ -54,6 +54,8 @@ def prepare_space(o: SweepOptions) -> SearchSpace:
         space = parse_space(raw, f"{space.source} + --set", o.model)
     if o.sampler:
         space = parse_space({**space.raw, "fixed": space.fixed, "sampler": {"name": o.sampler}}, space.source, o.model)
+    if o.scheduler:                  # --scheduler is checked against the space's objectives like its own key
+        space = parse_space({**space.raw, "fixed": space.fixed, "scheduler": o.scheduler}, space.source, o.model)
     try:
         space.make_sampler(o.seed)
     except (TypeError, ValueError) as exc:
@@ -335,6 +337,8 @@ def _close(meta: SweepMeta, space: SearchSpace, results: Any, summary: dict[str,
     meta.status = "finished" if complete else "stopped" if budget_stop else "interrupted"
     write_json_atomic(Path(meta.dir) / SWEEP_FILE, meta.to_json(), indent=2)
     print_summary(meta, space, summary)
+    if summary.get("front") is not None:
+        print_front(meta.name, space.metric_keys, summary["front"])
     summary["complete"] = complete or budget_stop
     if complete and summary["n_trials"] and n_failed == summary["n_trials"]:
         first = next((r.error for r in results if r.error), None)
@@ -363,6 +367,11 @@ def _close_parent(meta: SweepMeta, space: SearchSpace, summary: dict[str, Any], 
         c.log_metric(meta.parent_run_id, "trials_target", meta.trials)     # the `trials` param is the first target
         for key, value in summary.get("compute", {}).items():              # the sweep's totals, re-runs included
             c.log_metric(meta.parent_run_id, key, value)
+        if space.multi:                       # the Pareto front: tags, JSON and plot (zsexp.search.pareto)
+            from zsexp.search.pareto import publish
+            from zsexp.search.record import read_progress
+
+            summary["front"] = publish(c, meta, space, read_progress(meta.dir).get("runs", {}))
         outcomes = list(summary["outcomes"].values())
         for key, label in (("trials_completed", "completed"), ("trials_early_stopped", "early-stopped"),
                            ("trials_failed", "failed")):

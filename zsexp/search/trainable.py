@@ -61,6 +61,7 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
     from zsexp.search.cluster import trial_threads
     from zsexp.search.record import read_marker, write_marker
 
+    started = (time.perf_counter(), time.process_time())          # the trial's compute starts here
     trial_id = tune.get_context().get_trial_id()
     sweep_dir = meta.get("sweep_dir")
     if sweep_dir:
@@ -87,7 +88,8 @@ def train_trial(config: dict[str, Any], meta: dict[str, Any]) -> None:
         done_rounds = int(state["round"])
         updates_done = float(state.get("updates", 0.0))
         carried = state.get("compute")                    # the trial's totals go on from its checkpoint
-    clock = ComputeClock(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0), carried)
+    clock = ComputeClock(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0), carried,
+                         since=started)
     rounds = min(spec.rounds(model), meta["max_rounds"])
     try:
         for r, losses, train_s in train_rounds(model, done_rounds + 1, rounds,

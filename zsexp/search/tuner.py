@@ -82,8 +82,9 @@ def new_tuner(meta: SweepMeta, space: SearchSpace, concurrency: int, trainable: 
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
+    from zsexp.compat import ray_tune
     from zsexp.search.growth import GrowableSearchGenerator
-    from zsexp.search.optuna_search import ResumableOptunaSearch, journal_storage
+    from zsexp.search.optuna_search import ResumableOptunaSearch, journal_storage, name_objectives
     from zsexp.search.recovery import fail_running_optuna_trials
     from zsexp.search.stopper import FailureBudget
     from zsexp.search.storage import tune_storage
@@ -91,9 +92,13 @@ def new_tuner(meta: SweepMeta, space: SearchSpace, concurrency: int, trainable: 
     d = Path(meta.dir)
     root, fs = tune_storage(d)
     callback = make_callback(meta, space)
-    searcher = ResumableOptunaSearch(space=space.distributions(), metric=space.metric_key, mode=space.mode,
+    multi = space.multi                              # several objectives: Optuna's lists (zsexp.search.objectives)
+    searcher = ResumableOptunaSearch(space=space.distributions(),
+                                     metric=space.metric_keys if multi else space.metric_key,
+                                     mode=space.modes if multi else space.mode,
                                      sampler=space.make_sampler(meta.seed), storage=journal_storage(d, meta.name),
                                      study_name=meta.name)
+    name_objectives(ray_tune.optuna_study(searcher), space)
     searcher.total_trials = meta.trials
     if restarted:
         searcher.lost, searcher.finished_elsewhere = fail_running_optuna_trials(d, meta.name)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zsexp import options as opt
+from zsexp.errors import ZsexpError
 from zsexp.options import option
 
 PHASES = {"val": "train", "test": "trainval"}          # phase -> classes the model is fitted on
@@ -31,6 +32,8 @@ class SelectOptions:
     retrieval_k: int = option(50, kind=int, low=1, high=1_000_000,
                               help="default top-k the served model returns (default %(default)s)")
     trust_storage: bool = opt.trust_storage()
+    objective: str | None = option(help="a multi-objective sweep: the quality objective that decides (one of "
+                                        "its objectives, e.g. map@50); the candidates are its Pareto front")
 
 
 def fmt_stats(s: dict[str, float]) -> str:
@@ -70,3 +73,21 @@ def margin(value: float | None, reference: float | None, mode: str) -> float | N
     if value is None or reference is None:
         return None
     return float(value - reference) if mode == "max" else float(reference - value)
+
+
+def deciding_space(space: Any, o: SelectOptions) -> Any:
+    """``--objective`` against the sweep's objectives: required for a multi-objective sweep (a quality one),
+    refused for another objective of a single-objective sweep."""
+    from zsexp.search.compute import KEYS
+
+    names = [m for m, _ in space.objectives or ((space.metric, space.mode),)]
+    if o.objective is None:
+        if space.multi:
+            raise ZsexpError(f"sweep {o.sweep!r} has several objectives ({', '.join(names)}): name the one that "
+                             f"decides with --objective (one of {[n for n in names if n not in KEYS]})")
+        return space
+    if o.objective not in names or o.objective in KEYS:
+        raise ZsexpError(f"--objective {o.objective!r}: must be one of the sweep's quality objectives "
+                         f"{[n for n in names if n not in KEYS]} (compute is what a candidate costs, not what it "
+                         f"scores on validation)")
+    return space

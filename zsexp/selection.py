@@ -223,6 +223,7 @@ def paired_test(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the job
 def run_selection(o: SelectOptions) -> dict[str, Any]:
     from zsexp.names import check_name
+    from zsexp.protocol import deciding_space
     from zsexp.search import integrity
     from zsexp.search.lock import SweepLock
     from zsexp.tracking import check_tracking_uri
@@ -234,7 +235,7 @@ def run_selection(o: SelectOptions) -> dict[str, Any]:
     if o.register_as is not None:
         check_name(o.register_as, "--register-as")
     meta = read_meta(o.sweep, o.storage)
-    space = parse_space(meta.space, meta.space_source, meta.model)
+    space = deciding_space(parse_space(meta.space, meta.space_source, meta.model), o)
     check_tracking_uri(meta.tracking_uri)
     from zsexp.data import load_dataset
     from zsexp.search.storage import check_writable_state
@@ -253,11 +254,17 @@ def _select(o: SelectOptions, meta: SweepMeta, space: SearchSpace) -> dict[str, 
     except Exception as exc:  # noqa: BLE001 - no or unreadable snapshot
         raise ZsexpError(f"sweep {o.sweep!r} has no readable trial record yet ({type(exc).__name__}); it was stopped "
                          f"before its first trial was saved: `zsexp resume {o.sweep}` runs it") from None
-    ranked = rank_configs(trials, space)
+    if space.multi:          # the Pareto front, spread along the deciding objective; then decided on it alone
+        from zsexp.search.pareto import front_candidates
+
+        ranked = front_candidates(meta, space, trials, o.objective, o.k)
+        space = space.single(o.objective)
+    else:
+        ranked = rank_configs(trials, space)
     if not ranked:
         raise ZsexpError(f"sweep {o.sweep!r} has no completed trial with val {space.metric}; nothing to select")
     cands = ranked[: o.k]
-    sel_dir = Path(meta.dir) / f"selection-k{o.k}-s{o.seeds}"
+    sel_dir = Path(meta.dir) / (f"selection-k{o.k}-s{o.seeds}" + (f"-{space.metric_key}" if o.objective else ""))
     sel_dir.mkdir(parents=True, exist_ok=True)
     cand_file = sel_dir / "candidates.json"
     old = json.loads(cand_file.read_text()) if cand_file.is_file() else None

@@ -52,6 +52,22 @@ def test_shipped_zscrgan_spaces_reach_working_budgets():
     ({"sampler": {"name": "grid"}}, r"params.alpha.*grid sampler needs `type: categorical`"),
     ({"sampler": {"name": "grid", "seed": 3}}, r"grid sampler takes no options"),
     ({"fixed": {"gamma": 1}}, r"unknown key\(s\) \['gamma'\]"),
+    # several objectives (zsexp.search.objectives): each key named with its allowed values
+    ({"objective": [{"metric": "precision@50"}, {"metric": "accuracy", "mode": "max"}]},
+     r"objective\[1\].metric.*must be one of \[.*'map@50'.*'compute_wall_s'"),
+    ({"objective": [{"metric": "precision@50"}, {"metric": "map@50", "mode": "most"}]},
+     r"objective\[1\].mode.*must be min or max, got 'most'"),
+    ({"objective": [{"metric": "map@50", "mode": "max"}, {"metric": "map@50", "mode": "min"}]},
+     r"objective\[1\].metric.*a second time"),
+    ({"objective": [{"metric": "compute_wall_s", "mode": "min"}, {"metric": "map@50", "mode": "max"}]},
+     r"objective\[0\].metric.*first objective must be a quality metric"),
+    ({"objective": [{"metric": m, "mode": "max"} for m in ("precision@50", "map@50", "top1", "map")]
+                   + [{"metric": "compute_wall_s", "mode": "min"}]}, r"at most 4 objectives"),
+    ({"objective": [], "scheduler": "none"}, r"objective.*non-empty list"),
+    ({"objective": [{"metric": "precision@50", "mode": "max"}, {"metric": "compute_wall_s", "mode": "min"}], "scheduler": "asha"}, r"scheduler.*asha ranks a rung.*non-dominated sorting"),
+    ({"objective": [{"metric": "precision@50", "mode": "max"}, {"metric": "compute_wall_s", "mode": "min"}], "sampler": {"name": "cmaes"}}, r"sampler.name.*'cmaes' optimises one objective.*nsga2"),
+    ({"objective": [{"metric": "precision@50", "mode": "max"}, {"metric": "compute_wall_s", "mode": "min"}], "sampler": {"name": "grid"}, "params": {"alpha": {"type": "categorical", "choices": [1.0]}}},
+     r"sampler.name.*'grid' optimises one objective"),
     ({"colour": "red"}, r"unknown top-level key"),
     ({"params": {}}, r"params.*non-empty"),
 ])
@@ -90,3 +106,18 @@ def test_lam_under_linear_r_is_refused_and_not_in_the_default_space():
         parse_space(raw2, "s.yaml", "zscrgan")
     assert "lam" not in load_space(default_space_path("zscrgan"), "zscrgan").params
 
+
+
+def test_multi_objective_space():
+    """A list of objectives: Optuna's multi-objective view (keys, modes), no early stopping by default, tpe
+    (MOTPE) unless told; one objective as a list of one is the single-objective space it always was."""
+    raw = {**BASE, "objective": [{"metric": "precision@50", "mode": "max"}, {"metric": "compute_wall_s"}]}
+    raw.pop("scheduler", None)
+    space = parse_space(raw, "s.yaml", "zscrgan")
+    assert space.multi and space.metric_keys == ["val_precision_at_50", "compute_wall_s"]
+    assert space.modes == ["max", "min"] and space.scheduler == "none" and space.sampler == "tpe"
+    assert space.single("compute_wall_s").metric_keys == ["compute_wall_s"]
+    nsga = parse_space({**raw, "sampler": {"name": "nsga2", "population_size": 8}}, "s.yaml", "zscrgan")
+    assert type(nsga.make_sampler(0)).__name__ == "NSGAIISampler"
+    one = parse_space({**BASE, "objective": [{"metric": "map@50", "mode": "max"}]}, "s.yaml", "zscrgan")
+    assert not one.multi and one.metric_key == "val_map_at_50" and one.scheduler == BASE.get("scheduler", "asha")

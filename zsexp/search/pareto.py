@@ -88,3 +88,30 @@ def _plot(meta: SweepMeta, space: Any, points: list[dict[str, Any]], path: Path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def spread(n: int, k: int) -> list[int]:
+    """``k`` indices of ``0..n-1`` spread evenly, both ends included (all of them when ``n <= k``)."""
+    if n <= k:
+        return list(range(n))
+    if k == 1:
+        return [0]
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+
+
+def front_candidates(meta: SweepMeta, space: Any, trials: list[Any], metric: str, k: int) -> list[dict[str, Any]]:
+    """A multi-objective sweep's selection candidates: its Pareto front, sorted by the deciding objective
+    ``metric`` (best first), and at most ``k`` of them spread evenly along that order (the best and the
+    other end of the front always among them); each keeps the round its trial ended at, the round whose
+    values the study was told."""
+    key = space.single(metric).metric_key
+    by_id = {t.trial_id: t for t in trials}
+    sign = -1.0 if dict(space.objectives)[metric] == "max" else 1.0
+    points = sorted((p for p in front(meta, space) if p["trial"] in by_id), key=lambda p: sign * p["values"][key])
+    out = []
+    for order in spread(len(points), k):
+        p, t = points[order], by_id[points[order]["trial"]]
+        out.append({"trial_id": t.trial_id, "value": p["values"][key], "order": order, "round": t.rounds,
+                    "params": {n: t.config[n] for n in sorted(space.params) if n in t.config},
+                    "front": p["values"]})
+    return out

@@ -76,13 +76,13 @@ def plan(source: SweepMeta, model: str, data: Any, space: SearchSpace, trial_met
     out = WarmPlan(source.name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         tid = str(t.user_attrs.get(SOURCE_TRIAL_ATTR) or t.user_attrs.get(TUNE_ID_ATTR) or f"optuna#{t.number}")
-        if t.user_attrs.get(LOST_ATTR) or t.value is None:
+        if t.user_attrs.get(LOST_ATTR) or not t.values:
             continue
         params, reason = _fit_here(source, data, dict(t.params), dists, trial_meta)
         if reason:
             out.skipped.append({"trial": tid, "reason": reason})
             continue
-        out.taken.append({"trial": tid, "params": params, "value": float(t.value),
+        out.taken.append({"trial": tid, "params": params, "values": [float(v) for v in t.values],
                           "origin": str(t.user_attrs.get(WARM_ATTR) or source.name)})
     if not out.taken and not out.skipped:
         raise ZsexpError(f"{where}: that sweep has no completed trial to start from")
@@ -104,9 +104,12 @@ def _source_study(source: SweepMeta, model: str, data: Any, space: SearchSpace, 
         raise ZsexpError(f"{where}: its dataset fingerprint {source.fingerprint or '(none)'} is not this dataset's "
                          f"{data.fingerprint()} ({data.name}); its values were measured on other data or splits")
     src_space = parse_space(source.space, source.space_source, source.model)
-    if (src_space.metric_key, src_space.mode) != (space.metric_key, space.mode):
-        raise ZsexpError(f"{where}: its objective is val {src_space.metric} ({src_space.mode}), this sweep's is val "
-                         f"{space.metric} ({space.mode}); its values are not values of this objective")
+    if (src_space.metric_keys, src_space.modes) != (space.metric_keys, space.modes):
+        def shown(sp: SearchSpace) -> str:
+            return ", ".join(f"{k} ({m})" for k, m in zip(sp.metric_keys, sp.modes, strict=True))
+
+        raise ZsexpError(f"{where}: its objectives are {shown(src_space)}, this sweep's are {shown(space)}; its values "
+                         f"are not values of these objectives")
     if src_space.max_rounds != space.max_rounds:
         raise ZsexpError(f"{where}: its trials ran up to {src_space.max_rounds} rounds, this sweep's run up to "
                          f"{space.max_rounds}; a best-round value depends on the budget")
@@ -152,7 +155,7 @@ def apply(plan_: WarmPlan, sweep_dir: Path, study_name: str, space: SearchSpace)
     from zsexp.search.optuna_search import WARM_ATTR, journal_storage
 
     study = optuna.create_study(study_name=study_name, storage=journal_storage(sweep_dir), load_if_exists=True,
-                                direction="maximize" if space.mode == "max" else "minimize")
+                                directions=["maximize" if m == "max" else "minimize" for m in space.modes])
     there = {(t.user_attrs.get(WARM_ATTR), t.user_attrs.get(SOURCE_TRIAL_ATTR))
              for t in study.get_trials(deepcopy=False)}
     dists = space.distributions()
@@ -161,7 +164,8 @@ def apply(plan_: WarmPlan, sweep_dir: Path, study_name: str, space: SearchSpace)
         if (t["origin"], t["trial"]) in there:
             continue
         study.add_trial(optuna.trial.create_trial(
-            params=t["params"], distributions={k: dists[k] for k in t["params"]}, value=t["value"],
+            params=t["params"], distributions={k: dists[k] for k in t["params"]},
+            values=t["values"] if "values" in t else [t["value"]],
             user_attrs={WARM_ATTR: t["origin"], SOURCE_TRIAL_ATTR: t["trial"]}))
         added += 1
     return added

@@ -161,3 +161,68 @@ def test_ui_serves_zsexp_store(tmp_path, mlflow_ui_up):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
 
+
+
+def test_dashboard_shows_the_study_with_named_objectives(ray_cluster, tmp_path, capsys):
+    """`zsexp ui SWEEP --dashboard`: optuna-dashboard on a two-objective sweep's study, read in Chromium:
+    the objectives carry the metrics' names, the trials their MLflow run ids as attributes."""
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.fail("chromium and chromedriver are needed: `make test` installs Debian's chromium and "
+                    "chromium-driver packages when they are missing")
+    import urllib.request
+
+    import yaml
+
+    space = tmp_path / "mo.yaml"
+    space.write_text(yaml.safe_dump({
+        "model": "zscrgan", "fixed": {"em_iterations": 2, "updates_per_step": 10},
+        "objective": [{"metric": "precision@50", "mode": "max"}, {"metric": "compute_wall_s", "mode": "min"}],
+        "params": {"alpha": {"type": "uniform", "low": 0.1, "high": 2.0}}}))
+    assert main(["search", "zscrgan", "--space", str(space), "--trials", "3", "--name", "dash",
+                 "--progress-every", "0"]) == 0
+    run_ids = {r.info.run_id for r in client().search_runs(
+        [read_meta("dash", None).experiment_id], filter_string="tags.`zsexp.sweep` = 'dash' and "
+                                                               "tags.`zsexp.kind` = 'trial'")}
+    port = _free_port()
+    log = tmp_path / "dash.log"
+    ui = subprocess.Popen([sys.executable, "-m", "zsexp.cli", "ui", "dash", "--dashboard", "--port", str(port)],
+                          stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    shots: list[str] = []
+    driver = None
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+    try:
+        _wait(up, 120, "optuna-dashboard", shots)
+        url = next(w for w in log.read_text().split() if w.startswith("http://127.0.0.1"))
+        assert f":{port}/dashboard/studies/" in url
+        driver = _browser()
+
+        def shot(name: str) -> None:
+            path = str(tmp_path / f"{name}.png")
+            driver.save_screenshot(path)
+            shots.append(path)
+
+        def page_has(*texts: str):
+            return lambda: all(t in driver.find_element("tag name", "body").text for t in texts)
+
+        driver.get(url)
+        _wait(page_has("dash", "val_precision_at_50", "compute_wall_s"), 90, "the study's named objectives",
+              shots, shot)
+        shot("1-study")
+        driver.get(url.rstrip("/") + "/trials")
+        _wait(page_has("mlflow_run_id", "outcome"), 90, "the trials' attributes", shots, shot)
+        body = driver.find_element("tag name", "body").text
+        assert any(r in body for r in run_ids), "no trial shows its MLflow run id"
+        shot("2-trials")
+    finally:
+        if driver is not None:
+            driver.quit()
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
+    assert all(Path(s).stat().st_size > 10_000 for s in shots), shots

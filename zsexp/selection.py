@@ -254,7 +254,8 @@ def _select(o: SelectOptions, meta: SweepMeta, space: SearchSpace) -> dict[str, 
     except Exception as exc:  # noqa: BLE001 - no or unreadable snapshot
         raise ZsexpError(f"sweep {o.sweep!r} has no readable trial record yet ({type(exc).__name__}); it was stopped "
                          f"before its first trial was saved: `zsexp resume {o.sweep}` runs it") from None
-    if space.multi:          # the Pareto front, spread along the deciding objective; then decided on it alone
+    multi = space.multi
+    if multi:                # the Pareto front, spread along the deciding objective; then decided on it alone
         from zsexp.search.pareto import front_candidates
 
         ranked = front_candidates(meta, space, trials, o.objective, o.k)
@@ -264,7 +265,7 @@ def _select(o: SelectOptions, meta: SweepMeta, space: SearchSpace) -> dict[str, 
     if not ranked:
         raise ZsexpError(f"sweep {o.sweep!r} has no completed trial with val {space.metric}; nothing to select")
     cands = ranked[: o.k]
-    sel_dir = Path(meta.dir) / (f"selection-k{o.k}-s{o.seeds}" + (f"-{space.metric_key}" if o.objective else ""))
+    sel_dir = Path(meta.dir) / (f"selection-k{o.k}-s{o.seeds}" + (f"-{space.metric_key}" if multi else ""))
     sel_dir.mkdir(parents=True, exist_ok=True)
     cand_file = sel_dir / "candidates.json"
     old = json.loads(cand_file.read_text()) if cand_file.is_file() else None
@@ -358,8 +359,7 @@ def finish_selection(o: SelectOptions, meta: SweepMeta, space: SearchSpace, cand
     report = write_report(meta, space, d, sel_dir, trials)
     out = {"sweep": meta.name, "protocol": PROTOCOL, "objective": d.objective, "mode": space.mode,
            "test_objective": d.test_objective, "test_mode": d.test_mode, "summary": d.summary,
-           "winner": d.winner, "winner_seed": d.seed, "seed_rule": SEED_RULE, "test": d.test,
-           "baseline": d.baseline,
+           "winner": d.winner, "winner_seed": d.seed, "seed_rule": SEED_RULE, "test": d.test, "baseline": d.baseline,
            "report": workcopy.describe(report), "dir": workcopy.describe(sel_dir)}
     out.update(log_selection(o, meta, d, results, sel_dir, data))
     (sel_dir / "selection.json").write_text(json.dumps(out, indent=2, default=str))

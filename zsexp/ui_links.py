@@ -32,6 +32,9 @@ from zsexp.tags import SHARED_VIEW_PREFIX, TAG_KIND, TAG_SWEEP
 DEFAULT_UI = "http://127.0.0.1:5000"
 
 
+TAG_PARETO = "zsexp.pareto"          # a multi-objective sweep's trials on its Pareto front (zsexp.search.pareto)
+
+
 def sweep_filter(sweep: str) -> str:
     """The MLflow search filter of a sweep's trial (child) runs."""
     from zsexp.names import filter_value
@@ -39,12 +42,16 @@ def sweep_filter(sweep: str) -> str:
     return f"tags.`{TAG_SWEEP}` = {filter_value(sweep)} and tags.`{TAG_KIND}` = 'trial'"
 
 
-def sweep_view_state(sweep: str, metric_key: str, mode: str, params: list[str]) -> dict[str, Any]:
+def sweep_view_state(sweep: str, metric_key: str, mode: str, params: list[str],
+                     others: tuple[str, ...] = ()) -> dict[str, Any]:
     """The runs page as a user comparing this sweep's trials wants it: only its trials, best first,
-    the objective and the searched parameters as columns."""
-    return {"searchFilter": sweep_filter(sweep), "orderByKey": f"metrics.`{metric_key}`",
+    the objective and the searched parameters as columns.  With ``others`` (a multi-objective sweep's
+    other objectives) only its Pareto front, every objective a column."""
+    where = sweep_filter(sweep) + (f" and tags.`{TAG_PARETO}` = 'true'" if others else "")
+    return {"searchFilter": where, "orderByKey": f"metrics.`{metric_key}`",
             "orderByAsc": mode == "min", "lifecycleFilter": "Active",
             "selectedColumns": [f"metrics.`{metric_key}`", f"metrics.`best_{metric_key}`",
+                                *[f"metrics.`{k}`" for k in others],
                                 *[f"params.`{p}`" for p in params], "tags.`{TAG_OUTCOME}`"],
             "runsPinned": [], "runsExpanded": {}, "runListHidden": False}
 
@@ -54,11 +61,11 @@ def share_key(sweep: str) -> str:
 
 
 def publish_sweep_view(c, experiment_id: str, sweep: str, metric_key: str, mode: str,
-                       params: list[str]) -> str:
+                       params: list[str], others: tuple[str, ...] = ()) -> str:
     """Store the sweep's view on its experiment (idempotent); returns the share key."""
     key = share_key(sweep)
     c.set_experiment_tag(experiment_id, SHARED_VIEW_PREFIX + key,
-                         json.dumps(sweep_view_state(sweep, metric_key, mode, params)))
+                         json.dumps(sweep_view_state(sweep, metric_key, mode, params, others)))
     return key
 
 
@@ -78,14 +85,16 @@ def model_link(ui: str, name: str) -> str:
 
 
 def sweep_links(meta: SweepMeta, metric_key: str, mode: str, params: list[str],
-                ui: str = DEFAULT_UI) -> dict[str, str]:
-    """Publish the view and return the two links (runs view, compare view) of a sweep's trials."""
+                ui: str = DEFAULT_UI, others: tuple[str, ...] = ()) -> dict[str, str]:
+    """Publish the view and return the two links (runs view, compare view) of a sweep's trials (with
+    ``others``, a multi-objective sweep's other objectives: of its Pareto front)."""
     from zsexp.tracking import client, mark_model_training
 
     c = client(meta.tracking_uri)
     mark_model_training(c, c.get_experiment(meta.experiment_id))
-    key = publish_sweep_view(c, meta.experiment_id, meta.name, metric_key, mode, params)
-    runs = c.search_runs([meta.experiment_id], filter_string=sweep_filter(meta.name), max_results=500)
+    key = publish_sweep_view(c, meta.experiment_id, meta.name, metric_key, mode, params, others)
+    where = sweep_filter(meta.name) + (f" and tags.`{TAG_PARETO}` = 'true'" if others else "")
+    runs = c.search_runs([meta.experiment_id], filter_string=where, max_results=500)
     return {"runs": runs_link(ui, meta.experiment_id, key),
             "compare": compare_link(ui, meta.experiment_id, [r.info.run_id for r in runs])}
 

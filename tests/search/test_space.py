@@ -12,6 +12,7 @@ from zsexp.models.cmgan import CMGANConfig
 from zsexp.search.space import default_space_path, load_space, parse_space, trial_overrides
 
 BASE = {"model": "zscrgan", "params": {"alpha": {"type": "uniform", "low": 0.1, "high": 1.0}}}
+MO = [{"metric": "precision@50", "mode": "max"}, {"metric": "compute_wall_s", "mode": "min"}]
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -64,9 +65,9 @@ def test_shipped_zscrgan_spaces_reach_working_budgets():
     ({"objective": [{"metric": m, "mode": "max"} for m in ("precision@50", "map@50", "top1", "map")]
                    + [{"metric": "compute_wall_s", "mode": "min"}]}, r"at most 4 objectives"),
     ({"objective": [], "scheduler": "none"}, r"objective.*non-empty list"),
-    ({"objective": [{"metric": "precision@50", "mode": "max"}, {"metric": "compute_wall_s", "mode": "min"}], "scheduler": "asha"}, r"scheduler.*asha ranks a rung.*non-dominated sorting"),
-    ({"objective": [{"metric": "precision@50", "mode": "max"}, {"metric": "compute_wall_s", "mode": "min"}], "sampler": {"name": "cmaes"}}, r"sampler.name.*'cmaes' optimises one objective.*nsga2"),
-    ({"objective": [{"metric": "precision@50", "mode": "max"}, {"metric": "compute_wall_s", "mode": "min"}], "sampler": {"name": "grid"}, "params": {"alpha": {"type": "categorical", "choices": [1.0]}}},
+    ({"objective": MO, "scheduler": "asha"}, r"scheduler.*asha ranks a rung.*non-dominated sorting"),
+    ({"objective": MO, "sampler": {"name": "cmaes"}}, r"sampler.name.*'cmaes' optimises one objective.*nsga2"),
+    ({"objective": MO, "sampler": {"name": "grid"}, "params": {"alpha": {"type": "categorical", "choices": [1.0]}}},
      r"sampler.name.*'grid' optimises one objective"),
     ({"colour": "red"}, r"unknown top-level key"),
     ({"params": {}}, r"params.*non-empty"),

@@ -33,6 +33,7 @@ from zsexp.faults import kill_point
 from zsexp.search import compute
 from zsexp.search.integrity import SnapshotSigning, driver_staging_dir
 from zsexp.search.mlflow_writes import MlflowWrites
+from zsexp.search.optuna_search import RUN_IDS
 from zsexp.search.record import PER_TRIAL, ProgressRecord, read_progress, write_marker
 from zsexp.tracking import Progress, numeric_metrics
 
@@ -137,6 +138,8 @@ class MlflowSweepCallback(MlflowWrites, SnapshotSigning, tune.Callback):
                       flush=False)
         self._save(tid)
         self._flush()
+        if tid in self.runs:                # the study's trial shows its MLflow run (optuna-dashboard)
+            RUN_IDS[tid] = self.runs[tid]
         self.progress.maybe_print(self._state())
 
     on_trial_restore = on_trial_start

@@ -97,6 +97,27 @@ def _reopen_journal(sweep: str | None, folder: str) -> SweepJournalBackend:
     return SweepJournalBackend(current_dir(sweep) or folder, sweep)
 
 
+# the MLflow child run of each Tune trial, set by the sweep's callback in the same driver process
+RUN_IDS: dict[str, str] = {}
+
+
+def _describe_trial(ot_trial: Any, result: dict[str, Any], error: bool) -> None:
+    """What optuna-dashboard shows beside a trial's values, set before it is told (a finished trial can no
+    longer be changed): its MLflow run id, its outcome and what it spent (zsexp.search.compute)."""
+    from zsexp.search.compute import KEYS
+
+    tid = ot_trial.user_attrs.get(TUNE_ID_ATTR) if hasattr(ot_trial, "user_attrs") else None
+    attrs: dict[str, Any] = {}
+    if tid and tid in RUN_IDS:
+        attrs["mlflow_run_id"] = RUN_IDS[tid]
+    done = result.get("model_done") or int(result.get("training_iteration", 0) or 0) >= int(
+        result.get("max_rounds", 0) or 0)
+    attrs["outcome"] = "failed" if error else "completed" if done else "early-stopped"
+    attrs.update({k: float(result[k]) for k in KEYS if isinstance(result.get(k), (int, float))})
+    for key, value in attrs.items():
+        ot_trial.set_user_attr(key, value)
+
+
 def name_objectives(study: optuna.Study, space: Any) -> None:
     """The study's objectives named as the metrics they are (``val_precision_at_50``, ``compute_wall_s``):
     what optuna-dashboard shows instead of "Objective 0"."""
@@ -210,4 +231,5 @@ class ResumableOptunaSearch(OptunaSearch):
         if trial_id not in ray_tune.optuna_trials(self) or self._is_finished(trial_id):
             ray_tune.optuna_completed(self).add(trial_id)        # told before a kill: never told twice
             return None
+        _describe_trial(ray_tune.optuna_trials(self)[trial_id], result or {}, error)
         return super().on_trial_complete(trial_id, self._best_round_result(trial_id, result), error)

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from zsexp.meta import SweepMeta
-
-TAG_PARETO = "zsexp.pareto"
+from zsexp.ui_links import TAG_PARETO
 
 
 def front(meta: SweepMeta, space: Any) -> list[dict[str, Any]]:

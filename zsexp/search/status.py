@@ -158,7 +158,8 @@ def show_links(meta: SweepMeta, space: SearchSpace | None, ui: str | None = None
                                 "compare": compare_link(ui, meta.experiment_id, runs)})
         return
     try:
-        links = sweep_links(meta, space.metric_key, space.mode, sorted(space.params), ui or DEFAULT_UI)
+        links = sweep_links(meta, space.metric_key, space.mode, sorted(space.params), ui or DEFAULT_UI,
+                            tuple(space.metric_keys[1:]) if getattr(space, "multi", False) else ())
     except Exception as exc:  # noqa: BLE001 - links are a convenience; never fail a command for them
         print(f"[{meta.name}] (no MLflow UI links: {str(exc).splitlines()[0][:200]})")
         return

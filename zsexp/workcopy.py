@@ -42,6 +42,7 @@ RECORD_LAST = ("zsexp_progress", "zsexp_sweep.json")     # uploaded after everyt
 _ROOTS: dict[Path, store.Location] = {}           # local working root -> its place in the store
 _STAMPS: dict[Path, dict[str, tuple[int, int]]] = {}   # root -> {relative path: (size, mtime) in the store}
 _GUARDS: dict[Path, Callable[[], None]] = {}      # a folder whose writes need a held lease -> its check
+_TAGS: dict[Path, dict[str, str]] = {}           # root -> {relative path: the store's ETag when pulled}
 _LOCK = threading.RLock()
 
 
@@ -144,8 +145,9 @@ def _safe(rel: str) -> bool:
 
 
 def pull(folder: Path) -> int:
-    """Fill the working-copy ``folder`` from the store (its old content is dropped first); the number of
-    objects taken.  A name that could not be a plain relative path is refused, and so is a copy over
+    """Make the working-copy ``folder`` what the store holds: a file pulled before and unchanged on both
+    sides (same ETag, same size and time) is kept, every other one dropped and fetched; the number of
+    objects fetched.  A name that could not be a plain relative path is refused, and so is a copy over
     :data:`MAX_PULL` bytes."""
     found = location_of(folder)
     if found is None or Path(folder) in _GUARDS:       # this process holds its lease: the copy is current
@@ -154,16 +156,24 @@ def pull(folder: Path) -> int:
         push(folder)                 # a part of this writer's copy: what it wrote goes up before it is refreshed
     root, loc, rel = found
     here = loc.child(rel)
-    objects = [(r, n, t) for r, n, _, t in store.listing(here) if _wanted(r)]
-    bad = [r for r, _, _ in objects if not _safe(r)]
+    listed = [(r, n, e, t) for r, n, e, t in store.listing(here) if _wanted(r)]
+    bad = [r for r, _, _, _ in listed if not _safe(r)]
     if bad:
         raise ZsexpError(f"{here.uri}/{bad[0][:200]}: not a name zsexp or Tune writes; refused (nothing was read)")
-    total = sum(n for _, n, _ in objects)
+    total = sum(n for _, n, _, _ in listed)
     if total > MAX_PULL:
         raise ZsexpError(f"{here.uri}: {total >> 20} MiB of state outside the checkpoints (at most "
                          f"{MAX_PULL >> 20} MiB); not a sweep zsexp wrote: refused")
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    prefix = "" if rel == "." else rel + "/"
+    tags, stamps = _TAGS.setdefault(root, {}), _STAMPS[root]
+    keep = {r for r, _, etag, _ in listed if tags.get(prefix + r) == etag and (folder / r).is_file()
+            and stamps.get(prefix + r) == _stamp(folder / r)}        # pulled before, unchanged on both sides
+    for dirpath, _, files in os.walk(folder) if folder.is_dir() else ():
+        for f in files:
+            if Path(dirpath, f).relative_to(folder).as_posix() not in keep:
+                os.unlink(Path(dirpath, f))
+    folder.mkdir(parents=True, exist_ok=True)
+    objects = [(r, n, t) for r, n, _, t in listed if r not in keep]
 
     def fetch(item: tuple[str, int, float]) -> tuple[str, tuple[int, int]]:
         r, _, when = item
@@ -175,10 +185,11 @@ def pull(folder: Path) -> int:
         return f"{rel}/{r}" if rel != "." else r, _stamp(target)
 
     with cf.ThreadPoolExecutor(8) as pool:
-        stamps = dict(pool.map(fetch, objects))
+        fresh = dict(pool.map(fetch, objects))
     with _LOCK:
-        prefix = "" if rel == "." else rel + "/"
-        _STAMPS[root] = {k: v for k, v in _STAMPS[root].items() if not k.startswith(prefix)} | stamps
+        kept = {prefix + r: _STAMPS[root][prefix + r] for r in keep}
+        _STAMPS[root] = {k: v for k, v in _STAMPS[root].items() if not k.startswith(prefix)} | kept | fresh
+        tags.update({prefix + r: etag for r, _, etag, _ in listed})
     return len(objects)
 
 

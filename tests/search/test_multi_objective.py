@@ -25,8 +25,8 @@ SPACE = {"model": "zscrgan", "sampler": {"name": "random"},
                     "updates_per_step": {"type": "categorical", "choices": [5, 40]}}}
 
 
-def _space(tmp_path: Path, **patch) -> str:
-    path = tmp_path / "mo.yaml"
+def _space(tmp_path: Path, name: str = "mo.yaml", **patch) -> str:
+    path = tmp_path / name
     path.write_text(yaml.safe_dump({**SPACE, **patch}))
     return str(path)
 
@@ -87,7 +87,7 @@ def test_what_cannot_rank_several_objectives_is_refused(tmp_path, home, capfd, m
     space = _space(tmp_path)
     cases = [(["search", "zscrgan", "--space", space, "--scheduler", "asha"], "non-dominated sorting"),
              (["search", "zscrgan", "--space", space, "--sampler", "cmaes"], "optimises one objective"),
-             (["search", "zscrgan", "--space", _space(tmp_path, scheduler="asha")], "scheduler"),
+             (["search", "zscrgan", "--space", _space(tmp_path, "asha.yaml", scheduler="asha")], "scheduler"),
              (["select", "nosuch", "--objective", "x"], "no sweep")]
     for argv, needle in cases:
         refused_unchanged(home, argv, needle, capfd=capfd, monkeypatch=monkeypatch)

@@ -122,7 +122,11 @@ def name_objectives(study: optuna.Study, space: Any) -> None:
     """The study's objectives named as the metrics they are (``val_precision_at_50``, ``compute_wall_s``):
     what optuna-dashboard shows instead of "Objective 0"."""
     if study.metric_names is None:
-        study.set_metric_names(list(space.metric_keys))
+        import warnings
+
+        with warnings.catch_warnings():            # "experimental" since Optuna 3.2, unchanged through 5.x
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(space.metric_keys))
 
 
 def reconcile_study(study: optuna.Study, known: set[int]) -> tuple[list[str], int]:

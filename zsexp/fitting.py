@@ -58,6 +58,13 @@ class RunFolder:
 
             objectstore.delete(self.remote, name)
 
+    def done(self) -> None:
+        """The scratch folder of an object-store job goes once its files are uploaded."""
+        if self.remote is not None:
+            import shutil
+
+            shutil.rmtree(self.path, ignore_errors=True)
+
     def shown(self, name: str) -> str:
         return f"{self.remote.uri}/{name}" if self.remote is not None else str(self.path / name)
 
@@ -112,6 +119,7 @@ def fit_and_evaluate(tmeta: dict[str, Any], flat: dict[str, Any], seed: int, fit
                       per={k: v for k, v in res.items() if not isinstance(v, float)},
                       model_path=folder.shown(final.name),
                       chance=model.chance(split))
+    folder.done()
     return result
 
 
@@ -128,6 +136,7 @@ def write_result(out: str | Path, stem: str, result: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(result, default=str))
         os.replace(tmp, folder.path / f"{stem}.json")
     folder.remove(f"{stem}.ckpt.pt")
+    folder.done()
 
 
 class GridProgress(tune.Callback):

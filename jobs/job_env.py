@@ -15,12 +15,11 @@ def env(name: str, default: str | None = None, required: bool = False) -> str:
 
 
 def default_storage(kind: str) -> str:
-    """Where ``kind`` (sweeps, ablations) live when the job does not say: under ZSEXP_STATE_URI (the
-    stack's object store, ``s3://BUCKET``), else under ZSEXP_HOME."""
-    base = os.environ.get("ZSEXP_STATE_URI")
-    if base:
-        return f"{base.rstrip('/')}/{kind}"
-    return os.path.join(os.environ.get("ZSEXP_HOME", os.path.expanduser("~/.zsexp")), kind)
+    """Where ``kind`` (sweeps, ablations) live when the job does not say: zsexp's own default, under
+    ZSEXP_STATE_URI (the stack's object store, ``s3://BUCKET``), else under ZSEXP_HOME."""
+    from zsexp.search.storage import default_storage as zsexp_default
+
+    return str(zsexp_default(kind))
 
 
 def sweep_exists(storage: str, name: str) -> bool:

@@ -7,6 +7,7 @@ directory and their paths are in every failure message."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -41,6 +42,20 @@ def _browser():
     for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
         opts.add_argument(a)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+def _shooter(driver, tmp_path: Path, shots: list[str]):
+    """``shot(name)``: a screenshot of the page into the test's folder, its path kept in ``shots``."""
+    def shot(name: str) -> None:
+        path = str(tmp_path / f"{name}.png")
+        driver.save_screenshot(path)
+        shots.append(path)
+    return shot
+
+
+def _page_has(driver, *texts: str):
+    """A check for :func:`_wait`: the page's text holds every one of ``texts``."""
+    return lambda: all(t in driver.find_element("tag name", "body").text for t in texts)
 
 
 def _free_port() -> int:
@@ -97,17 +112,8 @@ def test_ui_links_open_the_sweep_trials_compare_view_and_registry(ray_cluster, t
         runs_url = next(ln.split()[1] for ln in lines if ln.strip().startswith("trials:"))
         compare_url = next(ln.split()[1] for ln in lines if ln.strip().startswith("compare:"))
         driver = _browser()
-
-        def shot(name: str) -> None:
-            path = str(tmp_path / f"{name}.png")
-            driver.save_screenshot(path)
-            shots.append(path)
-
-        def page_has(*texts: str):
-            def check():
-                body = driver.find_element("tag name", "body").text
-                return all(t in body for t in texts)
-            return check
+        shot = _shooter(driver, tmp_path, shots)
+        page_has = functools.partial(_page_has, driver)
 
         # 1. the printed link: this sweep's trials, objective and searched parameters as columns
         driver.get(runs_url)
@@ -202,14 +208,8 @@ def test_dashboard_shows_the_study_with_named_objectives(ray_cluster, tmp_path, 
         url = next(w for w in log.read_text().split() if w.startswith("http://127.0.0.1"))
         assert f":{port}/dashboard/studies/" in url
         driver = _browser()
-
-        def shot(name: str) -> None:
-            path = str(tmp_path / f"{name}.png")
-            driver.save_screenshot(path)
-            shots.append(path)
-
-        def page_has(*texts: str):
-            return lambda: all(t in driver.find_element("tag name", "body").text for t in texts)
+        shot = _shooter(driver, tmp_path, shots)
+        page_has = functools.partial(_page_has, driver)
 
         driver.get(url)
         _wait(page_has("dash", "val_precision_at_50", "compute_wall_s"), 90, "the study's named objectives",

@@ -166,18 +166,31 @@ def _code(exc: Exception) -> str:
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
-def get(loc: Location, rel: str, limit: int = MAX_OBJECT) -> bytes | None:
-    """The bytes of ``rel`` (None when absent); an object over ``limit`` is refused unread."""
+NOT_FOUND = ("NoSuchKey", "404", "NotFound")
+CONDITION_FAILED = ("PreconditionFailed", "412", "ConditionalRequestConflict", "NoSuchKey", "404")
+_ABSENT = object()
+
+
+def _request(loc: Location, rel: str, doing: str, method: str, absent: tuple[str, ...] = (), **kwargs: Any) -> Any:
+    """One call about the object ``rel``: its answer, :data:`_ABSENT` when the store answers one of the
+    ``absent`` codes, else one clear error."""
     from botocore import exceptions as bx
 
     try:
-        r = client().get_object(Bucket=loc.bucket, Key=loc.key(rel))
+        return getattr(client(), method)(Bucket=loc.bucket, Key=loc.key(rel), **kwargs)
     except bx.ClientError as exc:
-        if _code(exc) in ("NoSuchKey", "404", "NotFound"):
-            return None
-        raise error(exc, loc.child(rel), "reading") from None
+        if _code(exc) in absent:
+            return _ABSENT
+        raise error(exc, loc.child(rel), doing) from None
     except bx.BotoCoreError as exc:
-        raise error(exc, loc.child(rel), "reading") from None
+        raise error(exc, loc.child(rel), doing) from None
+
+
+def get(loc: Location, rel: str, limit: int = MAX_OBJECT) -> bytes | None:
+    """The bytes of ``rel`` (None when absent); an object over ``limit`` is refused unread."""
+    r = _request(loc, rel, "reading", "get_object", NOT_FOUND)
+    if r is _ABSENT:
+        return None
     if int(r.get("ContentLength") or 0) > limit:
         r["Body"].close()
         raise ZsexpError(f"{loc.child(rel)}: larger than {limit >> 20} MiB; not an object zsexp wrote: refused")
@@ -185,7 +198,7 @@ def get(loc: Location, rel: str, limit: int = MAX_OBJECT) -> bytes | None:
 
 
 def put(loc: Location, rel: str, data: bytes) -> None:
-    _call(loc.child(rel), "writing", client().put_object, Bucket=loc.bucket, Key=loc.key(rel), Body=data)
+    _request(loc, rel, "writing", "put_object", Body=data)
 
 
 def put_file(loc: Location, rel: str, path: str) -> None:
@@ -197,33 +210,18 @@ def put_file(loc: Location, rel: str, path: str) -> None:
 def put_conditional(loc: Location, rel: str, data: bytes, etag: str | None) -> str | None:
     """Write ``rel`` only if it does not exist (``etag`` None) or still has ``etag``; its new ETag, or
     None when the condition failed (someone else wrote or removed it first)."""
-    from botocore import exceptions as bx
-
     cond = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
-    try:
-        return client().put_object(Bucket=loc.bucket, Key=loc.key(rel), Body=data, **cond)["ETag"]
-    except bx.ClientError as exc:
-        if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "NoSuchKey", "404"):
-            return None
-        raise error(exc, loc.child(rel), "writing") from None
-    except bx.BotoCoreError as exc:
-        raise error(exc, loc.child(rel), "writing") from None
+    r = _request(loc, rel, "writing", "put_object", CONDITION_FAILED, Body=data, **cond)
+    return None if r is _ABSENT else r["ETag"]
 
 
 def head(loc: Location, rel: str) -> dict[str, Any] | None:
     """ETag, size and age (the server's clock: its ``Date`` less the object's ``Last-Modified``, seconds)."""
     from email.utils import parsedate_to_datetime
 
-    from botocore import exceptions as bx
-
-    try:
-        r = client().head_object(Bucket=loc.bucket, Key=loc.key(rel))
-    except bx.ClientError as exc:
-        if _code(exc) in ("NoSuchKey", "404", "NotFound"):
-            return None
-        raise error(exc, loc.child(rel), "reading") from None
-    except bx.BotoCoreError as exc:
-        raise error(exc, loc.child(rel), "reading") from None
+    r = _request(loc, rel, "reading", "head_object", NOT_FOUND)
+    if r is _ABSENT:
+        return None
     date = r.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
     age = (parsedate_to_datetime(date) - r["LastModified"]).total_seconds() if date else 0.0
     return {"etag": r["ETag"], "size": int(r.get("ContentLength") or 0), "age_s": max(0.0, age)}
@@ -231,18 +229,17 @@ def head(loc: Location, rel: str) -> dict[str, Any] | None:
 
 def delete(loc: Location, rel: str, etag: str | None = None) -> bool:
     """Remove ``rel`` (with ``etag``: only while it still has it); False when the condition failed."""
-    from botocore import exceptions as bx
-
     cond = {"IfMatch": etag} if etag else {}
-    try:
-        client().delete_object(Bucket=loc.bucket, Key=loc.key(rel), **cond)
-        return True
-    except bx.ClientError as exc:
-        if etag and _code(exc) in ("PreconditionFailed", "412", "NoSuchKey", "404"):
-            return False
-        raise error(exc, loc.child(rel), "removing") from None
-    except bx.BotoCoreError as exc:
-        raise error(exc, loc.child(rel), "removing") from None
+    absent = ("PreconditionFailed", "412", "NoSuchKey", "404") if etag else ()
+    return _request(loc, rel, "removing", "delete_object", absent, **cond) is not _ABSENT
+
+
+def plain_relative(rel: str, depth: int = 4) -> bool:
+    """``rel`` (an object name read from the store) can become a local path as it is: at most ``depth``
+    plain segments, none empty, ``.``, ``..`` or holding a NUL, none longer than 255 characters."""
+    parts = rel.split("/")
+    return len(parts) <= depth and all(p not in ("", ".", "..") and "\x00" not in p and len(p) <= 255
+                                       for p in parts)
 
 
 def listing(loc: Location) -> Iterator[tuple[str, int, str, float]]:

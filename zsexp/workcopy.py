@@ -139,11 +139,6 @@ def _wanted(rel: str) -> bool:
     return len(parts) == 2 and parts[1] == "error.pkl"
 
 
-def _safe(rel: str) -> bool:
-    parts = rel.split("/")
-    return len(parts) <= 4 and all(p not in ("", ".", "..") and "\x00" not in p and len(p) <= 255 for p in parts)
-
-
 def pull(folder: Path) -> int:
     """Make the working-copy ``folder`` what the store holds: a file pulled before and unchanged on both
     sides (same ETag, same size and time) is kept, every other one dropped and fetched; the number of
@@ -157,7 +152,7 @@ def pull(folder: Path) -> int:
     root, loc, rel = found
     here = loc.child(rel)
     listed = [(r, n, e, t) for r, n, e, t in store.listing(here) if _wanted(r)]
-    bad = [r for r, _, _, _ in listed if not _safe(r)]
+    bad = [r for r, _, _, _ in listed if not store.plain_relative(r)]
     if bad:
         raise ZsexpError(f"{here.uri}/{bad[0][:200]}: not a name zsexp or Tune writes; refused (nothing was read)")
     total = sum(n for _, n, _, _ in listed)
@@ -233,8 +228,8 @@ def refresh(folder: Path) -> int:
     root, loc, rel = found
     prefix = "" if rel == "." else rel + "/"
     here = loc.child(rel)
-    new = [r for r, _, _, _ in store.listing(here) if _wanted(r) and _safe(r) and f"{prefix}{r}" not in _STAMPS[root]
-           and not (Path(folder) / r).exists()]
+    new = [r for r, _, _, _ in store.listing(here) if _wanted(r) and store.plain_relative(r)
+           and f"{prefix}{r}" not in _STAMPS[root] and not (Path(folder) / r).exists()]
     for r in new:
         fetch(Path(folder) / r)
     return len(new)

@@ -53,7 +53,7 @@ def fetch(uri: str) -> Path:
         raise ZsexpError(f"dataset {uri}: more than {MAX_FILES} objects or {MAX_DATASET >> 30} GiB; not a dataset "
                          f"zsexp loads")
     for r, _, _ in objects:
-        if any(p in ("", ".", "..") for p in r.split("/")) or len(r.split("/")) > 4:
+        if not objectstore.plain_relative(r):
             raise ZsexpError(f"dataset {uri}: object {r[:200]!r} is not a plain relative name; refused")
     tag = hashlib.sha256(repr((uri, sorted(objects))).encode()).hexdigest()[:24]
     root = cache_root()

@@ -80,11 +80,12 @@ class Lease:
                 break
             first = store.head(self.root, self.rel)
             held = first
-            ttl = max(self.ttl, self._holder_ttl())     # a holder given a longer TTL is judged by it
+            who, holder_ttl = self._holder()
+            ttl = max(self.ttl, holder_ttl)             # a holder given a longer TTL is judged by it
             deadline = time.monotonic() + ttl + 5
             while held is not None and held["etag"] == first["etag"] and held["age_s"] <= ttl:
                 if not announced:
-                    print(f"[{self.name}] held by {self._holder()}, renewed {held['age_s']:.0f} s ago: watching "
+                    print(f"[{self.name}] held by {who}, renewed {held['age_s']:.0f} s ago: watching "
                           f"whether its driver is alive (a live one renews every {self.ttl / 4:.0f} s); taken over "
                           f"after {ttl:.0f} s without a renewal", flush=True)
                     announced = True
@@ -95,7 +96,7 @@ class Lease:
             if held is None:                      # given back meanwhile: try again
                 continue
             if held["etag"] != first["etag"] or held["age_s"] <= ttl:
-                raise ZsexpError(f"{self.kind} {self.name!r} is in use by {self._holder()}, whose lease is renewed "
+                raise ZsexpError(f"{self.kind} {self.name!r} is in use by {self._holder()[0]}, whose lease is renewed "
                                  f"as it runs; wait for it to end (or stop it) and try again")
             self._take_over(held)
         self._renewed = time.monotonic()
@@ -104,28 +105,26 @@ class Lease:
         return self
 
     def _take_over(self, held: dict) -> None:
-        self.took_over = {"holder": self._holder(), "age_s": held["age_s"]}
+        self.took_over = {"holder": self._holder()[0], "age_s": held["age_s"]}
         self.etag = store.put_conditional(self.root, self.rel, self._body(), held["etag"])
         if self.etag is None:
             raise ZsexpError(f"{self.kind} {self.name!r}: another command took over its stale lease at the same "
-                             f"moment; it is in use by {self._holder()}")
+                             f"moment; it is in use by {self._holder()[0]}")
         print(f"[{self.name}] took over the lease of {self.took_over['holder']}, not renewed for "
               f"{held['age_s']:.0f} s (its driver is gone)", flush=True)
 
-    def _holder_ttl(self) -> float:
-        try:
-            value = float(json.loads(store.get(self.root, self.rel, limit=64 << 10) or b"{}").get("ttl_s", 0))
-            return min(max(value, 0.0), 3600.0)
-        except (ZsexpError, ValueError, AttributeError, TypeError):
-            return 0.0
-
-    def _holder(self) -> str:
+    def _holder(self) -> tuple[str, float]:
+        """Who holds the lease (for messages) and the TTL it was taken with (0 when unreadable): one read."""
         try:
             info = json.loads(store.get(self.root, self.rel, limit=64 << 10) or b"{}")
-            return (f"`zsexp {info.get('command', '?')}` (pid {info.get('pid', '?')} on {info.get('host', '?')}, "
-                    f"since {info.get('since', '?')})")
+            who = (f"`zsexp {info.get('command', '?')}` (pid {info.get('pid', '?')} on {info.get('host', '?')}, "
+                   f"since {info.get('since', '?')})")
         except (ZsexpError, ValueError, AttributeError):
-            return "another zsexp process"
+            return "another zsexp process", 0.0
+        try:
+            return who, min(max(float(info.get("ttl_s", 0)), 0.0), 3600.0)
+        except (ValueError, TypeError, AttributeError):
+            return who, 0.0
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.ttl / 4):

@@ -128,18 +128,15 @@ def check_key_folder(d: Path | None = None) -> None:
 
 
 def refuse_existing(d: Path, name: str) -> None:
+    """A new sweep's place is free: no sweep there, and (in an object store) nothing else either."""
     loc = workcopy.remote(d)
-    if loc is not None:
-        if objectstore.head(loc, SWEEP_FILE) is None and not objectstore.is_empty(loc):
-            raise ZsexpError(f"{loc.uri} holds objects but no zsexp sweep; refused (choose another --name or "
-                             f"--storage prefix)")
-        if objectstore.head(loc, SWEEP_FILE) is not None:
-            raise ZsexpError(f"sweep {name!r} already exists at {loc.uri}; continue it with `zsexp resume {name}` "
-                             f"or choose another --name")
-        return
-    if (d / SWEEP_FILE).exists():
-        raise ZsexpError(f"sweep {name!r} already exists at {d}; continue it with `zsexp resume {name}` "
-                         f"or choose another --name")
+    exists = objectstore.head(loc, SWEEP_FILE) is not None if loc is not None else (d / SWEEP_FILE).exists()
+    if exists:
+        raise ZsexpError(f"sweep {name!r} already exists at {workcopy.describe(d)}; continue it with `zsexp resume "
+                         f"{name}` or choose another --name")
+    if loc is not None and not objectstore.is_empty(loc):
+        raise ZsexpError(f"{loc.uri} holds objects but no zsexp sweep; refused (choose another --name or "
+                         f"--storage prefix)")
 
 
 def check_writable_state(d: Path) -> None:
